@@ -1,0 +1,64 @@
+"""`ceiling` command line. Each sub-command lives in its own module exposing
+`add_arguments(parser)` and `main(args) -> int`; this file only dispatches.
+
+Errors a user can cause (CeilingError) print as one line, without a traceback, and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ceiling.errors import CeilingError
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("ceiling.commands.run", "the main job: RL on a base, evaluate checkpoints, fit, report"),
+    "pretrain": ("ceiling.commands.pretrain", "pretrain tiny base models of controlled diversity"),
+    "train": ("ceiling.commands.train", "GRPO-family RLVR training with checkpoints and exact resume"),
+    "eval": ("ceiling.commands.eval", "evaluate checkpoints and the base: reward, pass@k, entropy, KL, diversity"),
+    "fit": ("ceiling.commands.fit", "fit ceilings, the entropy law and the collapse threshold to a run or a log"),
+    "report": ("ceiling.commands.report", "rebuild the report of a run directory from stored results"),
+    "predict": ("ceiling.commands.predict", "predicted verified reward at compute budgets, as a Markdown table"),
+    "sweep": ("ceiling.commands.sweep", "a grid of runs over bases, seeds and beta, with an aggregated report"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ceiling", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("ceiling"):
+                p.set_defaults(_unavailable=f"'ceiling {name}' is not available in this build")
+                continue
+            raise
+        mod.add_arguments(p)
+        p.set_defaults(_main=mod.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if getattr(args, "_unavailable", None):
+        print(f"ceiling: error: {args._unavailable}", file=sys.stderr)
+        return 2
+    try:
+        return int(args._main(args) or 0)
+    except CeilingError as exc:
+        print(f"ceiling: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ceiling: interrupted; completed checkpoints and log lines are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
