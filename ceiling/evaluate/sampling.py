@@ -1,0 +1,169 @@
+"""The model side of the evaluator: draw samples once per model, score them under another model.
+
+A model's samples are kept as `Chunk`s (one `ceiling.models.sample` call each, whole prompt groups), so the
+same tensors can be re-scored by the other model for KL in both directions without re-padding.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ceiling.evaluate.config import EvalConfig
+from ceiling.evaluate.measures import SampleArrays
+from ceiling.models import LoadedModel, format_prompts, sample, token_logprobs
+
+SCORE_TOKENS = 2 ** 17
+"""Most tokens (rows x width) run through one scoring forward pass, to bound activation memory."""
+
+
+@dataclass
+class Chunk:
+    """One batched generation: its tensors, the global prompt index of each row, and own log-probs."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    completion_mask: torch.Tensor
+    prompt_len: int
+    prompt_index: np.ndarray
+    logp: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+
+
+@dataclass
+class ModelSamples:
+    """Everything kept about one model's samples on the evaluation prompts."""
+
+    chunks: list[Chunk]
+    arrays: SampleArrays
+
+
+def _score_rows(loaded: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
+                entropy: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """token_logprobs in row batches of at most SCORE_TOKENS tokens (the LM head is chunked inside)."""
+    rows = max(1, SCORE_TOKENS // max(1, input_ids.shape[1]))
+    dev = loaded.model.device
+    lps, ents = [], []
+    with torch.no_grad():
+        for i in range(0, input_ids.shape[0], rows):
+            lp, ent = token_logprobs(loaded.model, input_ids[i:i + rows].to(dev), attention_mask[i:i + rows].to(dev),
+                                     prompt_len, entropy=entropy)
+            lps.append(lp.double().cpu().numpy())
+            if entropy:
+                ents.append(ent.double().cpu().numpy())
+    return np.concatenate(lps), (np.concatenate(ents) if entropy else None)
+
+
+def draw(loaded: LoadedModel, prompts: Sequence[str], verify: Callable[[int, str], float],
+         extract: Callable[[int, str], str | None], cfg: EvalConfig, max_new_tokens: int,
+         timings: dict[str, float] | None = None) -> ModelSamples:
+    """n samples per prompt (seeded, the same stream for every model), rewards, answers, own log-probs, entropy.
+
+    `verify(i, text)` / `extract(i, text)` score a completion of prompt i.
+    """
+    from time import perf_counter
+
+    timings = timings if timings is not None else {}
+    texts_in = format_prompts(loaded, list(prompts))
+    n = cfg.n_samples
+    per_call = max(1, cfg.batch_size // n)
+    gen = torch.Generator(device=loaded.model.device).manual_seed(cfg.seed)
+    chunks: list[Chunk] = []
+    idx_l, texts, token_ids, lengths, ent_sum = [], [], [], [], []
+    for start in range(0, len(texts_in), per_call):
+        t0 = perf_counter()
+        with torch.no_grad():
+            ro = sample(loaded.model, loaded.tokenizer, texts_in[start:start + per_call], n_per_prompt=n,
+                        max_new_tokens=max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, generator=gen)
+        t1 = perf_counter()
+        p_idx = start + np.asarray(ro.group.cpu() if torch.is_tensor(ro.group) else ro.group, dtype=np.int64)
+        logp, ent = _score_rows(loaded, ro.input_ids, ro.attention_mask, ro.prompt_len, entropy=True)
+        mask = ro.completion_mask.cpu().numpy().astype(np.float64)
+        timings["generate"] = timings.get("generate", 0.0) + t1 - t0
+        timings["score"] = timings.get("score", 0.0) + perf_counter() - t1
+        chunks.append(Chunk(ro.input_ids.cpu(), ro.attention_mask.cpu(), ro.completion_mask.cpu(), ro.prompt_len,
+                            p_idx, logp * mask))
+        comp = ro.input_ids[:, ro.prompt_len:].cpu().numpy()
+        for r in range(comp.shape[0]):
+            token_ids.append(tuple(comp[r][mask[r] > 0].tolist()))
+        idx_l.append(p_idx)
+        texts.extend(ro.texts)
+        lengths.append(mask.sum(axis=1))
+        ent_sum.append((ent * mask).sum(axis=1))
+    t0 = perf_counter()
+    prompt_index = np.concatenate(idx_l)
+    rewards = np.array([verify(int(i), t) for i, t in zip(prompt_index, texts)], dtype=np.float64)
+    answers = [extract(int(i), t) for i, t in zip(prompt_index, texts)]
+    timings["verify"] = timings.get("verify", 0.0) + perf_counter() - t0
+    greedy = None
+    if cfg.greedy:
+        t0 = perf_counter()
+        greedy = _greedy_rewards(loaded, texts_in, verify, cfg, max_new_tokens)
+        timings["greedy"] = timings.get("greedy", 0.0) + perf_counter() - t0
+    arrays = SampleArrays(prompt_index, rewards, answers, texts, token_ids, np.concatenate(lengths),
+                          np.concatenate(ent_sum), greedy)
+    return ModelSamples(chunks, arrays)
+
+
+def _greedy_rewards(loaded: LoadedModel, prompts: Sequence[str], verify: Callable[[int, str], float],
+                    cfg: EvalConfig, max_new_tokens: int) -> np.ndarray:
+    out: list[float] = []
+    gen = torch.Generator(device=loaded.model.device).manual_seed(cfg.seed)
+    for start in range(0, len(prompts), cfg.batch_size):
+        with torch.no_grad():
+            ro = sample(loaded.model, loaded.tokenizer, list(prompts[start:start + cfg.batch_size]), n_per_prompt=1,
+                        max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0, generator=gen)
+        out.extend(verify(start + i, t) for i, t in enumerate(ro.texts))
+    return np.asarray(out, dtype=np.float64)
+
+
+def score_under(other: LoadedModel, samples: ModelSamples) -> list[np.ndarray]:
+    """Log-probs [rows, T] of `samples`' completion tokens under another model, chunk by chunk (masked)."""
+    out = []
+    for ch in samples.chunks:
+        lp, _ = _score_rows(other, ch.input_ids, ch.attention_mask, ch.prompt_len, entropy=False)
+        out.append(lp * ch.completion_mask.numpy())
+    return out
+
+
+def sequence_kl(samples: ModelSamples, other_logp: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sequence k1 and k3 estimates of KL(sampler || other), in the order of `samples.arrays`."""
+    from ceiling.evaluate.estimators import kl_sequence
+
+    k1s, k3s = [], []
+    for ch, lq in zip(samples.chunks, other_logp):
+        k1, k3 = kl_sequence(ch.logp, lq, ch.completion_mask.numpy())
+        k1s.append(k1)
+        k3s.append(k3)
+    return np.concatenate(k1s), np.concatenate(k3s)
+
+
+def sequence_nll(other_logp: list[np.ndarray], samples: ModelSamples) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sequence summed NLL and token counts of `samples` under the model that produced `other_logp`."""
+    nll = np.concatenate([-lp.sum(axis=1) for lp in other_logp])
+    tok = np.concatenate([ch.completion_mask.numpy().sum(axis=1) for ch in samples.chunks]).astype(np.float64)
+    return nll, tok
+
+
+def document_nll(loaded: LoadedModel, documents: Sequence[Sequence[int]], batch_rows: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Summed NLL and token count of each tokenised document (first token = context, the rest scored)."""
+    pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
+    nll, tok = [], []
+    for start in range(0, len(documents), batch_rows):
+        docs = [list(d) for d in documents[start:start + batch_rows] if len(d) >= 2]
+        if not docs:
+            continue
+        width = max(len(d) for d in docs)
+        ids = torch.full((len(docs), width), pad, dtype=torch.long)
+        att = torch.zeros((len(docs), width), dtype=torch.long)
+        for r, d in enumerate(docs):
+            ids[r, :len(d)] = torch.tensor(d)
+            att[r, :len(d)] = 1
+        lp, _ = _score_rows(loaded, ids, att, 1, entropy=False)
+        m = att[:, 1:].numpy().astype(np.float64)
+        nll.append(-(lp * m).sum(axis=1))
+        tok.append(m.sum(axis=1))
+    if not nll:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(nll), np.concatenate(tok)

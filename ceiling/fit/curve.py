@@ -1,0 +1,453 @@
+"""Saturating curves of a metric against compute (or steps): robust fit, block bootstrap, identifiability.
+
+    fit = fit_curve(compute, reward, form="sigmoid")
+    fit.params["A"], fit.ci["A"], fit.identifiable, fit.reasons
+    center, low, high = fit.predict([1e18, 1e19], band="prediction")
+
+Fitting: a grid over the nonlinear parameters with the linear ones (R0 and A, or A and D) in closed form
+(variable projection) gives the best few starts; a damped Gauss-Newton (Levenberg-Marquardt) minimises a
+robust loss (soft-L1 by default) from each of them within bounds.
+
+Early window: by default the points with x below 5% of the largest x are left out. The first stretch of
+an RL run is dominated by format learning (the reward jumps as the model learns to emit a parsable answer),
+which no saturating law describes; ScaleRL (Khatri et al. 2025) likewise drops roughly the first 1.5k
+GPU-hours of its runs. 5% of the range drops that stretch, and step 0 (the base), while keeping the rise
+that fixes R0 and the midpoint. Points at x <= 0 are always left out of the power law (C^-B is infinite).
+
+Intervals: a circular block bootstrap of the residuals (block length by Carlstein's rule from their lag-1
+autocorrelation, so white noise gets blocks of one and autocorrelated checkpoints get longer blocks),
+residuals inflated by sqrt(n / (n - p)); every replicate is refitted (all at once, see `solve.lm_batch`),
+and percentile intervals are read from the replicate parameters. Confidence bands are percentiles of the
+replicate curves; prediction bands add a resampled residual to each replicate curve.
+
+Identifiability: the ceiling is reported as not identifiable (with the reasons in words) when
+- the fitted curve has covered less than `min_progress` (default 0.6) of its rise from the first fitted
+  point to A by the last point (the data stop before or near the midpoint), or for the sigmoid when the
+  last point lies before C_mid;
+- the interval on A is wider than `max_ci_width` (default 0.10, in the metric's units, i.e. 10 points of
+  accuracy for metrics in [0, 1]);
+- A sits at its bound in the point fit or in more than 10% of the replicates;
+- more than 20% of the bootstrap refits did not converge.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ceiling.errors import CeilingError
+from ceiling.fit.common import SCHEMA_VERSION, as_float, check_xy, fingerprint, fnum, percentile_ci
+from ceiling.fit.forms import Form, get_form, to_theta
+from ceiling.fit.solve import (LOSSES, carlstein_block_length, circular_block_indices, lag1_autocorr, lm_batch,
+                               varpro_grid)
+
+DEFAULT_EXCLUDE_FRAC = 0.05
+DEFAULT_MAX_CI_WIDTH = 0.10
+DEFAULT_MIN_PROGRESS = 0.6
+MAX_STORED_DRAWS = 1000
+
+
+@dataclass
+class CurveFit:
+    """A fitted saturating curve with bootstrap intervals and an identifiability verdict."""
+
+    form: str
+    params: dict[str, float]
+    ci: dict[str, tuple[float, float]]
+    identifiable: bool
+    reasons: list[str]
+    method: str
+    x_label: str
+    x_scale: float
+    draws: np.ndarray  # bootstrap replicates of the natural parameters, (B, p); empty when n_boot = 0
+    residuals: np.ndarray
+    loss: str
+    f_scale: float
+    level: float
+    window: dict[str, Any]
+    bootstrap: dict[str, Any]
+    data: dict[str, Any]
+    stats: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ numbers a reader plans with
+    @property
+    def estimate(self) -> float:
+        """The ceiling A."""
+        return self.params["A"]
+
+    @property
+    def ci_low(self) -> float | None:
+        return self.ci.get("A", (None, None))[0]
+
+    @property
+    def ci_high(self) -> float | None:
+        return self.ci.get("A", (None, None))[1]
+
+    @property
+    def _form(self) -> Form:
+        return get_form(self.form)
+
+    def _theta(self, natural: np.ndarray) -> np.ndarray:
+        return to_theta(self._form, natural, self.x_scale)
+
+    def predict(self, x: Any, band: str | None = None, level: float | None = None,
+                seed: int = 0) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The fitted curve at x; with band="confidence" or "prediction" also its (low, high) band.
+
+        The confidence band covers the curve itself; the prediction band covers a new observation (it adds a
+        resampled residual to each bootstrap curve).
+        """
+        xa = np.atleast_1d(np.asarray(x, dtype=float))
+        if not np.all(np.isfinite(xa)):
+            raise CeilingError("predict: x must be finite numbers")
+        u = xa / self.x_scale
+        nat = np.array([[self.params[k] for k in self._form.natural_names]])
+        center = self._form.f(u, self._theta(nat))[0]
+        if band is None:
+            return center
+        if band not in ("confidence", "prediction"):
+            raise CeilingError(f"predict: band must be None, 'confidence' or 'prediction', not {band!r}")
+        if self.draws.size == 0:
+            raise CeilingError("predict: this fit has no bootstrap draws (fitted with n_boot=0); no band")
+        lev = self.level if level is None else level
+        curves = self._form.f(u, self._theta(self.draws))
+        if band == "prediction":
+            rng = np.random.default_rng(seed)
+            pool = self.residuals * self.bootstrap.get("inflation", 1.0)
+            curves = curves + rng.choice(pool, size=curves.shape, replace=True)
+        lo, hi = percentile_ci(curves, lev, axis=0)
+        return center, lo, hi
+
+    def beyond_data(self, x: Any) -> np.ndarray:
+        """True where x lies beyond the last fitted point (an extrapolation)."""
+        return np.atleast_1d(np.asarray(x, dtype=float)) > self.data["x_max"]
+
+    # ------------------------------------------------------------------ presentation
+    def summary(self) -> str:
+        """A readable table of the parameters with their intervals, the verdict and the reasons."""
+        pct = int(round(self.level * 100))
+        lines = [f"{self.form} fit of y against {self.x_label}: {self._form.formula}",
+                 f"{'param':<8}{'estimate':>12}{f'{pct}% low':>12}{f'{pct}% high':>12}"]
+        for k, v in self.params.items():
+            lo, hi = self.ci.get(k, (None, None))
+            lines.append(f"{k:<8}{fnum(v):>12}{fnum(lo):>12}{fnum(hi):>12}")
+        lines.append(f"n={self.data['n']} fitted ({len(self.window['excluded_x'])} excluded), "
+                     f"x in [{fnum(self.data['x_min'])}, {fnum(self.data['x_max'])}], rmse={fnum(self.stats.get('rmse'))}, "
+                     f"AIC={fnum(self.stats.get('aic'))}")
+        lines.append(f"method: {self.method}")
+        verdict = "ceiling identifiable" if self.identifiable else "ceiling NOT identifiable"
+        lines.append(verdict + (": " + "; ".join(self.reasons) if self.reasons else ""))
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        lo, hi = self.ci.get("A", (np.nan, np.nan))
+        return (f"CurveFit(form={self.form!r}, A={self.estimate:.4g} [{fnum(lo)}, {fnum(hi)}], "
+                f"identifiable={self.identifiable})")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict with provenance; `CurveFit.from_dict` rebuilds the object (bands included)."""
+        return {
+            "kind": "curve", "schema_version": SCHEMA_VERSION,
+            "estimate": as_float(self.estimate), "ci_low": as_float(self.ci_low), "ci_high": as_float(self.ci_high),
+            "method": self.method, "identifiable": bool(self.identifiable), "reasons": list(self.reasons),
+            "form": self.form, "formula": self._form.formula, "x": self.x_label, "x_scale": self.x_scale,
+            "params": {k: as_float(v) for k, v in self.params.items()},
+            "ci": {k: [as_float(a), as_float(b)] for k, (a, b) in self.ci.items()},
+            "level": self.level, "loss": self.loss, "f_scale": self.f_scale, "window": self.window,
+            "bootstrap": {**self.bootstrap, "param_names": list(self._form.natural_names),
+                          "draws": np.round(self.draws, 10).tolist()},
+            "residuals": np.round(self.residuals, 10).tolist(), "data": self.data, "stats": self.stats,
+            **({"extra": self.extra} if self.extra else {}),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CurveFit":
+        """Rebuild a fit stored by `to_dict` (no refitting)."""
+        try:
+            form = get_form(d["form"])
+            draws = np.asarray(d["bootstrap"].get("draws") or [], dtype=float)
+            if draws.size == 0:
+                draws = np.empty((0, len(form.natural_names)))
+            return cls(form=d["form"], params={k: float(v) if v is not None else np.nan for k, v in d["params"].items()},
+                       ci={k: (v[0], v[1]) for k, v in d["ci"].items()}, identifiable=bool(d["identifiable"]),
+                       reasons=list(d["reasons"]), method=d["method"], x_label=d["x"], x_scale=float(d["x_scale"]),
+                       draws=draws, residuals=np.asarray(d["residuals"], dtype=float), loss=d["loss"],
+                       f_scale=float(d["f_scale"]), level=float(d["level"]), window=d["window"],
+                       bootstrap={k: v for k, v in d["bootstrap"].items() if k not in ("draws", "param_names")},
+                       data=d["data"], stats=d.get("stats", {}), extra=d.get("extra", {}))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CeilingError(f"fits: stored curve fit is malformed ({exc.__class__.__name__}: {exc})") from None
+
+
+# ---------------------------------------------------------------------------------------------- fitting
+def _window(x: np.ndarray, form: Form, exclude_frac: float, x_min: float | None) -> np.ndarray:
+    """Boolean mask of the points kept for fitting."""
+    cut = exclude_frac * float(x.max()) if x_min is None else float(x_min)
+    keep = x >= cut if x_min is not None else x > cut if exclude_frac > 0 else np.ones_like(x, dtype=bool)
+    if form.needs_positive_x:
+        keep &= x > 0
+    if form.name == "sigmoid":
+        keep &= x >= 0
+    return keep
+
+
+def _y_bounds(y: np.ndarray, a_bounds: tuple[float, float] | None) -> tuple[float, float]:
+    if a_bounds is not None:
+        return float(a_bounds[0]), float(a_bounds[1])
+    if y.min() >= 0.0 and y.max() <= 1.0:
+        return 0.0, 1.0
+    span = float(np.ptp(y))
+    return float(y.min() - 3 * span), float(y.max() + 3 * span)
+
+
+def _theta_bounds(form: Form, u: np.ndarray, ylo: float, yhi: float, span: float) -> tuple[np.ndarray, np.ndarray]:
+    lo = np.empty(len(form.theta_names))
+    hi = np.empty(len(form.theta_names))
+    nlo, nhi = form.bounds_nl(u)
+    lo[list(form.nonlinear)], hi[list(form.nonlinear)] = nlo, nhi
+    for i in form.linear:
+        name = form.theta_names[i]
+        if name in ("A", "R0"):
+            lo[i], hi[i] = ylo, yhi
+        else:  # D of the power law
+            lo[i], hi[i] = -1e6 * max(span, 1e-12), 1e6 * max(span, 1e-12)
+    return lo, hi
+
+
+def _point_fit(form: Form, u: np.ndarray, y: np.ndarray, lo: np.ndarray, hi: np.ndarray, loss: str,
+               f_scale: float | None) -> tuple[np.ndarray, float, bool]:
+    starts = varpro_grid(form, u, y)
+    if f_scale is None:
+        r0 = y - form.f(u, starts[:1])[0]
+        sigma = 1.4826 * float(np.median(np.abs(r0 - np.median(r0))))
+        f_scale = 1.5 * max(sigma, 1e-6 * max(float(np.ptp(y)), 1e-12))
+    theta, c, ok = lm_batch(form, u, y, starts, lo, hi, loss=loss, f_scale=f_scale)
+    best = int(np.argmin(np.where(np.isfinite(c), c, np.inf)))
+    return theta[best], float(f_scale), bool(ok[best])
+
+
+def fit_curve(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, form: str = "sigmoid",
+              loss: str = "soft_l1", f_scale: float | None = None, exclude_frac: float = DEFAULT_EXCLUDE_FRAC,
+              x_min: float | None = None, n_boot: int = 1000, block: int | None = None, level: float = 0.95,
+              seed: int = 0, a_bounds: tuple[float, float] | None = None,
+              max_ci_width: float = DEFAULT_MAX_CI_WIDTH, min_progress: float = DEFAULT_MIN_PROGRESS,
+              x_label: str = "compute") -> CurveFit:
+    """Fit a saturating curve y(x) and bootstrap it.
+
+    Args:
+        x, y: the series (x strictly increasing, finite; y not constant).
+        form: "sigmoid" (ScaleRL), "power" (A - D x^-B) or "exponential".
+        loss: "soft_l1" (default), "huber" or "linear"; `f_scale` is the residual scale where the robust loss
+            bends (default 1.5 x a MAD estimate of the noise).
+        exclude_frac: leave out points with x <= exclude_frac * max(x) (default 0.05, see the module doc);
+            `x_min` instead keeps exactly the points with x >= x_min.
+        n_boot: bootstrap replicates (0 for a point fit only); `block` fixes the block length (default:
+            Carlstein's rule); `level` the interval level; `seed` the resampling seed.
+        a_bounds: bounds on A and R0 (default [0, 1] for data in [0, 1], else the data range widened 3x).
+        max_ci_width, min_progress: identifiability thresholds (see the module doc).
+        x_label: what x is ("compute", "step"), recorded in the result.
+    """
+    fm = get_form(form)
+    if loss not in LOSSES:
+        raise CeilingError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+    if not 0 < level < 1:
+        raise CeilingError(f"level must be in (0, 1), got {level}")
+    xa, ya = check_xy(x, y, name_x=x_label, name_y="y", min_points=3)
+    keep = _window(xa, fm, exclude_frac, x_min)
+    xf, yf = xa[keep], ya[keep]
+    p = len(fm.theta_names)
+    if xf.size < p + 3:
+        raise CeilingError(f"field 'y': too few points in the fit window for a {form} fit "
+                           f"({xf.size} kept of {xa.size}; need at least {p + 3})")
+    if np.ptp(yf) == 0:
+        raise CeilingError("field 'y': the series is constant inside the fit window; there is no curve to fit")
+    x_scale = float(xf.max())
+    u = xf / x_scale
+    ylo, yhi = _y_bounds(ya, a_bounds)
+    lo, hi = _theta_bounds(fm, u, ylo, yhi, float(np.ptp(yf)))
+    theta, fs, converged = _point_fit(fm, u, yf, lo, hi, loss, f_scale)
+    yhat = fm.f(u, theta[None, :])[0]
+    resid = yf - yhat
+    n = xf.size
+    inflation = float(np.sqrt(n / max(n - p, 1)))
+    nat = fm.natural(theta[None, :], x_scale)[0]
+    params = {k: float(v) for k, v in zip(fm.natural_names, nat)}
+
+    draws = np.empty((0, p))
+    boot: dict[str, Any] = {"scheme": "none", "n_boot": 0}
+    ci: dict[str, tuple[float, float]] = {}
+    n_failed = 0
+    if n_boot > 0:
+        blk = block if block is not None else carlstein_block_length(resid)
+        rng = np.random.default_rng(seed)
+        idx = circular_block_indices(n, n_boot, blk, rng)
+        centered = (resid - resid.mean()) * inflation
+        ystar = yhat[None, :] + centered[idx]
+        th_b, _, ok_b = lm_batch(fm, u, ystar, np.repeat(theta[None, :], n_boot, axis=0), lo, hi, loss=loss,
+                                 f_scale=fs)
+        n_failed = int((~ok_b).sum())
+        draws = fm.natural(th_b, x_scale)
+        lo_ci, hi_ci = percentile_ci(draws, level)
+        ci = {k: (float(a), float(b)) for k, a, b in zip(fm.natural_names, lo_ci, hi_ci)}
+        boot = {"scheme": "circular block bootstrap of residuals", "n_boot": n_boot, "block": blk,
+                "seed": seed, "inflation": inflation, "interval": "percentile", "n_not_converged": n_failed}
+        if draws.shape[0] > MAX_STORED_DRAWS:
+            draws = draws[:MAX_STORED_DRAWS]
+
+    reasons = _identifiability(fm, params, ci, draws, xf, u, theta, yhat, ylo, yhi, n_boot, n_failed,
+                               max_ci_width, min_progress)
+    if not converged:
+        reasons.append("the point fit did not converge")
+    ssr = float(np.sum(resid**2))
+    stats = {"rmse": float(np.sqrt(ssr / n)), "aic": float(n * np.log(max(ssr, 1e-300) / n) + 2 * p),
+             "lag1_autocorr": lag1_autocorr(resid), "converged": converged,
+             "progress": _progress(fm, u, theta, params["A"])}
+    method = (f"{form} fit, {loss} loss (f_scale={fs:.3g}), variable-projection grid + Levenberg-Marquardt"
+              + (f"; circular block bootstrap of residuals (B={n_boot}, block={boot['block']}), "
+                 f"percentile {level:.0%} intervals" if n_boot > 0 else "; no bootstrap"))
+    window = {"rule": (f"x >= {x_min:g}" if x_min is not None else f"x > {exclude_frac:g} * max(x)"),
+              "exclude_frac": exclude_frac, "x_min": x_min, "kept": int(n),
+              "excluded_x": [float(v) for v in xa[~keep]]}
+    data = {"n": int(n), "n_total": int(xa.size), "x_min": float(xf.min()), "x_max": float(xf.max()),
+            "y_min": float(yf.min()), "y_max": float(yf.max()), "fingerprint": fingerprint(xa, ya),
+            "a_bounds": [ylo, yhi]}
+    return CurveFit(form=form, params=params, ci=ci, identifiable=not reasons, reasons=reasons, method=method,
+                    x_label=x_label, x_scale=x_scale, draws=draws, residuals=resid, loss=loss, f_scale=fs,
+                    level=level, window=window, bootstrap=boot, data=data, stats=stats)
+
+
+def _progress(fm: Form, u: np.ndarray, theta: np.ndarray, a: float) -> float:
+    """Share of the rise from the first fitted point to the ceiling covered by the last fitted point."""
+    ends = fm.f(np.array([u.min(), u.max()]), theta[None, :])[0]
+    total = a - ends[0]
+    return float((ends[1] - ends[0]) / total) if abs(total) > 1e-12 else 1.0
+
+
+def _identifiability(fm: Form, params: dict[str, float], ci: dict[str, tuple[float, float]], draws: np.ndarray,
+                     xf: np.ndarray, u: np.ndarray, theta: np.ndarray, yhat: np.ndarray, ylo: float, yhi: float,
+                     n_boot: int, n_failed: int, max_ci_width: float, min_progress: float) -> list[str]:
+    reasons: list[str] = []
+    a = params["A"]
+    prog = _progress(fm, u, theta, a)
+    if prog < min_progress:
+        reasons.append(f"the data stop at {prog:.0%} of the fitted rise to the ceiling (before or near the "
+                       f"midpoint; need {min_progress:.0%})")
+    if fm.name == "sigmoid" and xf.max() < params["C_mid"]:
+        reasons.append(f"the last point (x={xf.max():.4g}) lies before the fitted midpoint C_mid={params['C_mid']:.4g}")
+    tol = 1e-6 * max(yhi - ylo, 1e-12)
+    if a >= yhi - tol or a <= ylo + tol:
+        reasons.append(f"the ceiling is pinned at its bound ({a:.4g}); the data do not constrain it")
+    if n_boot > 0:
+        lo, hi = ci["A"]
+        if hi - lo > max_ci_width:
+            reasons.append(f"the interval on the ceiling is {hi - lo:.3g} wide (> {max_ci_width:g})")
+        ia = fm.natural_names.index("A")
+        at_bound = np.mean((draws[:, ia] >= yhi - tol) | (draws[:, ia] <= ylo + tol))
+        if at_bound > 0.10 and not any("pinned" in r for r in reasons):
+            reasons.append(f"{at_bound:.0%} of bootstrap refits put the ceiling at its bound")
+        if n_failed > 0.2 * n_boot:
+            reasons.append(f"{n_failed} of {n_boot} bootstrap refits did not converge")
+    return reasons
+
+
+# --------------------------------------------------------------------------------- selection, backtests
+@dataclass
+class FormComparison:
+    """Forms compared by leave-future-out error (fit on the early part, score on later points), AIC second."""
+
+    table: pd.DataFrame
+    best: str
+    fits: dict[str, CurveFit]
+
+    def summary(self) -> str:
+        return ("forms by leave-future-out RMSE (lower is better), AIC secondary\n"
+                + self.table.to_string(index=False, float_format=lambda v: f"{v:.4g}") + f"\nselected: {self.best}")
+
+    def to_dict(self) -> dict[str, Any]:
+        rows = self.table.replace({np.nan: None}).to_dict(orient="records")
+        return {"best": self.best, "criterion": "leave-future-out RMSE (AIC secondary)", "table": rows}
+
+
+def _lfo_rmse(x: np.ndarray, y: np.ndarray, form: str, cut_fracs: Sequence[float], **kw: Any) -> float:
+    errs = []
+    for f in cut_fracs:
+        cut = x.min() + f * (x.max() - x.min())
+        tr, te = x <= cut, x > cut
+        if te.sum() < 2 or tr.sum() < len(get_form(form).theta_names) + 3:
+            continue
+        try:
+            fit = fit_curve(x[tr], y[tr], form=form, n_boot=0, exclude_frac=0.0, **kw)
+        except CeilingError:
+            continue
+        errs.append(float(np.sqrt(np.mean((fit.predict(x[te]) - y[te]) ** 2))))
+    return float(np.mean(errs)) if errs else float("nan")
+
+
+def compare_forms(x: Any, y: Any, forms: Sequence[str] = ("sigmoid", "power", "exponential"),
+                  cut_fracs: Sequence[float] = (0.5, 0.7), exclude_frac: float = DEFAULT_EXCLUDE_FRAC,
+                  n_boot: int = 1000, seed: int = 0, x_label: str = "compute", **kw: Any) -> FormComparison:
+    """Fit every form on all the data (with bootstrap) and score each by leave-future-out RMSE.
+
+    Leave-future-out: for each cut fraction f, fit on the points within the first f of the x range (after
+    the early-window exclusion) and take the RMSE on the points after it; the mean over cuts is the score.
+    The best identifiable form wins; if none is identifiable, the best by score.
+    """
+    xa, ya = check_xy(x, y, name_x=x_label)
+    fits: dict[str, CurveFit] = {}
+    rows = []
+    for name in forms:
+        try:
+            fit = fit_curve(xa, ya, form=name, exclude_frac=exclude_frac, n_boot=n_boot, seed=seed,
+                            x_label=x_label, **kw)
+        except CeilingError as exc:
+            rows.append({"form": name, "lfo_rmse": np.nan, "aic": np.nan, "A": np.nan, "ci_low": np.nan,
+                         "ci_high": np.nan, "identifiable": False, "note": str(exc)})
+            continue
+        fits[name] = fit
+        keep = _window(xa, get_form(name), exclude_frac, None)
+        score = _lfo_rmse(xa[keep], ya[keep], name, cut_fracs, x_label=x_label, **kw)
+        rows.append({"form": name, "lfo_rmse": score, "aic": fit.stats["aic"], "A": fit.estimate,
+                     "ci_low": fit.ci_low, "ci_high": fit.ci_high, "identifiable": fit.identifiable, "note": ""})
+    table = pd.DataFrame(rows)
+    if not fits:
+        raise CeilingError("no curve form could be fitted: " + "; ".join(str(r["note"]) for r in rows))
+    ok = table[table["form"].isin(list(fits))].copy()
+    ok["_score"] = ok["lfo_rmse"].fillna(np.inf)
+    ok["_rank"] = (~ok["identifiable"]).astype(int)
+    best = str(ok.sort_values(["_rank", "_score", "aic"]).iloc[0]["form"])
+    return FormComparison(table=table, best=best, fits=fits)
+
+
+def backtest(x: Any, y: Any, form: str = "sigmoid", fractions: Sequence[float] = (0.25, 0.5, 0.75),
+             exclude_frac: float = DEFAULT_EXCLUDE_FRAC, x_label: str = "compute", **kw: Any) -> pd.DataFrame:
+    """Extrapolation backtest: fit on the first fraction f of x, report the error on the rest.
+
+    Columns: fraction, n_fit, n_test, rmse, mae (on the held-out later points), A (fitted on the early part),
+    A_full (fitted on everything), identifiable (the early fit's verdict, point fit only), note.
+    """
+    xa, ya = check_xy(x, y, name_x=x_label)
+    keep = _window(xa, get_form(form), exclude_frac, None)
+    xk, yk = xa[keep], ya[keep]
+    try:
+        a_full = fit_curve(xk, yk, form=form, n_boot=0, exclude_frac=0.0, x_label=x_label, **kw).estimate
+    except CeilingError:
+        a_full = np.nan
+    rows = []
+    for f in fractions:
+        cut = xk.min() + f * (xk.max() - xk.min())
+        tr, te = xk <= cut, xk > cut
+        row: dict[str, Any] = {"fraction": f, "n_fit": int(tr.sum()), "n_test": int(te.sum()), "rmse": np.nan,
+                               "mae": np.nan, "A": np.nan, "A_full": a_full, "identifiable": False, "note": ""}
+        try:
+            fit = fit_curve(xk[tr], yk[tr], form=form, n_boot=0, exclude_frac=0.0, x_label=x_label, **kw)
+            err = fit.predict(xk[te]) - yk[te]
+            row.update(rmse=float(np.sqrt(np.mean(err**2))) if te.any() else np.nan,
+                       mae=float(np.mean(np.abs(err))) if te.any() else np.nan, A=fit.estimate,
+                       identifiable=fit.identifiable)
+        except CeilingError as exc:
+            row["note"] = str(exc)
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,179 @@
+"""The entropy law R = -a * exp(H) + b (Cui et al. 2025) and its ceiling b - a at H = 0.
+
+The law is linear in exp(H), so ordinary least squares gives a and b; the ceiling R(H=0) = b - a is a linear
+combination of the two, and its standard error comes from a heteroskedasticity-and-autocorrelation
+consistent (Newey-West, Bartlett kernel) covariance: consecutive checkpoints are not independent, and
+plain OLS intervals would be too narrow. The lag is floor(4 (n / 100)^(2/9)) unless given.
+
+The ceiling is flagged as not identifiable when the slope is not significantly positive (no entropy-reward
+trade-off in the data: extrapolating to H = 0 is then meaningless), when the extrapolation from the lowest
+observed entropy to 0 is longer than the observed entropy range, or when its interval is wider than
+`max_ci_width`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import statsmodels.api as sm
+from scipy import stats as sps
+
+from ceiling.errors import CeilingError
+from ceiling.fit.common import SCHEMA_VERSION, as_float, check_xy, fingerprint, fnum
+
+
+@dataclass
+class EntropyLawFit:
+    """R = -a exp(H) + b with HAC intervals; `estimate` is the ceiling b - a (R at H = 0)."""
+
+    params: dict[str, float]
+    ci: dict[str, tuple[float, float]]
+    cov: np.ndarray  # HAC covariance of (b, c) with c = -a
+    identifiable: bool
+    reasons: list[str]
+    method: str
+    level: float
+    resid_sd: float
+    dof: int
+    data: dict[str, Any]
+    backtest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def estimate(self) -> float:
+        return self.params["ceiling"]
+
+    @property
+    def ci_low(self) -> float:
+        return self.ci["ceiling"][0]
+
+    @property
+    def ci_high(self) -> float:
+        return self.ci["ceiling"][1]
+
+    def predict(self, h: Any, band: str | None = None,
+                level: float | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Predicted score at entropy h; with band="confidence"/"prediction" also (low, high)."""
+        ha = np.atleast_1d(np.asarray(h, dtype=float))
+        design = np.column_stack([np.ones_like(ha), np.exp(ha)])
+        beta = np.array([self.params["b"], -self.params["a"]])
+        center = design @ beta
+        if band is None:
+            return center
+        if band not in ("confidence", "prediction"):
+            raise CeilingError(f"predict: band must be None, 'confidence' or 'prediction', not {band!r}")
+        var = np.einsum("ij,jk,ik->i", design, self.cov, design)
+        if band == "prediction":
+            var = var + self.resid_sd**2
+        t = sps.t.ppf(0.5 + (self.level if level is None else level) / 2, max(self.dof, 1))
+        half = t * np.sqrt(var)
+        return center, center - half, center + half
+
+    def summary(self) -> str:
+        pct = int(round(self.level * 100))
+        lines = ["entropy law R = -a * exp(H) + b (Cui et al. 2025); ceiling = b - a at H = 0",
+                 f"{'param':<9}{'estimate':>12}{f'{pct}% low':>12}{f'{pct}% high':>12}"]
+        for k, v in self.params.items():
+            lo, hi = self.ci.get(k, (None, None))
+            lines.append(f"{k:<9}{fnum(v):>12}{fnum(lo):>12}{fnum(hi):>12}")
+        if self.backtest:
+            lines.append(f"early-prediction backtest: fit on first {self.backtest['fraction']:.0%} of steps, "
+                         f"RMSE on the rest = {fnum(self.backtest.get('rmse'))}")
+        lines.append(f"method: {self.method}")
+        lines.append(("ceiling identifiable" if self.identifiable else "ceiling NOT identifiable")
+                     + (": " + "; ".join(self.reasons) if self.reasons else ""))
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "entropy_law", "schema_version": SCHEMA_VERSION, "estimate": as_float(self.estimate),
+                "ci_low": as_float(self.ci_low), "ci_high": as_float(self.ci_high), "method": self.method,
+                "identifiable": bool(self.identifiable), "reasons": list(self.reasons),
+                "formula": "R = -a * exp(H) + b", "params": {k: as_float(v) for k, v in self.params.items()},
+                "ci": {k: [as_float(a), as_float(b)] for k, (a, b) in self.ci.items()},
+                "cov_b_c": self.cov.tolist(), "level": self.level, "resid_sd": self.resid_sd, "dof": self.dof,
+                "data": self.data, "backtest": self.backtest}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EntropyLawFit":
+        try:
+            return cls(params={k: float(v) for k, v in d["params"].items() if v is not None},
+                       ci={k: (v[0], v[1]) for k, v in d["ci"].items()}, cov=np.asarray(d["cov_b_c"], dtype=float),
+                       identifiable=bool(d["identifiable"]), reasons=list(d["reasons"]), method=d["method"],
+                       level=float(d["level"]), resid_sd=float(d["resid_sd"]), dof=int(d["dof"]), data=d["data"],
+                       backtest=d.get("backtest") or {})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CeilingError(f"fits: stored entropy-law fit is malformed ({exc})") from None
+
+
+def _hac_fit(h: np.ndarray, r: np.ndarray, maxlags: int | None) -> tuple[Any, int]:
+    design = sm.add_constant(np.exp(h), has_constant="add")
+    lags = int(np.floor(4 * (h.size / 100.0) ** (2.0 / 9.0))) if maxlags is None else int(maxlags)
+    res = sm.OLS(r, design).fit(cov_type="HAC", cov_kwds={"maxlags": lags, "use_correction": True})
+    return res, lags
+
+
+def fit_entropy_law(entropy: Any, score: Any, steps: Any | None = None, level: float = 0.95,
+                    maxlags: int | None = None, backtest_fraction: float = 0.15,
+                    max_ci_width: float = 0.10) -> EntropyLawFit:
+    """Fit R = -a exp(H) + b to (entropy, score) pairs in step order, with Newey-West intervals.
+
+    `steps` (optional, same length) orders the points and defines the early-prediction backtest: fit on the
+    first `backtest_fraction` of steps (default 15%, as Cui et al.), RMSE on the rest.
+    """
+    h, r = check_xy(entropy, score, name_x="policy/entropy", name_y="score", increasing=False, min_points=5)
+    if steps is not None:
+        s = np.asarray(steps, dtype=float).ravel()
+        if s.size != h.size or not np.all(np.isfinite(s)):
+            raise CeilingError("field 'step': must be finite and as long as the entropy series")
+        order = np.argsort(s, kind="stable")
+        h, r, s = h[order], r[order], s[order]
+    else:
+        s = np.arange(h.size, dtype=float)
+    if np.ptp(h) == 0:
+        raise CeilingError("field 'policy/entropy': constant; the entropy law needs entropy to vary")
+    res, lags = _hac_fit(h, r, maxlags)
+    b, c = (float(v) for v in res.params)
+    cov = np.asarray(res.cov_params(), dtype=float)
+    dof = int(h.size - 2)
+    t = sps.t.ppf(0.5 + level / 2, dof)
+    se_b, se_c = float(np.sqrt(cov[0, 0])), float(np.sqrt(cov[1, 1]))
+    ceil_ = b + c
+    se_ceil = float(np.sqrt(cov[0, 0] + cov[1, 1] + 2 * cov[0, 1]))
+    params = {"a": -c, "b": b, "ceiling": ceil_}
+    ci = {"a": (-c - t * se_c, -c + t * se_c), "b": (b - t * se_b, b + t * se_b),
+          "ceiling": (ceil_ - t * se_ceil, ceil_ + t * se_ceil)}
+    p_slope = float(sps.t.sf(-c / se_c, dof)) if se_c > 0 else (0.0 if c < 0 else 1.0)  # H1: a > 0
+    reasons = []
+    if p_slope > 1 - level:
+        reasons.append(f"no significant entropy-reward trade-off (a = {-c:.3g}, one-sided p = {p_slope:.3g}); "
+                       "the extrapolation to H = 0 is not supported")
+    if h.min() > np.ptp(h):
+        reasons.append(f"H = 0 lies {h.min():.3g} nats below the lowest observed entropy, more than the observed "
+                       f"range ({np.ptp(h):.3g})")
+    if ci["ceiling"][1] - ci["ceiling"][0] > max_ci_width:
+        reasons.append(f"the interval on the ceiling is {ci['ceiling'][1] - ci['ceiling'][0]:.3g} wide "
+                       f"(> {max_ci_width:g})")
+    bt = _early_backtest(h, r, s, backtest_fraction)
+    method = (f"OLS of R on exp(H); Newey-West (HAC, Bartlett, {lags} lags) covariance; t intervals at "
+              f"{level:.0%}; ceiling = b - a")
+    data = {"n": int(h.size), "h_min": float(h.min()), "h_max": float(h.max()), "step_min": float(s.min()),
+            "step_max": float(s.max()), "fingerprint": fingerprint(s, h, r), "p_slope": p_slope,
+            "r2": float(res.rsquared)}
+    return EntropyLawFit(params=params, ci=ci, cov=cov, identifiable=not reasons, reasons=reasons, method=method,
+                         level=level, resid_sd=float(np.sqrt(res.scale)), dof=dof, data=data, backtest=bt)
+
+
+def _early_backtest(h: np.ndarray, r: np.ndarray, s: np.ndarray, fraction: float) -> dict[str, Any]:
+    cut = s.min() + fraction * (s.max() - s.min())
+    tr, te = s <= cut, s > cut
+    out: dict[str, Any] = {"fraction": fraction, "n_fit": int(tr.sum()), "n_test": int(te.sum()), "rmse": None}
+    if tr.sum() < 4 or te.sum() < 1 or np.ptp(h[tr]) == 0:
+        out["note"] = "too few early points to backtest"
+        return out
+    design = np.column_stack([np.ones(tr.sum()), np.exp(h[tr])])
+    beta = np.linalg.lstsq(design, r[tr], rcond=None)[0]
+    pred = beta[0] + beta[1] * np.exp(h[te])
+    out["rmse"] = float(np.sqrt(np.mean((pred - r[te]) ** 2)))
+    out["rmse_constant"] = float(np.sqrt(np.mean((r[tr].mean() - r[te]) ** 2)))  # naive baseline
+    out["ceiling_early"] = float(beta[0] + beta[1])
+    return out

@@ -1,0 +1,317 @@
+"""`fit_frame`: everything that can be fitted from a canonical frame, as one `FitReport` (= fits.json).
+
+    report = fit_frame(frame, run="my-run")
+    save_fits("runs/my-run/fits.json", report)
+    report = load_fits("runs/my-run/fits.json")       # no refitting
+    report.ceiling.predict([1e18], band="prediction")
+
+Sections (see SCHEMA.md): `ceiling` (the best saturating form by leave-future-out error, with the form
+comparison and an extrapolation backtest), `entropy_law`, `collapse` and `across_runs` (when the frame holds
+at least three runs). A section that cannot be fitted is a `NotAvailable` with the reason in words.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ceiling.errors import CeilingError, error_at
+from ceiling.fit.across import AcrossRunsFit, fit_across_runs
+from ceiling.fit.collapse import CollapseFit, fit_collapse
+from ceiling.fit.common import SCHEMA_VERSION, NotAvailable, fingerprint
+from ceiling.fit.curve import CurveFit, backtest, compare_forms, fit_curve
+from ceiling.fit.entropy import EntropyLawFit, fit_entropy_law
+from ceiling.frame import normalize_frame
+from ceiling.io import atomic_write_json
+
+VERIFIED_METRICS = ("verified/reward", "verified/greedy_acc", "verified/eval_acc")
+UNVERIFIED_METRICS = ("unverified/score", "unverified/greedy_acc")
+KL_METRICS = ("kl/policy_base_k3", "kl/logged", "kl/policy_base_k1", "kl/policy_base_k3_token")
+ENTROPY_METRIC = "policy/entropy"
+SECTIONS = ("ceiling", "entropy_law", "collapse", "across_runs")
+
+Section = CurveFit | EntropyLawFit | CollapseFit | AcrossRunsFit | NotAvailable
+
+
+@dataclass
+class FitReport:
+    """The fits of one run; `to_dict()` is fits.json."""
+
+    run: str | None
+    ceiling: Section
+    entropy_law: Section
+    collapse: Section
+    across_runs: Section | None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def sections(self) -> dict[str, Section | None]:
+        return {name: getattr(self, name) for name in SECTIONS}
+
+    def summary(self) -> str:
+        parts = [f"fits for run {self.run!r}"]
+        for name, sec in self.sections().items():
+            parts.append(f"== {name} ==")
+            parts.append("not computed (a single run)" if sec is None else sec.summary())
+        return "\n".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "run": self.run}
+        for name, sec in self.sections().items():
+            out[name] = None if sec is None else sec.to_dict()
+        out["meta"] = self.meta
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FitReport":
+        if not isinstance(d, dict) or "schema_version" not in d:
+            raise CeilingError("fits: not a fits.json object (no schema_version)")
+        if d["schema_version"] != SCHEMA_VERSION:
+            raise CeilingError(f"fits: schema_version {d['schema_version']} is not supported (this version reads "
+                               f"{SCHEMA_VERSION})")
+        secs = {name: (None if d.get(name) is None else section_from_dict(d[name], name)) for name in SECTIONS}
+        for name in ("ceiling", "entropy_law", "collapse"):
+            if secs[name] is None:
+                secs[name] = NotAvailable(name, "missing from the stored file")
+        return cls(run=d.get("run"), meta=d.get("meta") or {}, **secs)  # type: ignore[arg-type]
+
+
+def section_from_dict(d: dict[str, Any], section: str = "") -> Section:
+    """Rebuild one stored section by its `kind`."""
+    kind = d.get("kind") if isinstance(d, dict) else None
+    builders = {"curve": CurveFit.from_dict, "entropy_law": EntropyLawFit.from_dict,
+                "collapse": CollapseFit.from_dict, "across_runs": AcrossRunsFit.from_dict}
+    if kind == "not_available":
+        return NotAvailable.from_dict(d, section)
+    if kind not in builders:
+        raise CeilingError(f"fits: section {section!r} has unknown kind {kind!r}")
+    return builders[kind](d)
+
+
+def from_dict(d: dict[str, Any]) -> FitReport | Section:
+    """Rebuild a FitReport (a whole fits.json) or a single result from its `to_dict()`."""
+    if isinstance(d, dict) and "schema_version" in d and "ceiling" in d:
+        return FitReport.from_dict(d)
+    return section_from_dict(d)
+
+
+def save_fits(path: str | Path, report: FitReport) -> Path:
+    """Write fits.json atomically."""
+    return atomic_write_json(path, report.to_dict())
+
+
+def load_fits(path: str | Path) -> FitReport:
+    """Read a fits.json written by `save_fits` (a one-line CeilingError naming the file otherwise)."""
+    p = Path(path)
+    try:
+        d = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error_at(p, "no such file") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise error_at(p, f"not valid JSON ({exc.__class__.__name__})") from None
+    try:
+        return FitReport.from_dict(d)
+    except CeilingError as exc:
+        raise error_at(p, str(exc)) from None
+
+
+# ------------------------------------------------------------------------------------------ frame access
+def _aggregate_rows(df: pd.DataFrame) -> pd.DataFrame:
+    fam = df["family"]
+    return df[fam.isna() | fam.isin(["all", "verified", "unverified"])]
+
+
+def _metric_series(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """(step, compute, value) of one metric, aggregate rows, k NaN, mean over duplicated steps."""
+    sub = df[(df["metric"] == metric) & df["k"].isna()]
+    sub = sub[np.isfinite(sub["value"])]
+    if sub.empty:
+        return sub[["step", "compute", "value"]]
+    return sub.groupby("step", as_index=False).agg(compute=("compute", "mean"), value=("value", "mean"))
+
+
+def _first(df: pd.DataFrame, names: Sequence[str], min_points: int = 1) -> tuple[str | None, pd.DataFrame]:
+    for m in names:
+        s = _metric_series(df, m)
+        if len(s) >= min_points:
+            return m, s
+    return None, pd.DataFrame(columns=["step", "compute", "value"])
+
+
+def _is_percent(y: np.ndarray) -> bool:
+    return bool(y.min() >= 0 and 1.5 < y.max() <= 100)
+
+
+def _x_axis(s: pd.DataFrame, x: str) -> tuple[np.ndarray, str, list[str]]:
+    notes: list[str] = []
+    if x == "compute":
+        c = s["compute"].to_numpy(dtype=float)
+        if np.all(np.isfinite(c)) and np.all(np.diff(c) > 0):
+            return c, "compute", notes
+        notes.append("compute is missing or not increasing; fitted against step")
+    elif x != "step":
+        raise CeilingError(f"fit: x must be 'compute' or 'step', not {x!r}")
+    return s["step"].to_numpy(dtype=float), "step", notes
+
+
+# ------------------------------------------------------------------------------------------ fit_frame
+def fit_frame(frame: pd.DataFrame, run: str | None = None, x: str = "compute", metric: str | None = None,
+              forms: Sequence[str] = ("sigmoid", "power", "exponential"), n_boot: int = 1000, seed: int = 0,
+              exclude_frac: float | None = None, across: bool = True) -> FitReport:
+    """Fit what the frame allows for one run and return a FitReport (whose `to_dict()` is fits.json).
+
+    Args:
+        frame: the canonical long frame (ceiling.frame); several runs allowed, `run` picks one.
+        x: "compute" (falls back to step, with a note, when compute is missing) or "step".
+        metric: the verified metric whose ceiling is fitted (default: the first of verified/reward,
+            verified/greedy_acc, verified/eval_acc present).
+        forms: curve forms compared by leave-future-out error for the ceiling.
+        n_boot, seed: bootstrap size and seed for every section.
+        exclude_frac: early-window exclusion (default: curve.DEFAULT_EXCLUDE_FRAC).
+        across: fit the across-runs section when the frame holds at least three runs.
+    """
+    df = normalize_frame(frame)
+    runs = sorted(df["run"].unique().tolist())
+    if not runs:
+        raise CeilingError("fit: the frame is empty")
+    if run is None:
+        if len(runs) > 1:
+            raise CeilingError(f"fit: the frame holds {len(runs)} runs ({', '.join(runs[:5])}...); pass run=")
+        run = runs[0]
+    if run not in runs:
+        raise CeilingError(f"fit: run {run!r} is not in the frame (runs: {', '.join(runs[:10])})")
+    rdf = _aggregate_rows(df[df["run"] == run])
+    kw: dict[str, Any] = {} if exclude_frac is None else {"exclude_frac": exclude_frac}
+    meta: dict[str, Any] = {"x_requested": x, "fingerprint": fingerprint(rdf["step"].to_numpy(),
+                                                                        rdf["value"].to_numpy()),
+                            "n_rows": int(len(rdf))}
+    ceiling = _section("ceiling", lambda: _fit_ceiling(rdf, x, metric, forms, n_boot, seed, kw, meta))
+    entropy = _section("entropy_law", lambda: _fit_entropy(rdf, metric, meta))
+    collapse = _section("collapse", lambda: _fit_collapse_frame(rdf, x, metric, n_boot, seed, meta))
+    across_sec: Section | None = None
+    if across:
+        across_sec = (NotAvailable("across_runs", f"the frame holds {len(runs)} run(s); at least 3 are needed")
+                      if len(runs) < 3 else
+                      _section("across_runs", lambda: _fit_across(df, runs, x, metric, min(n_boot, 300), seed, kw)))
+    return FitReport(run=run, ceiling=ceiling, entropy_law=entropy, collapse=collapse, across_runs=across_sec,
+                     meta=meta)
+
+
+def _section(name: str, build: Any) -> Section:
+    try:
+        return build()
+    except CeilingError as exc:
+        return NotAvailable(name, str(exc))
+
+
+def _verified(rdf: pd.DataFrame, metric: str | None, min_points: int) -> tuple[str, pd.DataFrame]:
+    names = (metric,) if metric else VERIFIED_METRICS
+    name, s = _first(rdf, names, min_points)
+    if name is None:
+        raise CeilingError(f"no verified metric with at least {min_points} points (looked for {', '.join(names)})")
+    return name, s
+
+
+def _fit_ceiling(rdf: pd.DataFrame, x: str, metric: str | None, forms: Sequence[str], n_boot: int, seed: int,
+                 kw: dict[str, Any], meta: dict[str, Any]) -> CurveFit:
+    name, s = _verified(rdf, metric, 8)
+    xs, x_label, notes = _x_axis(s, x)
+    y = s["value"].to_numpy(dtype=float)
+    scale = 100.0 if _is_percent(y) else 1.0
+    extra = {"a_bounds": (0.0, scale)} if y.min() >= 0 and y.max() <= scale else {}
+    cmp_ = compare_forms(xs, y, forms=forms, n_boot=n_boot, seed=seed, x_label=x_label,
+                         max_ci_width=0.10 * scale, **extra, **kw)
+    fit = cmp_.fits[cmp_.best]
+    bt = backtest(xs, y, form=cmp_.best, x_label=x_label, **extra, **kw)
+    fit.extra = {"metric": name, "units": "percent" if scale == 100 else "as logged", "notes": notes,
+                 "selection": cmp_.to_dict(),
+                 "backtest": bt.replace({np.nan: None}).to_dict(orient="records")}
+    meta["ceiling_metric"] = name
+    return fit
+
+
+def _fit_entropy(rdf: pd.DataFrame, metric: str | None, meta: dict[str, Any]) -> EntropyLawFit:
+    name, s = _verified(rdf, metric, 5)
+    h = _metric_series(rdf, ENTROPY_METRIC)
+    if h.empty:
+        raise CeilingError(f"{ENTROPY_METRIC} is not logged")
+    j = s.merge(h, on="step", suffixes=("", "_h"))
+    if len(j) < 5:
+        raise CeilingError(f"only {len(j)} steps carry both {name} and {ENTROPY_METRIC} (need 5)")
+    y = j["value"].to_numpy(dtype=float)
+    scale = 100.0 if _is_percent(y) else 1.0
+    fit = fit_entropy_law(j["value_h"].to_numpy(dtype=float), y, steps=j["step"].to_numpy(dtype=float),
+                          max_ci_width=0.10 * scale)
+    fit.data["metric"] = name
+    meta["entropy_metric"] = name
+    return fit
+
+
+def _fit_collapse_frame(rdf: pd.DataFrame, x: str, metric: str | None, n_boot: int, seed: int,
+                        meta: dict[str, Any]) -> CollapseFit:
+    uname, u = _first(rdf, UNVERIFIED_METRICS, 10)
+    if uname is None:
+        raise CeilingError(f"no unverified score with at least 10 points (looked for {', '.join(UNVERIFIED_METRICS)})")
+    kname, k = _first(rdf, KL_METRICS, 10)
+    if kname is not None:
+        j = u.merge(k[["step", "value"]], on="step", suffixes=("", "_x"))
+        xs, x_label = j["value_x"].to_numpy(dtype=float), kname
+    else:
+        j = u.copy()
+        xs, x_label, _ = _x_axis(j, x)
+        j["value_x"] = xs
+    vname, v = _first(rdf, (metric,) if metric else VERIFIED_METRICS, 10)
+    vv = None
+    if vname is not None:
+        jv = j.merge(v[["step", "value"]], on="step", how="left", suffixes=("", "_v"))
+        if jv["value_v"].notna().all():
+            vv = jv["value_v"].to_numpy(dtype=float)
+    fit = fit_collapse(xs, j["value"].to_numpy(dtype=float), vv, x_label=x_label, n_boot=n_boot, seed=seed)
+    fit.data.update({"unverified_metric": uname, "verified_metric": vname if vv is not None else None})
+    meta["collapse_x"] = x_label
+    return fit
+
+
+def base_measures(df: pd.DataFrame, run: str) -> dict[str, float]:
+    """The base model's diversity measures of a run, read at its first step (step 0 = the base)."""
+    rdf = df[df["run"] == run]
+    if rdf.empty:
+        return {}
+    step0 = rdf["step"].min()
+    b = rdf[rdf["step"] == step0]
+    agg = _aggregate_rows(b)
+    out: dict[str, float] = {}
+    pk = agg[(agg["metric"] == "verified/pass@k") & agg["k"].notna()]
+    if not pk.empty:
+        kmax = pk["k"].max()
+        out["base_pass@kmax"] = float(pk[pk["k"] == kmax]["value"].mean())
+    for m, key in ((ENTROPY_METRIC, "base_entropy"), ("diversity/distinct_answers", "base_distinct_answers")):
+        v = agg[(agg["metric"] == m) & agg["k"].isna()]["value"]
+        if v.notna().any():
+            out[key] = float(v.mean())
+    return out
+
+
+def _fit_across(df: pd.DataFrame, runs: list[str], x: str, metric: str | None, n_boot: int, seed: int,
+                kw: dict[str, Any]) -> AcrossRunsFit:
+    rows = []
+    for r in runs:
+        rdf = _aggregate_rows(df[df["run"] == r])
+        row: dict[str, Any] = {"run": r, **base_measures(df, r)}
+        try:
+            _, s = _verified(rdf, metric, 8)
+            xs, x_label, _ = _x_axis(s, x)
+            y = s["value"].to_numpy(dtype=float)
+            fit = fit_curve(xs, y, form="sigmoid", n_boot=n_boot, seed=seed, x_label=x_label, **kw)
+            row.update(ceiling=fit.estimate, ci_low=fit.ci_low, ci_high=fit.ci_high, identifiable=fit.identifiable)
+        except CeilingError as exc:
+            row.update(ceiling=np.nan, ci_low=np.nan, ci_high=np.nan, identifiable=False, note=str(exc))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    measures = [m for m in ("base_pass@kmax", "base_entropy", "base_distinct_answers") if m in table.columns]
+    if not measures:
+        raise CeilingError("no base diversity measures (verified/pass@k, policy/entropy at step 0) in the frame")
+    return fit_across_runs(table, measures=measures)

