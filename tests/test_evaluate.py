@@ -144,6 +144,15 @@ from ceiling.models import LoadedModel, build_char_tokenizer, encode_text, forma
 from ceiling.tasks import TaskSet  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads, and lose a lot to spinning on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _tiny(seed: int, spread: float = 0.4) -> LoadedModel:
     """A random 1-layer char model; a large init spread makes its next-token distributions peaked."""
     torch.manual_seed(seed)

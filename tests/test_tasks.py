@@ -338,3 +338,14 @@ def test_fuzz_trl_reward_never_raises(prompts, completions, answers):
     fn = trl_reward_fn("all")
     for out in (fn(prompts, completions), fn(prompts, completions, answer=answers, family=answers)):
         assert len(out) == len(prompts) and all(isinstance(r, float) and 0.0 <= r <= 1.0 for r in out)
+
+
+def test_jsonl_split_all_and_empty_split_error(tmp_path):
+    path = _write(tmp_path / "one.jsonl", [json.dumps({"prompt": "q", "answer": "a", "split": "train"})])
+    with pytest.raises(CeilingError, match="no test problems"):
+        load_jsonl_tasks(path).generate(1, seed=0, split="test")
+    both = load_jsonl_tasks(path, split="all")
+    (p,) = both.generate(1, seed=0, split="test")
+    assert p.split == "test" and both.verify(p, "a") == 1.0
+    with pytest.raises(CeilingError, match="only 1 distinct"):
+        both.generate(2, seed=0, unique=True)

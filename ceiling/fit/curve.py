@@ -183,10 +183,14 @@ class CurveFit:
 
 
 # ---------------------------------------------------------------------------------------------- fitting
-def _window(x: np.ndarray, form: Form, exclude_frac: float, x_min: float | None) -> np.ndarray:
+def _window(x: np.ndarray, form: Form, exclude_frac: float, x_min: float | None,
+            x_max: float | None = None) -> np.ndarray:
     """Boolean mask of the points kept for fitting."""
-    cut = exclude_frac * float(x.max()) if x_min is None else float(x_min)
+    top = float(x.max()) if x_max is None else float(x_max)
+    cut = exclude_frac * top if x_min is None else float(x_min)
     keep = x >= cut if x_min is not None else x > cut if exclude_frac > 0 else np.ones_like(x, dtype=bool)
+    if x_max is not None:
+        keep &= x <= x_max
     if form.needs_positive_x:
         keep &= x > 0
     if form.name == "sigmoid":
@@ -231,7 +235,7 @@ def _point_fit(form: Form, u: np.ndarray, y: np.ndarray, lo: np.ndarray, hi: np.
 
 def fit_curve(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, form: str = "sigmoid",
               loss: str = "soft_l1", f_scale: float | None = None, exclude_frac: float = DEFAULT_EXCLUDE_FRAC,
-              x_min: float | None = None, n_boot: int = 1000, block: int | None = None, level: float = 0.95,
+              x_min: float | None = None, x_max: float | None = None, n_boot: int = 1000, block: int | None = None, level: float = 0.95,
               seed: int = 0, a_bounds: tuple[float, float] | None = None,
               max_ci_width: float = DEFAULT_MAX_CI_WIDTH, min_progress: float = DEFAULT_MIN_PROGRESS,
               x_label: str = "compute") -> CurveFit:
@@ -243,7 +247,8 @@ def fit_curve(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, 
         loss: "soft_l1" (default), "huber" or "linear"; `f_scale` is the residual scale where the robust loss
             bends (default 1.5 x a MAD estimate of the noise).
         exclude_frac: leave out points with x <= exclude_frac * max(x) (default 0.05, see the module doc);
-            `x_min` instead keeps exactly the points with x >= x_min.
+            `x_min` instead keeps exactly the points with x >= x_min; `x_max` drops points after it (e.g. after
+            a collapse, see `detect_collapse`).
         n_boot: bootstrap replicates (0 for a point fit only); `block` fixes the block length (default:
             Carlstein's rule); `level` the interval level; `seed` the resampling seed.
         a_bounds: bounds on A and R0 (default [0, 1] for data in [0, 1], else the data range widened 3x).
@@ -256,7 +261,7 @@ def fit_curve(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, 
     if not 0 < level < 1:
         raise CeilingError(f"level must be in (0, 1), got {level}")
     xa, ya = check_xy(x, y, name_x=x_label, name_y="y", min_points=3)
-    keep = _window(xa, fm, exclude_frac, x_min)
+    keep = _window(xa, fm, exclude_frac, x_min, x_max)
     xf, yf = xa[keep], ya[keep]
     p = len(fm.theta_names)
     if xf.size < p + 3:
@@ -308,8 +313,9 @@ def fit_curve(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, 
     method = (f"{form} fit, {loss} loss (f_scale={fs:.3g}), variable-projection grid + Levenberg-Marquardt"
               + (f"; circular block bootstrap of residuals (B={n_boot}, block={boot['block']}), "
                  f"percentile {level:.0%} intervals" if n_boot > 0 else "; no bootstrap"))
-    window = {"rule": (f"x >= {x_min:g}" if x_min is not None else f"x > {exclude_frac:g} * max(x)"),
-              "exclude_frac": exclude_frac, "x_min": x_min, "kept": int(n),
+    window = {"rule": (f"x >= {x_min:g}" if x_min is not None else f"x > {exclude_frac:g} * max(x)")
+              + (f" and x <= {x_max:g}" if x_max is not None else ""),
+              "exclude_frac": exclude_frac, "x_min": x_min, "x_max": x_max, "kept": int(n),
               "excluded_x": [float(v) for v in xa[~keep]]}
     data = {"n": int(n), "n_total": int(xa.size), "x_min": float(xf.min()), "x_max": float(xf.max()),
             "y_min": float(yf.min()), "y_max": float(yf.max()), "fingerprint": fingerprint(xa, ya),
@@ -337,6 +343,10 @@ def _identifiability(fm: Form, params: dict[str, float], ci: dict[str, tuple[flo
                        f"midpoint; need {min_progress:.0%})")
     if fm.name == "sigmoid" and xf.max() < params["C_mid"]:
         reasons.append(f"the last point (x={xf.max():.4g}) lies before the fitted midpoint C_mid={params['C_mid']:.4g}")
+    start = float(fm.f(np.array([u.min()]), theta[None, :])[0, 0])
+    if a < start:
+        reasons.append(f"the fitted curve falls (from {start:.4g} towards {a:.4g}): the metric declines over the "
+                       "window, which is a collapse, not a rise to a ceiling")
     tol = 1e-6 * max(yhi - ylo, 1e-12)
     if a >= yhi - tol or a <= ylo + tol:
         reasons.append(f"the ceiling is pinned at its bound ({a:.4g}); the data do not constrain it")
@@ -351,6 +361,32 @@ def _identifiability(fm: Form, params: dict[str, float], ci: dict[str, tuple[flo
         if n_failed > 0.2 * n_boot:
             reasons.append(f"{n_failed} of {n_boot} bootstrap refits did not converge")
     return reasons
+
+
+def detect_collapse(x: Any, y: Any, drop: float = 0.5, smooth_frac: float = 0.05) -> float | None:
+    """The x after which a rising series collapses, or None.
+
+    The series is smoothed by a centred running mean over `smooth_frac` of the points (at least 5). A
+    collapse is the first point where the smoothed value has fallen below its running maximum by more than
+    `drop` of the rise from the start to that maximum, and stays there for the next 2 * `smooth_frac` of the
+    series. The returned x is the last point before that fall: fitting up to it keeps the saturating part
+    and leaves out the collapse.
+    """
+    xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    n = ya.size
+    w = max(5, int(round(smooth_frac * n)))
+    if n < 3 * w:
+        return None
+    sm = pd.Series(ya).rolling(w, center=True, min_periods=max(2, w // 2)).mean().to_numpy()
+    start = sm[0]
+    runmax = np.maximum.accumulate(sm)
+    rise = runmax - start
+    fallen = (runmax - sm) > drop * np.maximum(rise, 1e-12)
+    fallen &= rise > 0
+    for i in np.flatnonzero(fallen):
+        if fallen[i:min(n, i + 2 * w)].all():
+            return float(xa[max(i - 1, 0)])
+    return None
 
 
 # --------------------------------------------------------------------------------- selection, backtests

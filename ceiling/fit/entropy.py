@@ -8,7 +8,7 @@ plain OLS intervals would be too narrow. The lag is floor(4 (n / 100)^(2/9)) unl
 The ceiling is flagged as not identifiable when the slope is not significantly positive (no entropy-reward
 trade-off in the data: extrapolating to H = 0 is then meaningless), when the extrapolation from the lowest
 observed entropy to 0 is longer than the observed entropy range, or when its interval is wider than
-`max_ci_width`.
+`max_ci_width`, or when the law explains less than 30% of the variance (R^2 < 0.3).
 """
 from __future__ import annotations
 
@@ -153,6 +153,8 @@ def fit_entropy_law(entropy: Any, score: Any, steps: Any | None = None, level: f
     if ci["ceiling"][1] - ci["ceiling"][0] > max_ci_width:
         reasons.append(f"the interval on the ceiling is {ci['ceiling'][1] - ci['ceiling'][0]:.3g} wide "
                        f"(> {max_ci_width:g})")
+    if res.rsquared < 0.3:
+        reasons.append(f"the law fits poorly (R^2 = {res.rsquared:.2f} < 0.3)")
     bt = _early_backtest(h, r, s, backtest_fraction)
     method = (f"OLS of R on exp(H); Newey-West (HAC, Bartlett, {lags} lags) covariance; t intervals at "
               f"{level:.0%}; ceiling = b - a")

@@ -23,7 +23,7 @@ from ceiling.errors import CeilingError, error_at
 from ceiling.fit.across import AcrossRunsFit, fit_across_runs
 from ceiling.fit.collapse import CollapseFit, fit_collapse
 from ceiling.fit.common import SCHEMA_VERSION, NotAvailable, fingerprint
-from ceiling.fit.curve import CurveFit, backtest, compare_forms, fit_curve
+from ceiling.fit.curve import CurveFit, backtest, compare_forms, detect_collapse, fit_curve
 from ceiling.fit.entropy import EntropyLawFit, fit_entropy_law
 from ceiling.frame import normalize_frame
 from ceiling.io import atomic_write_json
@@ -222,11 +222,15 @@ def _fit_ceiling(rdf: pd.DataFrame, x: str, metric: str | None, forms: Sequence[
     y = s["value"].to_numpy(dtype=float)
     scale = 100.0 if _is_percent(y) else 1.0
     extra = {"a_bounds": (0.0, scale)} if y.min() >= 0 and y.max() <= scale else {}
+    cut = detect_collapse(xs, y)
+    if cut is not None:
+        notes.append(f"the metric collapses after {x_label} = {cut:.4g}; the ceiling is fitted up to there only")
+        xs, y = xs[xs <= cut], y[xs <= cut]
     cmp_ = compare_forms(xs, y, forms=forms, n_boot=n_boot, seed=seed, x_label=x_label,
                          max_ci_width=0.10 * scale, **extra, **kw)
     fit = cmp_.fits[cmp_.best]
     bt = backtest(xs, y, form=cmp_.best, x_label=x_label, **extra, **kw)
-    fit.extra = {"metric": name, "units": "percent" if scale == 100 else "as logged", "notes": notes,
+    fit.extra = {"metric": name, "collapse_at": cut, "units": "percent" if scale == 100 else "as logged", "notes": notes,
                  "selection": cmp_.to_dict(),
                  "backtest": bt.replace({np.nan: None}).to_dict(orient="records")}
     meta["ceiling_metric"] = name

@@ -160,7 +160,7 @@ class Collector:
         repeated = [k for k in clean if not is_bookkeeping(k) and self.key_max.get(k, -1) >= step]
         if repeated:
             self._restart(step, loc, repeated[0])
-        elif step < self.max_step:
+        elif step < self.max_step and not all(is_bookkeeping(k) for k in clean):
             self.late_rows += 1
         for key, x in clean.items():
             self.steps.append(step)
@@ -237,6 +237,8 @@ class Collector:
         df = pd.DataFrame({"step": np.asarray(self.steps, dtype=np.int64),
                            "source_key": self.keys,
                            "value": np.asarray(self.values, dtype=np.float64)})
+        # bookkeeping keys (epoch, _runtime) repeat in the several rows of one step: keep the last
+        df = df.drop_duplicates(["step", "source_key"], keep="last")
         df["metric"] = df["source_key"].map(metric_of)
         df["run"] = run
         df = self._fractions(df)

@@ -16,11 +16,11 @@ import pandas as pd
 
 import ceiling
 from ceiling.errors import CeilingError
-from ceiling.frame import METRICS, normalize_frame, series, wide
+from ceiling.frame import normalize_frame, series, wide
 from ceiling.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ceiling.report import figures as F
 from ceiling.report.page import FigureEntry, Page, render_html, render_markdown
-from ceiling.report.predictions import default_budgets, predictions
+from ceiling.report.predictions import default_budgets, predictions, to_csv
 from ceiling.report.results import Fits, as_fits, kl_label
 
 N_GRID = 200
@@ -279,7 +279,6 @@ def build_report(frame: pd.DataFrame | None, fits: Fits | object, out_dir: str |
             atomic_write_bytes(out / f"{fig.name}.png", fig.png)
     atomic_write_json(out / "fits.json", f.data)
     if preds is not None:
-        atomic_write_text(out / "predictions.csv",
-                          preds.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
+        atomic_write_text(out / "predictions.csv", to_csv(preds))
     atomic_write_text(out / "report.md", render_markdown(page))
     return atomic_write_text(out / "index.html", render_html(page))

@@ -26,13 +26,12 @@ COLUMNS = ["budget", "x", "prediction", "conf_low", "conf_high", "pred_low", "pr
 def default_budgets(fits: Fits | object, n: int = 8) -> np.ndarray:
     """`n` log-spaced budgets from the first observed compute to 10x the last one."""
     f = as_fits(fits)
-    rng = f.ceiling_range()
-    if rng is None:
+    rng, first = f.ceiling_range(), f.first_observed_x()
+    if rng is None or first is None:
         raise CeilingError("fits: the ceiling fit records no observed compute range; give budgets explicitly")
-    lo, hi = rng
-    if lo <= 0:
-        return np.linspace(lo, 10 * hi, n)
-    return np.geomspace(lo, 10 * hi, n)
+    if first <= 0:
+        return np.linspace(first, 10 * rng[1], n)
+    return np.geomspace(first, 10 * rng[1], n)
 
 
 def _note(budget: float, lo: float, hi: float, backtest: tuple[float, float, float] | None, unit: str) -> str:
@@ -81,8 +80,12 @@ def predictions(fits: Fits | object, budgets: Sequence[float] | np.ndarray | Non
 
 def write_predictions(fits: Fits | object, budgets: Sequence[float] | np.ndarray | None, path: str | Path) -> Path:
     """Write `predictions(fits, budgets)` as CSV (numbers with 6 significant digits) atomically; return the path."""
-    df = predictions(fits, budgets)
-    return atomic_write_text(path, df.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
+    return atomic_write_text(path, to_csv(predictions(fits, budgets)))
+
+
+def to_csv(df: pd.DataFrame) -> str:
+    """The CSV text of a predictions frame (6 significant digits, Unix newlines)."""
+    return df.to_csv(index=False, float_format="%.6g", lineterminator="\n")
 
 
 def markdown_table(df: pd.DataFrame) -> str:

@@ -48,6 +48,11 @@ import numpy as np
 import torch
 
 from ceiling.errors import CeilingError, error_at
+from ceiling.io import append_jsonl, atomic_write_json
+from ceiling.models import LoadedModel, Rollout, count_parameters, format_prompts, load, resolve_device, sample, token_logprobs
+from ceiling.rl.checkpoint import (latest_checkpoint, load_optimizer, read_state, save_checkpoint, set_rng_state,
+                                   truncate_metrics)
+from ceiling.tasks import Problem, TaskSet
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
 KL_ESTIMATORS = ("k1", "k2", "k3")
@@ -94,6 +99,7 @@ class GRPOConfig:
     max_grad_norm: float = _f(1.0, "gradient clipping threshold on the global norm (0 = off)")
     seed: int = _f(0, "seed of every random choice")
     device: str = _f("auto", "auto | cpu | cuda")
+    num_threads: int = _f(0, "CPU threads for torch (0 = torch's default); may change the last bits of results")
     dtype: str = _f("float32", "compute dtype: float32, or bfloat16/float16 autocast on CUDA (weights stay fp32)")
     checkpoint_every: int = _f(10, "save a checkpoint every K steps (and always at step 0 and the end)")
     out: str = _f("runs/grpo", "run directory")
@@ -102,7 +108,7 @@ class GRPOConfig:
     log: bool = _f(True, "print one progress line per step")
 
     # Fields that may differ between a run and its resumption (everything else must match).
-    RESUMABLE_CHANGES = ("steps", "out", "checkpoint_every", "log", "device")
+    RESUMABLE_CHANGES = ("steps", "out", "checkpoint_every", "log", "device", "num_threads")
 
     def resolved_std_scaling(self) -> str:
         """The advantage scaling in effect: the explicit choice, or the loss type's default."""
@@ -123,7 +129,7 @@ class GRPOConfig:
             raise bad("std_scaling", f"must be one of {', '.join(STD_SCALINGS)}, got {self.std_scaling!r}")
         if self.dtype not in DTYPES:
             raise bad("dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        for name in ("steps", "warmup_steps", "micro_batch_size", "seed"):
+        for name in ("steps", "warmup_steps", "micro_batch_size", "seed", "num_threads"):
             if int(getattr(self, name)) < 0:
                 raise bad(name, "must be >= 0")
         for name in ("prompts_per_step", "max_new_tokens", "updates_per_batch", "minibatches", "checkpoint_every"):
@@ -343,17 +349,15 @@ STREAM_PROBLEMS, STREAM_SAMPLING, STREAM_MINIBATCH, STREAM_RANDOM_REWARD = 0, 1,
 class Batch:
     """One step's generated data. Rows are grouped: row i answers problems[rollout.group[i]]."""
 
-    problems: list[Any]
-    rollout: Any  # ceiling.models.Rollout
+    problems: list[Problem]
+    rollout: Rollout
     rewards: torch.Tensor  # [B] verified reward of each completion (what the metrics report)
     train_rewards: torch.Tensor  # [B] the reward trained on (= rewards, or random under the control)
     advantages: torch.Tensor  # [B]
 
 
-def collect(policy: Any, taskset: Any, cfg: GRPOConfig, step: int, device: torch.device) -> Batch:
+def collect(policy: LoadedModel, taskset: TaskSet, cfg: GRPOConfig, step: int, device: torch.device) -> Batch:
     """Sample problems and G completions each from the policy, score them, and compute advantages."""
-    from ceiling.models import format_prompts, sample
-
     problems = taskset.sample(cfg.prompts_per_step, seed=step_seed(cfg.seed, step, STREAM_PROBLEMS),
                               split="train", which="verified")
     prompts = format_prompts(policy, [p.prompt for p in problems])
@@ -388,8 +392,6 @@ def micro_batches(rows: torch.Tensor, size: int) -> list[torch.Tensor]:
 def forward_logprobs(model: Any, batch: Batch, rows: torch.Tensor, cfg: GRPOConfig, device: torch.device,
                      entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Completion-token log-probs (and entropy) of `rows`, trimmed to their longest completion: [n, T_rows]."""
-    from ceiling.models import token_logprobs
-
     r = batch.rollout
     width = r.prompt_len + max(int(r.lengths[rows].max()), 1)
     with autocast(device, cfg.dtype):
@@ -557,9 +559,6 @@ def check_resume_config(stored: GRPOConfig, asked: GRPOConfig, where: Path) -> N
 
 def prepare_run_dir(cfg: GRPOConfig, resume: bool) -> tuple[Path, int, dict[str, Any]]:
     """Create or reopen the run folder. Returns (run dir, first step, state of the checkpoint resumed from)."""
-    from ceiling.io import atomic_write_json, read_jsonl  # noqa: F401  (read_jsonl used by callers' tests)
-    from ceiling.rl.checkpoint import latest_checkpoint, read_state, truncate_metrics
-
     run = Path(cfg.out)
     config_file, metrics_file = run / "config.json", run / "metrics.jsonl"
     if resume and config_file.exists():
@@ -588,12 +587,19 @@ def prepare_run_dir(cfg: GRPOConfig, resume: bool) -> tuple[Path, int, dict[str,
 def train(cfg: GRPOConfig, resume: bool = False) -> Path:
     """Run GRPO-family RL as configured; returns the run directory. With `resume`, continue from the last
     complete checkpoint of `cfg.out` (metrics past it are dropped and recomputed identically)."""
-    from ceiling.io import append_jsonl
-    from ceiling.models import count_parameters, load, resolve_device
-    from ceiling.rl.checkpoint import load_optimizer, save_checkpoint, set_rng_state
-    from ceiling.tasks import TaskSet
-
     cfg.validate()
+    threads = torch.get_num_threads()
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    try:
+        return _run(cfg, resume)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: GRPOConfig, resume: bool) -> Path:
+    """The body of `train` (see there)."""
+
     device = resolve_device(cfg.device)
     if cfg.dtype != "float32" and device.type != "cuda":
         raise error_at(None, f"{cfg.dtype} needs a CUDA device; use float32 on CPU", field="dtype")

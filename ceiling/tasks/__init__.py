@@ -37,7 +37,7 @@ from ceiling.tasks.families import Add, Count, Mod, Mul, Parity, Sort, Sub
 from ceiling.tasks.jsonl import JsonlFamily, load_jsonl_tasks
 from ceiling.tasks.registry import FAMILIES, get_family
 from ceiling.tasks.taskset import PRESETS, TaskSet
-from ceiling.tasks.trl import generic_score, trl_reward_fn
+from ceiling.tasks.rewards import generic_score, trl_reward_fn
 
 __all__ = [
     "FAMILIES", "PRESETS", "TEST_FRACTION", "Add", "Count", "Countdown", "JsonlFamily", "Mod", "Mul", "Parity",
