@@ -153,7 +153,7 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def _tiny(seed: int, spread: float = 0.4) -> LoadedModel:
+def _tiny(seed: int, spread: float = 0.15) -> LoadedModel:
     """A random 1-layer char model; a large init spread makes its next-token distributions peaked."""
     torch.manual_seed(seed)
     cfg = tiny_config(hidden_size=32, num_layers=1, num_heads=2, initializer_range=spread)

@@ -115,8 +115,9 @@ def test_policy_loss_kl_and_entropy_terms():
     loss, parts = policy_loss(logp, logp, torch.tensor([0.0]), w, ref_logp=ref, beta=0.1, kl_estimator="k3",
                               entropy=ent, entropy_coef=0.01)
     k3 = [math.exp(-0.5) - 1 + 0.5, math.exp(1.0) - 1 - 1.0]
-    assert parts["kl"] == pytest.approx(sum(k3) / 2)
-    assert parts["entropy"] == pytest.approx(0.5)
+    assert parts["kl"] == pytest.approx(0.1 * sum(k3) / 2)
+    assert parts["entropy"] == pytest.approx(0.01 * 0.5)
+    assert loss.item() == pytest.approx(parts["policy"] + parts["kl"] - parts["entropy"])
     assert loss.item() == pytest.approx(0.1 * sum(k3) / 2 - 0.01 * 0.5)
 
 

@@ -106,6 +106,8 @@ class _Evaluator:
     """Holds the base, its samples and the shared bootstrap draws while checkpoints stream through."""
 
     def __init__(self, base: Any, cfg: EvalConfig, taskset: TaskSet | None, timings: dict[str, float]):
+        if cfg.max_new_tokens is None:
+            cfg = EvalConfig.from_dict({**cfg.to_dict(), "max_new_tokens": DEFAULT_MAX_NEW_TOKENS})
         self.cfg = cfg
         self.timings = timings
         t0 = perf_counter()
@@ -114,7 +116,7 @@ class _Evaluator:
         self.ep = eval_problems(taskset or TaskSet.preset("default"), cfg)
         self.m = len(self.ep.problems)
         self.ks = [k for k in cfg.k_values() if k <= cfg.n_samples]
-        self.max_new = cfg.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
+        self.max_new = int(cfg.max_new_tokens)
         self.groups = ms.make_groups([p.family for p in self.ep.problems], self.ep.kinds)
         self.weights = ms.bootstrap_for(self.groups, cfg)
         self.base_samples = self._draw(self.base)
@@ -293,10 +295,21 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, timings: di
     text = frame.to_csv(index=False)
     atomic_write_text(csv_path, text)
     frame = normalize_frame(pd.read_csv(io.StringIO(text)), where=str(csv_path))  # as a later read sees it
-    atomic_write_json(cfg_path, {"fingerprint": fingerprint, "config": cfg.to_dict(), "base": str(conf["base"]),
-                                 "tasks": conf["tasks"], "n_prompts_total": None if frame.empty else int(
-                                     frame.loc[frame["metric"] == "policy/entropy", "n"].max())})
+    atomic_write_json(cfg_path, {"fingerprint": fingerprint, "config": cfg.to_dict(), **eval_record(taskset, cfg),
+                                 "base": str(conf["base"]), "tasks": conf["tasks"]})
     return frame
+
+
+def eval_record(taskset: TaskSet, cfg: EvalConfig) -> dict[str, Any]:
+    """What the numbers rest on, for eval_config.json: prompts per family, samples, temperature, k grid."""
+    ep = eval_problems(taskset, cfg)
+    per_family: dict[str, int] = {}
+    for p in ep.problems:
+        per_family[p.family] = per_family.get(p.family, 0) + 1
+    return {"prompts": len(ep.problems), "prompts_per_family": per_family,
+            "verified": taskset.names("verified"), "unverified": taskset.names("unverified"),
+            "samples_per_prompt": cfg.n_samples, "temperature": cfg.temperature, "top_p": cfg.top_p,
+            "max_new_tokens": cfg.max_new_tokens or DEFAULT_MAX_NEW_TOKENS, "ks": cfg.k_values(), "split": cfg.split}
 
 
 def _previous(csv_path: Path, cfg_path: Path, fingerprint: str) -> pd.DataFrame | None:

@@ -109,7 +109,8 @@ def _row(metric: str, e: es.Estimate, family: str, estimator: str, k: float = np
             "estimator": estimator, "family": family, "k": float(k)}
 
 
-def sampling_label(cfg: EvalConfig, n: int) -> str:
+def sampling_label(cfg: EvalConfig) -> str:
+    """How the samples were drawn, for estimator strings."""
     return f"T={cfg.temperature:g}, top_p={cfg.top_p:g}, max_new_tokens={cfg.max_new_tokens}"
 
 
@@ -117,7 +118,7 @@ def task_rows(st: ProblemStats, groups: list[Group], weights: dict[str, np.ndarr
               ks: list[int], base: ProblemStats | None) -> list[dict[str, Any]]:
     """Reward, greedy accuracy, pass@k, crossover (vs `base`) and diversity rows for every group."""
     n, lvl = cfg.n_samples, cfg.level
-    samp = sampling_label(cfg, n)
+    samp = sampling_label(cfg)
     boot = f"{lvl:.0%} bootstrap over prompts ({cfg.n_boot})"
     rows: list[dict[str, Any]] = []
     for g in groups:
@@ -149,7 +150,7 @@ def task_rows(st: ProblemStats, groups: list[Group], weights: dict[str, np.ndarr
 def policy_rows(st: ProblemStats, weights: np.ndarray, cfg: EvalConfig) -> list[dict[str, Any]]:
     """Token entropy and completion length over all prompts (family "all")."""
     boot = f"{cfg.level:.0%} bootstrap over prompts ({cfg.n_boot})"
-    samp = sampling_label(cfg, cfg.n_samples)
+    samp = sampling_label(cfg)
     return [
         _row("policy/entropy", es.ratio_ci(st.entropy_sum, st.tokens, weights, cfg.level), "all",
              f"full-vocabulary token entropy (nats) on own samples ({samp}), token mean; {boot}"),

@@ -13,10 +13,14 @@ an RL run is dominated by format learning (the reward jumps as the model learns 
 which no saturating law describes; ScaleRL (Khatri et al. 2025) likewise drops roughly the first 1.5k
 GPU-hours of its runs. 5% of the range drops that stretch, and step 0 (the base), while keeping the rise
 that fixes R0 and the midpoint. Points at x <= 0 are always left out of the power law (C^-B is infinite).
+The excluded points still bound R0 from above (R0, the level before training, is at most the largest of
+the first three logged values); without that, a series already flat inside the window could equally be
+read as one that has not started rising, with any ceiling.
 
 Intervals: a circular block bootstrap of the residuals (block length by Carlstein's rule from their lag-1
 autocorrelation, so white noise gets blocks of one and autocorrelated checkpoints get longer blocks),
-residuals inflated by sqrt(n / (n - p)); every replicate is refitted (all at once, see `solve.lm_batch`),
+residuals inflated by sqrt(n / (n - p)) (and mean-centred only for the plain squared loss, since a robust
+fit's residuals are centred at a robust location); every replicate is refitted (all at once, see `solve.lm_batch`),
 and percentile intervals are read from the replicate parameters. Confidence bands are percentiles of the
 replicate curves; prediction bands add a resampled residual to each replicate curve.
 
@@ -25,7 +29,9 @@ Identifiability: the ceiling is reported as not identifiable (with the reasons i
   point to A by the last point (the data stop before or near the midpoint), or for the sigmoid when the
   last point lies before C_mid;
 - the interval on A is wider than `max_ci_width` (default 0.10, in the metric's units, i.e. 10 points of
-  accuracy for metrics in [0, 1]);
+  accuracy for metrics in [0, 1]), or so is the profile-likelihood range of A (the A values whose refit
+  stays within the chi-square(1) 95% threshold of the best fit): this catches a bootstrap that, started at
+  a fit which mistook the middle of the rise for a plateau, is confidently wrong;
 - A sits at its bound in the point fit or in more than 10% of the replicates;
 - more than 20% of the bootstrap refits did not converge.
 """
@@ -273,6 +279,12 @@ def fit_curve(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, 
     u = xf / x_scale
     ylo, yhi = _y_bounds(ya, a_bounds)
     lo, hi = _theta_bounds(fm, u, ylo, yhi, float(np.ptp(yf)))
+    if "R0" in fm.theta_names and (~keep).any() and xa[0] < xf[0]:
+        # R0 is the level before training: it cannot sit above the earliest logged values (those excluded
+        # from the window still say where the run started). Without this, a series that is already flat
+        # could equally be read as "has not started rising yet" with any ceiling.
+        i0 = fm.theta_names.index("R0")
+        hi[i0] = min(hi[i0], max(float(np.max(ya[:3])), lo[i0]))
     theta, fs, converged = _point_fit(fm, u, yf, lo, hi, loss, f_scale)
     yhat = fm.f(u, theta[None, :])[0]
     resid = yf - yhat
@@ -289,7 +301,8 @@ def fit_curve(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, 
         blk = block if block is not None else carlstein_block_length(resid)
         rng = np.random.default_rng(seed)
         idx = circular_block_indices(n, n_boot, blk, rng)
-        centered = (resid - resid.mean()) * inflation
+        # a robust fit's residuals are centred at a robust location, not at their mean: keep them as they are
+        centered = ((resid - resid.mean()) if loss == "linear" else resid) * inflation
         ystar = yhat[None, :] + centered[idx]
         th_b, _, ok_b = lm_batch(fm, u, ystar, np.repeat(theta[None, :], n_boot, axis=0), lo, hi, loss=loss,
                                  f_scale=fs)
@@ -304,12 +317,21 @@ def fit_curve(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, 
 
     reasons = _identifiability(fm, params, ci, draws, xf, u, theta, yhat, ylo, yhi, n_boot, n_failed,
                                max_ci_width, min_progress)
+    profile = None
+    if n_boot > 0:
+        profile = _profile_a(fm, u, yf, theta, lo, hi, loss, fs, ylo, yhi, resid, p)
+        width = profile[1] - profile[0]
+        if width > max_ci_width:
+            reasons.append(f"the profile likelihood admits any ceiling in [{profile[0]:.3g}, {profile[1]:.3g}] "
+                           f"(wider than {max_ci_width:g}): the data do not pin the ceiling down, they may stop "
+                           "before or near the midpoint")
     if not converged:
         reasons.append("the point fit did not converge")
     ssr = float(np.sum(resid**2))
     stats = {"rmse": float(np.sqrt(ssr / n)), "aic": float(n * np.log(max(ssr, 1e-300) / n) + 2 * p),
              "lag1_autocorr": lag1_autocorr(resid), "converged": converged,
-             "progress": _progress(fm, u, theta, params["A"])}
+             "progress": _progress(fm, u, theta, params["A"]),
+             "profile_A": None if profile is None else [profile[0], profile[1]]}
     method = (f"{form} fit, {loss} loss (f_scale={fs:.3g}), variable-projection grid + Levenberg-Marquardt"
               + (f"; circular block bootstrap of residuals (B={n_boot}, block={boot['block']}), "
                  f"percentile {level:.0%} intervals" if n_boot > 0 else "; no bootstrap"))
@@ -323,6 +345,41 @@ def fit_curve(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, 
     return CurveFit(form=form, params=params, ci=ci, identifiable=not reasons, reasons=reasons, method=method,
                     x_label=x_label, x_scale=x_scale, draws=draws, residuals=resid, loss=loss, f_scale=fs,
                     level=level, window=window, bootstrap=boot, data=data, stats=stats)
+
+
+def _profile_a(fm: Form, u: np.ndarray, y: np.ndarray, theta: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+               loss: str, fs: float, ylo: float, yhi: float, resid: np.ndarray, p: int,
+               points: int = 41) -> tuple[float, float]:
+    """Profile-likelihood range of A: the A values whose best fit (other parameters refitted) is within the
+    95% chi-square(1) threshold of the best fit. Catches the case where the bootstrap, started at a fit that
+    mistook the middle of the rise for a plateau, is confidently wrong."""
+    ia = fm.theta_names.index("A")
+    grid_a = np.linspace(ylo, yhi, points)
+    shifts = [0.0, 1.0, 2.0]  # move the nonlinear parameters outwards: a later midpoint / slower approach
+    outward = {"log_c": 1.0, "log_k": -1.0, **({"B": -0.3} if fm.name == "power" else {})}
+    starts, los, his = [], [], []
+    for a in grid_a:
+        for sh in shifts:
+            t = theta.copy()
+            t[ia] = a
+            for j in fm.nonlinear:
+                t[j] = np.clip(t[j] + sh * outward.get(fm.theta_names[j], 0.0), lo[j], hi[j])
+            l_, h_ = lo.copy(), hi.copy()
+            l_[ia] = h_[ia] = a
+            starts.append(t), los.append(l_), his.append(h_)
+    th, c, _ = lm_batch(fm, u, y, np.array(starts), np.array(los), np.array(his), loss=loss, f_scale=fs)
+    prof = c.reshape(points, len(shifts)).min(axis=1)
+    best = min(float(prof.min()), float(cost_of(fm, u, y, theta, loss, fs)))
+    sigma2 = float(np.sum(resid**2) / max(resid.size - p, 1))
+    ok = grid_a[prof - best <= 0.5 * 3.841 * sigma2]
+    a_hat = float(theta[ia])
+    return (min(float(ok.min()), a_hat), max(float(ok.max()), a_hat)) if ok.size else (a_hat, a_hat)
+
+
+def cost_of(fm: Form, u: np.ndarray, y: np.ndarray, theta: np.ndarray, loss: str, fs: float) -> float:
+    """Robust cost of one parameter vector."""
+    from ceiling.fit.solve import cost
+    return float(cost(y[None, :] - fm.f(u, theta[None, :]), loss, fs)[0])
 
 
 def _progress(fm: Form, u: np.ndarray, theta: np.ndarray, a: float) -> float:
@@ -339,7 +396,7 @@ def _identifiability(fm: Form, params: dict[str, float], ci: dict[str, tuple[flo
     a = params["A"]
     prog = _progress(fm, u, theta, a)
     if prog < min_progress:
-        reasons.append(f"the data stop at {prog:.0%} of the fitted rise to the ceiling (before or near the "
+        reasons.append(f"the data stop at {prog:.1%} of the fitted rise to the ceiling (before or near the "
                        f"midpoint; need {min_progress:.0%})")
     if fm.name == "sigmoid" and xf.max() < params["C_mid"]:
         reasons.append(f"the last point (x={xf.max():.4g}) lies before the fitted midpoint C_mid={params['C_mid']:.4g}")
@@ -354,6 +411,9 @@ def _identifiability(fm: Form, params: dict[str, float], ci: dict[str, tuple[flo
         lo, hi = ci["A"]
         if hi - lo > max_ci_width:
             reasons.append(f"the interval on the ceiling is {hi - lo:.3g} wide (> {max_ci_width:g})")
+        if not lo <= a <= hi:
+            reasons.append(f"the bootstrap interval [{lo:.4g}, {hi:.4g}] does not contain the fitted ceiling "
+                           f"{a:.4g} (an unstable fit)")
         ia = fm.natural_names.index("A")
         at_bound = np.mean((draws[:, ia] >= yhi - tol) | (draws[:, ia] <= ylo + tol))
         if at_bound > 0.10 and not any("pinned" in r for r in reasons):
@@ -424,12 +484,16 @@ def _lfo_rmse(x: np.ndarray, y: np.ndarray, form: str, cut_fracs: Sequence[float
 
 def compare_forms(x: Any, y: Any, forms: Sequence[str] = ("sigmoid", "power", "exponential"),
                   cut_fracs: Sequence[float] = (0.5, 0.7), exclude_frac: float = DEFAULT_EXCLUDE_FRAC,
-                  n_boot: int = 1000, seed: int = 0, x_label: str = "compute", **kw: Any) -> FormComparison:
+                  n_boot: int = 1000, seed: int = 0, x_label: str = "compute", tie_tol: float = 0.05,
+                  **kw: Any) -> FormComparison:
     """Fit every form on all the data (with bootstrap) and score each by leave-future-out RMSE.
 
     Leave-future-out: for each cut fraction f, fit on the points within the first f of the x range (after
     the early-window exclusion) and take the RMSE on the points after it; the mean over cuts is the score.
-    The best identifiable form wins; if none is identifiable, the best by score.
+    The best identifiable form wins (if none is identifiable, the best of all); forms whose score is within
+    `tie_tol` (5%) of the best are tied, since such differences are within the noise of the held-out
+    points, and a tie goes to the earlier form in `forms` (the ScaleRL sigmoid by default). AIC is
+    reported beside the score.
     """
     xa, ya = check_xy(x, y, name_x=x_label)
     fits: dict[str, CurveFit] = {}
@@ -451,9 +515,11 @@ def compare_forms(x: Any, y: Any, forms: Sequence[str] = ("sigmoid", "power", "e
     if not fits:
         raise CeilingError("no curve form could be fitted: " + "; ".join(str(r["note"]) for r in rows))
     ok = table[table["form"].isin(list(fits))].copy()
-    ok["_score"] = ok["lfo_rmse"].fillna(np.inf)
-    ok["_rank"] = (~ok["identifiable"]).astype(int)
-    best = str(ok.sort_values(["_rank", "_score", "aic"]).iloc[0]["form"])
+    ok["_rank"] = (~ok["identifiable"].astype(bool)).astype(int)
+    pool = ok[ok["_rank"] == ok["_rank"].min()]
+    score = pool["lfo_rmse"].fillna(np.inf)
+    tied = pool[score <= (1.0 + tie_tol) * score.min()] if np.isfinite(score.min()) else pool
+    best = str(tied.iloc[0]["form"])  # ties go to the earlier form in `forms` (ScaleRL's sigmoid first)
     return FormComparison(table=table, best=best, fits=fits)
 
 

@@ -45,9 +45,10 @@ def cost(r: np.ndarray, loss: str, f_scale: float) -> np.ndarray:
 
 def lm_batch(form: Form, u: np.ndarray, y: np.ndarray, theta0: np.ndarray, lo: np.ndarray, hi: np.ndarray,
              loss: str = "soft_l1", f_scale: float = 1.0, max_iter: int = 60,
-             rtol: float = 1e-9) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+             rtol: float = 1e-8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Minimise the robust cost for every row of `theta0` against the matching row of `y` (or one shared y).
 
+    `lo`/`hi` are (p,) or per-row (B, p) bounds; lo == hi pins a parameter (used for profiles).
     Returns (theta, cost, converged) with shapes (B, p), (B,), (B,).
     """
     theta = np.clip(np.array(theta0, dtype=float), lo, hi)
@@ -71,11 +72,20 @@ def lm_batch(form: Form, u: np.ndarray, y: np.ndarray, theta0: np.ndarray, lo: n
         g = (jwt @ r[:, :, None])[:, :, 0]
         diag = np.einsum("bpp->bp", h) + 1e-12
         a = h + (lam[act][:, None] * diag)[:, :, None] * eye
+        # active set: a parameter at a bound whose descent direction points outwards is held there
+        lo_a = lo[act] if lo.ndim == 2 else lo
+        hi_a = hi[act] if hi.ndim == 2 else hi
+        span = hi_a - lo_a
+        held = ((th <= lo_a + 1e-9 * span) & (g < 0)) | ((th >= hi_a - 1e-9 * span) & (g > 0)) | (span == 0)
+        if held.any():
+            free = (~held).astype(float)
+            a = a * free[:, :, None] * free[:, None, :] + held[:, :, None] * eye
+            g = g * free
         try:
             step = np.linalg.solve(a, g[:, :, None])[:, :, 0]
         except np.linalg.LinAlgError:
             step = (np.linalg.pinv(a) @ g[:, :, None])[:, :, 0]
-        trial = np.clip(th + step, lo, hi)
+        trial = np.clip(th + step, lo_a, hi_a)
         new = cost(ya - form.f(u, trial), loss, f_scale)
         old = cur[act]
         better = np.isfinite(new) & (new < old)

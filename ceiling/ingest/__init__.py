@@ -35,7 +35,7 @@ def run_name(path: Path) -> str:
     """A run name from the path: the folder for generic file names and event files, else the file stem."""
     path = path.resolve()
     if path.is_dir():
-        return path.name
+        return path.parent.name if path.name.startswith("checkpoint-") else path.name
     if path.name in _GENERIC_NAMES or path.name.startswith("events.out.tfevents"):
         parent = path.parent
         if parent.name.startswith("checkpoint-"):  # TRL: output_dir/checkpoint-N/trainer_state.json

@@ -46,6 +46,12 @@ def read_ceiling_run(path: Path, run: str, mapping: dict[str, str]) -> IngestRes
         raise CeilingError(f"{path}: not a ceiling run directory (no metrics.jsonl or eval.csv)")
     parts: list[IngestResult] = []
     eval_frame = read_eval_csv(evals, run) if evals is not None else None
+    notes: list[str] = []
+    if eval_frame is not None and metrics is not None:
+        for metric in set(mapping) & set(eval_frame["metric"]):  # the user maps a metrics.jsonl key to it
+            eval_frame.loc[eval_frame["metric"] == metric, "metric"] = f"raw/eval.csv:{metric}"
+            notes.append(f"{metric} from {mapping[metric]!r} as asked; eval.csv's {metric} kept as "
+                         f"raw/eval.csv:{metric}")
     if metrics is not None:
         collector = Collector(metrics)
         read_jsonl(metrics, collector, "ceiling", mapping)
@@ -53,5 +59,5 @@ def read_ceiling_run(path: Path, run: str, mapping: dict[str, str]) -> IngestRes
         parts.append(collector.result("ceiling", run, mapping, keep_raw=have))
     if eval_frame is not None:
         parts.append(IngestResult(frame=eval_frame, format="ceiling",
-                                  notes=[f"{evals.name}: {len(eval_frame)} canonical rows"]))
+                                  notes=notes + [f"{evals.name}: {len(eval_frame)} canonical rows"]))
     return concat_results(parts, "ceiling")

@@ -44,12 +44,14 @@ TRL_KEYS: dict[str, str] = {
 
 # verl: the file logger's JSONL and console lines use the same keys.
 # `critic/score/mean` is the verifier's sequence score (before any KL-in-reward); `actor/kl_loss` is
-# KL(policy || reference) per token by the configured `kl_loss_type` (k3-like `low_var_kl` by default).
+# KL(policy || reference) per token by the configured `kl_loss_type` (k3-like `low_var_kl` by default);
+# `critic/kl` is the KL-in-reward penalty's KL to the reference (`use_kl_in_reward`). `actor/ppo_kl` is
+# KL to the *previous* policy, not to the base, so it stays raw.
 VERL_KEYS: dict[str, str] = {
     "critic/score/mean": "verified/reward",
     "actor/entropy": "policy/entropy",
     "actor/kl_loss": "kl/logged",
-    "actor/ppo_kl": "kl/logged",
+    "critic/kl": "kl/logged",
     "response_length/mean": "length/mean",
     "val-core/*/acc/mean@*": "verified/eval_acc",
     "val-core/*/reward/mean@*": "verified/eval_acc",
@@ -57,8 +59,8 @@ VERL_KEYS: dict[str, str] = {
 }
 
 # TensorBoard scalars and W&B history columns: what TRL/transformers write there (`train/` and `eval/`
-# prefixes instead of `eval_`), then verl's keys unchanged (verl logs the same dict to every backend).
-# W&B's own `_runtime` is cumulative seconds. Generic names (GENERIC_KEYS) are tried after these.
+# prefixes instead of `eval_`). W&B's own `_runtime` is cumulative seconds. verl's keys (verl logs the same
+# dict to every backend) and the generic names are tried after these (see TABLES).
 TRACKER_KEYS: dict[str, str] = {
     "train/reward": "verified/reward",
     "train/entropy": "policy/entropy",
@@ -67,7 +69,6 @@ TRACKER_KEYS: dict[str, str] = {
     "train/completion_length": "length/mean",
     "eval/reward": "verified/eval_acc",
     "_runtime": "compute/wall_seconds",
-    **VERL_KEYS,
 }
 
 # Any CSV or JSONL (and the fallback for trackers): common names, matched case-insensitively.
@@ -127,8 +128,8 @@ TABLES: dict[str, list[dict[str, str]]] = {
     "ceiling": [CEILING_KEYS],
     "trl": [TRL_KEYS],
     "verl": [VERL_KEYS],
-    "wandb": [TRACKER_KEYS, GENERIC_KEYS],
-    "tensorboard": [TRACKER_KEYS, GENERIC_KEYS],
+    "wandb": [TRACKER_KEYS, VERL_KEYS, GENERIC_KEYS],
+    "tensorboard": [TRACKER_KEYS, VERL_KEYS, GENERIC_KEYS],
     "csv": [GENERIC_KEYS],
     "jsonl": [GENERIC_KEYS],
 }

@@ -16,7 +16,7 @@ import pandas as pd
 
 import ceiling
 from ceiling.errors import CeilingError
-from ceiling.frame import normalize_frame, series, wide
+from ceiling.frame import normalize_frame
 from ceiling.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ceiling.report import figures as F
 from ceiling.report.page import FigureEntry, Page, render_html, render_markdown
@@ -44,15 +44,27 @@ def _run_filter(df: pd.DataFrame, run: str | None) -> pd.DataFrame:
     return df[df["run"] == keep]
 
 
+def _aggregate(df: pd.DataFrame) -> pd.DataFrame:
+    """Aggregate rows only (family empty, 'all', 'verified' or 'unverified'; no k), as the fits read them."""
+    fam = df["family"]
+    return df[(fam.isna() | fam.isin(["all", "verified", "unverified"])) & df["k"].isna()]
+
+
+def _metric(df: pd.DataFrame, name: str) -> pd.DataFrame:
+    """(step, compute, value) of one metric, one row per step (mean over duplicates), sorted by step."""
+    sub = _aggregate(df)
+    sub = sub[(sub["metric"] == name) & np.isfinite(sub["value"])]
+    if sub.empty:
+        return pd.DataFrame({"step": pd.Series(dtype="int64"), "compute": pd.Series(dtype=float),
+                             "value": pd.Series(dtype=float)})
+    return sub.groupby("step", as_index=False).agg(compute=("compute", "mean"), value=("value", "mean"))
+
+
 def _paired(df: pd.DataFrame, x_metric: str, y_metric: str) -> pd.DataFrame:
-    """Rows (step, compute, x, y) where both metrics were measured at the same step (aggregate rows only)."""
-    if df.empty:
-        return pd.DataFrame(columns=["step", "compute", "x", "y"])
-    w = wide(df)
-    if x_metric not in w.columns or y_metric not in w.columns:
-        return pd.DataFrame(columns=["step", "compute", "x", "y"])
-    out = w[["step", x_metric, y_metric]].rename(columns={x_metric: "x", y_metric: "y"}).dropna()
-    return out.sort_values("step").reset_index(drop=True)
+    """Rows (step, x, y) where both metrics were measured at the same step."""
+    x, y = _metric(df, x_metric), _metric(df, y_metric)
+    out = x[["step", "value"]].merge(y[["step", "value"]], on="step", suffixes=("_x", "_y"))
+    return out.rename(columns={"value_x": "x", "value_y": "y"})
 
 
 def _grid(lo: float, hi: float, log: bool) -> np.ndarray:
@@ -64,12 +76,12 @@ def _grid(lo: float, hi: float, log: bool) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- figures
 def _fig_ceiling(f: Fits, tr: pd.DataFrame) -> FigureEntry:
     name, title = "reward_vs_compute", "Verified reward against compute"
-    x_name = f.ceiling_x()
-    pts = series(tr, "verified/reward")
+    x_name, metric = f.ceiling_x(), f.ceiling_metric()
+    pts = _metric(tr, metric)
     if x_name == "compute":
         pts = pts[np.isfinite(pts["compute"])]
     if pts.empty:
-        return FigureEntry(name, title, "", skipped="the log has no verified reward"
+        return FigureEntry(name, title, "", skipped=f"the log has no {metric}"
                            + (" with compute" if x_name == "compute" else ""))
     x = pts["compute" if x_name == "compute" else "step"].to_numpy(float)
     y = pts["value"].to_numpy(float)
@@ -86,12 +98,16 @@ def _fig_ceiling(f: Fits, tr: pd.DataFrame) -> FigureEntry:
         excluded = f.ceiling_excluded(x)
         obs_max = hi
     note = f.ceiling_note()
-    caption = (f"Dots: verified reward at each logged step ({len(x)} points; grey ones were left out of the fit). "
-               f"Red: the fitted {f.ceiling_form() or 'curve'} with its 95% confidence band (dark) and prediction "
-               "band (light), drawn to 10x the last observed "
-               f"{x_name}. Green: the ceiling A with its 95% interval.") if result is not None else (
-               "Dots: verified reward at each logged step. No ceiling fit is available: " + (note or "") + ".")
-    fig = F.reward_vs_compute(x, y, f"{x_name} (training FLOPs)" if x_name == "compute" else x_name, curve, level,
+    zero = " Points at zero compute (the base) are off the log axis." if x_name == "compute" and (x <= 0).any() else ""
+    if result is None:
+        caption = f"Dots: {metric} at each logged step.{zero} No ceiling fit is available: {note}."
+    else:
+        caption = (f"Dots: {metric} at each logged step ({len(x)} points; grey ones were left out of the fit).{zero} "
+                   f"Red: the fitted {f.ceiling_form()} curve with its 95% confidence band (dark) and prediction band "
+                   f"(light), drawn to 10x the last fitted {x_name} (dotted line). "
+                   + ("Green: the ceiling A with its 95% interval." if level is not None else
+                      "No ceiling line: the ceiling is not identifiable from these data (see the warnings)."))
+    fig = F.reward_vs_compute(x, y, f"{x_name} (training FLOPs)" if x_name == "compute" else x_name, metric, curve, level,
                               note=note, excluded=excluded, log_x=x_name == "compute", observed_max=obs_max)
     return FigureEntry(name, title, caption, png=F.png_bytes(fig))
 
@@ -109,37 +125,35 @@ def _passk_rows(ev: pd.DataFrame, metric: str) -> pd.DataFrame:
     return mean.assign(ci_low=np.nan, ci_high=np.nan)
 
 
-def _fig_passk(ev: pd.DataFrame | None) -> FigureEntry:
+def _fig_passk(ev: pd.DataFrame) -> FigureEntry:
     name, title = "passk", "pass@k of the base and the checkpoints"
-    if ev is None or ev.empty:
-        return FigureEntry(name, title, "", skipped="no evaluation rows (eval.csv); run `ceiling eval` to measure "
-                           "pass@k of the base and the checkpoints")
+    if not ev["metric"].isin(["verified/pass@k", "unverified/pass@k"]).any():
+        return FigureEntry(name, title, "", skipped="no pass@k rows (the evaluator's eval.csv); run `ceiling eval` "
+                           "to measure pass@k of the base and the checkpoints")
     panels = {}
     for metric, label in (("verified/pass@k", "verified families (rewarded)"),
                           ("unverified/pass@k", "unverified families (never rewarded)")):
         rows = _passk_rows(ev, metric)
         if not rows.empty:
             panels[label] = rows
-    if not panels:
-        return FigureEntry(name, title, "", skipped="the evaluation rows hold no pass@k values")
     has_base = any((rows["step"] == 0).any() for rows in panels.values())
     caption = ("Unbiased pass@k against k (log2 axis) with 95% problem-level bootstrap intervals where measured. "
                + ("Dashed black: the base model (step 0). " if has_base else "The base (step 0) was not evaluated. ")
-               + "Coloured: checkpoints, light to dark by step. Where a checkpoint's curve falls below the base's "
-               "at large k, RL has narrowed the set of problems the model can solve at all.")
+               + "Coloured: up to six checkpoints spread over the run, dark to light by step. Where a checkpoint's "
+               "curve falls below the base's at large k, RL has narrowed the set of problems the model can solve at all.")
     return FigureEntry(name, title, caption, png=F.png_bytes(F.passk_curves(panels)))
 
 
 def _fig_collapse(f: Fits, both: pd.DataFrame) -> FigureEntry:
     name, title = "score_vs_kl", "Unverified score against KL to the base"
-    x_metric, y_metric = f.collapse_axes()
+    x_metric, y_metric = f.collapse_axes(set(both["metric"]))
     if not (both["metric"] == y_metric).any():
         return FigureEntry(name, title, "", skipped=f"the data hold no unverified score ({y_metric}): nothing "
                            "measures what RL may damage (evaluate never-rewarded families, or map a held-out "
                            "benchmark with --unverified)")
     if x_metric in ("step", "compute"):
-        pts = series(both, y_metric)
-        pts = pts.assign(x=pts[x_metric], y=pts["value"])
+        pts = _metric(both, y_metric)
+        pts = pts.assign(x=pts[x_metric].astype(float), y=pts["value"])
         pts = pts[np.isfinite(pts["x"])]
         x_label = f"{x_metric} (KL to the base was not logged)"
     else:
@@ -172,9 +186,10 @@ def _fig_entropy(f: Fits, both: pd.DataFrame) -> FigureEntry:
     if not (both["metric"] == "policy/entropy").any():
         return FigureEntry(name, title, "", skipped="the data hold no policy entropy (policy/entropy); the log "
                            "does not record it")
-    pts = _paired(both, "policy/entropy", "verified/reward")
+    metric = f.entropy_metric()
+    pts = _paired(both, "policy/entropy", metric)
     if pts.empty:
-        return FigureEntry(name, title, "", skipped="entropy and verified reward were never measured at the same step")
+        return FigureEntry(name, title, "", skipped=f"entropy and {metric} were never measured at the same step")
     h, r, steps = pts["x"].to_numpy(float), pts["y"].to_numpy(float), pts["step"].to_numpy(float)
     result = f.entropy_result()
     curve = None
@@ -189,7 +204,7 @@ def _fig_entropy(f: Fits, both: pd.DataFrame) -> FigureEntry:
                + ("Red: the entropy law R = -a exp(H) + b (Cui et al. 2025) with its 95% confidence band, drawn to "
                   "H = 0. Green: its ceiling b - a at zero entropy, with its 95% interval."
                   if curve is not None else "No entropy-law fit is available."))
-    fig = F.reward_vs_entropy(h, r, steps, curve, level, note=note)
+    fig = F.reward_vs_entropy(h, r, steps, metric, curve, level, note=note)
     return FigureEntry(name, title, caption, png=F.png_bytes(fig))
 
 
@@ -203,17 +218,18 @@ def diversity_floor(eval_frame: pd.DataFrame | None) -> str | None:
     if base.empty:
         return None
     parts = []
-    agg = wide(base)
-    if "policy/entropy" in agg.columns and np.isfinite(agg["policy/entropy"]).any():
-        parts.append(f"entropy {float(agg['policy/entropy'].dropna().iloc[0]):.3g} nats/token")
+    ent = _metric(base, "policy/entropy")
+    if not ent.empty:
+        parts.append(f"entropy {float(ent['value'].iloc[0]):.3g} nats/token")
     pk = _passk_rows(base, "verified/pass@k")
     if not pk.empty:
         top = pk.sort_values("k").iloc[-1]
         ci = (f" [{top['ci_low']:.3f}, {top['ci_high']:.3f}]"
               if np.isfinite(top["ci_low"]) and np.isfinite(top["ci_high"]) else "")
         parts.append(f"pass@{int(top['k'])} {top['value']:.3f}{ci} on the verified families")
-    if "diversity/distinct_answers" in agg.columns and np.isfinite(agg["diversity/distinct_answers"]).any():
-        parts.append(f"{float(agg['diversity/distinct_answers'].dropna().iloc[0]):.3g} distinct answers per prompt")
+    distinct = _metric(base, "diversity/distinct_answers")
+    if not distinct.empty:
+        parts.append(f"{float(distinct['value'].iloc[0]):.3g} distinct answers per prompt")
     return ", ".join(parts) if parts else None
 
 
@@ -230,7 +246,7 @@ def summary_lines(fits: Fits | object, eval_frame: pd.DataFrame | None = None,
 def _headline(f: Fits, eval_frame: pd.DataFrame | None) -> list[tuple[str, str]]:
     floor = diversity_floor(eval_frame)
     rows = [("Ceiling of the verified reward", f.ceiling_headline()),
-            ("Diversity floor of the base", floor or "not measured (no evaluation rows for step 0; run `ceiling eval`)"),
+            ("Diversity floor of the base", floor or "not measured (no rows for the base, step 0; run `ceiling eval`)"),
             ("KL threshold", f.threshold_headline())]
     ent = f.entropy_headline()
     if ent:
@@ -259,16 +275,17 @@ def build_report(frame: pd.DataFrame | None, fits: Fits | object, out_dir: str |
     tr = _run_filter(tr, f.run)
     ev_run = _run_filter(ev, f.run) if ev is not None else None
     both = pd.concat([df for df in (tr, ev_run) if df is not None and not df.empty] or [tr], ignore_index=True)
-    figures = [_fig_ceiling(f, tr if not tr.empty else both), _fig_passk(ev_run), _fig_collapse(f, both),
+    both = both.drop_duplicates(subset=["run", "step", "metric", "family", "k", "value"], ignore_index=True)
+    figures = [_fig_ceiling(f, tr if not tr.empty else both), _fig_passk(both), _fig_collapse(f, both),
                _fig_entropy(f, both)]
     preds = None
     if f.ceiling_result() is not None:
         preds = predictions(f, default_budgets(f) if budgets is None else budgets)
     n_steps = int(tr["step"].nunique()) if not tr.empty else 0
-    subtitle = (f"run {f.run or (tr['run'].iloc[0] if not tr.empty else '?')}: {n_steps} logged steps"
-                + (f", {int(ev_run['step'].nunique())} evaluated checkpoints" if ev_run is not None and not ev_run.empty
-                   else ", no evaluation rows"))
-    page = Page(title=title, subtitle=subtitle, headline=_headline(f, ev_run), warnings=f.warnings(),
+    n_eval = int(both.loc[both["metric"].str.contains("pass@k", regex=False), "step"].nunique())
+    subtitle = (f"run {f.run or (tr['run'].iloc[0] if not tr.empty else '?')}: {n_steps} logged steps, "
+                + (f"{n_eval} evaluated checkpoints (pass@k)" if n_eval else "no pass@k evaluation"))
+    page = Page(title=title, subtitle=subtitle, headline=_headline(f, both), warnings=f.warnings(),
                 figures=figures, table=f.table(), predictions=preds,
                 footer=f"Generated by ceiling {ceiling.__version__} from fits.json (schema version "
                        f"{f.schema_version}) and the run's logs; every number is reproducible with "

@@ -7,6 +7,7 @@ no timestamp), so the same inputs give byte-identical files.
 from __future__ import annotations
 
 import io
+import textwrap
 from dataclasses import dataclass
 
 import matplotlib
@@ -43,6 +44,7 @@ LEVEL = "#2ca02c"       # ceiling / threshold lines
 MUTED = "#9a9a9a"       # excluded points, notes
 FIGSIZE = (7.2, 4.3)
 DPI = 110
+LAYOUT: str | None = "constrained"
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ def png_bytes(fig: Figure) -> bytes:
 def _figure(ncols: int = 1, width: float | None = None) -> tuple[Figure, list]:
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(width or FIGSIZE[0] * (1 if ncols == 1 else 0.75 * ncols), FIGSIZE[1]),
-                     layout="constrained")
+                     layout=LAYOUT)
         axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
     return fig, axes
 
@@ -118,10 +120,13 @@ def _draw_vlevel(ax, level: Level) -> None:
         ax.axvspan(level.low, level.high, color=LEVEL, alpha=0.12, lw=0)
 
 
-def _note(ax, text: str) -> None:
-    """A plain-words annotation in the upper left corner of the axes."""
-    ax.text(0.02, 0.97, text, transform=ax.transAxes, va="top", ha="left", fontsize=9, color="#333333",
-            bbox={"boxstyle": "round,pad=0.35", "fc": "#fff8e1", "ec": "#e0c36a", "lw": 0.8}, wrap=True)
+def _note(ax, text: str, width: int = 95) -> None:
+    """A plain-words caveat above the axes, under the figure title (never over the data)."""
+    ax.set_title(textwrap.fill(text, width), loc="left", fontsize=8.5, fontweight="normal", color="#8a5a00")
+
+
+def _title(fig: Figure, text: str) -> None:
+    fig.suptitle(text, fontsize=11, fontweight="bold")
 
 
 def _scatter(ax, x, y, label: str, excluded: np.ndarray | None = None) -> None:
@@ -133,12 +138,18 @@ def _scatter(ax, x, y, label: str, excluded: np.ndarray | None = None) -> None:
 
 
 @_styled
-def reward_vs_compute(x: np.ndarray, y: np.ndarray, x_label: str, curve: Curve | None, ceiling: Level | None,
+def reward_vs_compute(x: np.ndarray, y: np.ndarray, x_label: str, y_label: str, curve: Curve | None,
+                      ceiling: Level | None,
                       note: str | None = None, excluded: np.ndarray | None = None, log_x: bool = True,
                       observed_max: float | None = None) -> Figure:
     """Figure 1: verified reward against compute, the fitted curve with its bands, and the ceiling line."""
     fig, (ax,) = _figure()
-    _scatter(ax, x, y, "verified reward (observed)", excluded)
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if log_x:  # points at zero compute (the base) cannot sit on a log axis
+        keep = x > 0
+        x, y = x[keep], y[keep]
+        excluded = excluded[keep] if excluded is not None else None
+    _scatter(ax, x, y, f"{y_label} (observed)", excluded)
     if curve is not None:
         _draw_curve(ax, curve)
     if ceiling is not None and _finite(ceiling.estimate):
@@ -147,17 +158,26 @@ def reward_vs_compute(x: np.ndarray, y: np.ndarray, x_label: str, curve: Curve |
         ax.axvline(observed_max, color=MUTED, lw=1, ls=":", label="last observed point")
     if note:
         _note(ax, note)
-    if log_x and np.all(np.asarray(x, float) > 0):
+    if log_x:
         ax.set_xscale("log")
     ax.set_xlabel(x_label)
-    ax.set_ylabel("verified reward")
-    ax.set_title("Verified reward against compute")
+    ax.set_ylabel(y_label)
+    _title(fig, "Verified reward against compute")
     ax.legend(loc="lower right")
     return fig
 
 
+def pick_steps(steps: list[int], most: int = 6) -> list[int]:
+    """The base (step 0) and at most `most` checkpoints evenly spread over the run, always the last one."""
+    later = sorted(s for s in steps if s != 0)
+    if len(later) > most:
+        idx = np.unique(np.round(np.linspace(0, len(later) - 1, most)).astype(int))
+        later = [later[i] for i in idx]
+    return ([0] if 0 in steps else []) + later
+
+
 def _passk_panel(ax, rows: pd.DataFrame, title: str) -> None:
-    steps = sorted(rows["step"].unique())
+    steps = pick_steps(list(rows["step"].unique()))
     cmap = matplotlib.colormaps["viridis"]
     later = [s for s in steps if s != 0]
     for step in steps:
@@ -187,7 +207,7 @@ def passk_curves(panels: dict[str, pd.DataFrame]) -> Figure:
     fig, axes = _figure(ncols=len(panels), width=6.2 * len(panels))
     for ax, (title, rows) in zip(axes, panels.items()):
         _passk_panel(ax, rows, title)
-    axes[-1].legend(loc="lower right", ncols=1 if rows["step"].nunique() <= 6 else 2)
+    axes[-1].legend(loc="lower right")
     return fig
 
 
@@ -205,13 +225,13 @@ def score_vs_kl(x: np.ndarray, y: np.ndarray, x_label: str, curve: Curve | None,
         _note(ax, note)
     ax.set_xlabel(x_label)
     ax.set_ylabel("unverified score")
-    ax.set_title("Unverified score against distance from the base")
+    _title(fig, "Unverified score against distance from the base")
     ax.legend(loc="lower right")
     return fig
 
 
 @_styled
-def reward_vs_entropy(h: np.ndarray, r: np.ndarray, steps: np.ndarray, curve: Curve | None,
+def reward_vs_entropy(h: np.ndarray, r: np.ndarray, steps: np.ndarray, y_label: str, curve: Curve | None,
                       ceiling: Level | None, note: str | None = None) -> Figure:
     """Figure 4: verified reward against policy entropy, coloured by step, with the entropy law R = -a e^H + b."""
     fig, (ax,) = _figure()
@@ -225,7 +245,7 @@ def reward_vs_entropy(h: np.ndarray, r: np.ndarray, steps: np.ndarray, curve: Cu
         _note(ax, note)
     ax.invert_xaxis()  # training moves right: entropy falls as reward rises
     ax.set_xlabel("policy entropy (nats per token, full vocabulary; axis reversed)")
-    ax.set_ylabel("verified reward")
-    ax.set_title("Verified reward against entropy")
+    ax.set_ylabel(y_label)
+    _title(fig, "Verified reward against entropy")
     ax.legend(loc="lower right")
     return fig

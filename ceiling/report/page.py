@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ceiling.report.predictions import flag_text
+
 CSS = """
 body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:1020px;margin:2em auto;
 padding:0 1em;color:#222;line-height:1.45}
@@ -90,8 +92,7 @@ def predictions_display(df: pd.DataFrame) -> pd.DataFrame:
         "predicted verified reward": [f"{v:.3f}" for v in df["prediction"]],
         "95% confidence band": [f"[{a:.3f}, {b:.3f}]" for a, b in zip(df["conf_low"], df["conf_high"])],
         "95% prediction band": [f"[{a:.3f}, {b:.3f}]" for a, b in zip(df["pred_low"], df["pred_high"])],
-        "flag": [("beyond validated range" if f else "within observed range") + (f": {n}" if n else "")
-                 for f, n in zip(df["beyond_validated"], df["note"])],
+        "flag": [flag_text(f, n) for f, n in zip(df["beyond_validated"], df["note"])],
     })
 
 
@@ -123,8 +124,8 @@ def render_html(page: Page) -> str:
     out.append(_html_table(page.table, numeric={"estimate", "95% interval"}))
     if page.predictions is not None and len(page.predictions):
         out.append("<h2>Predicted verified reward at compute budgets</h2>")
-        out.append("<p>From <code>predictions.csv</code>. Budgets beyond the observed range are extrapolations "
-                   "and are flagged.</p>")
+        out.append("<p>From <code>predictions.csv</code>. Budgets outside the fitted range are flagged: beyond "
+                   "it they are extrapolations, and the note says how far the fit's backtest reached.</p>")
         disp = predictions_display(page.predictions)
         out.append(_html_table(disp, numeric=set(disp.columns[:4])))
     out.append(f"<footer>{_e(page.footer)}</footer></body></html>")

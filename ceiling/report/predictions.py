@@ -3,9 +3,10 @@
 Every number comes from the ceiling fit's own `predict(x, band=...)`; this module only chooses budgets,
 flags the ones that lie beyond what the fit was validated on, and formats the table.
 
-A budget is flagged (`beyond_validated=True`, with a note) when it lies outside the observed range of the
-fit: above the largest observed compute (an extrapolation; the note says whether the extrapolation backtest
-reached that far) or below the smallest one.
+A budget is flagged (`beyond_validated=True`, with a note) when it lies outside the range the fit was made
+on: above the largest fitted compute (an extrapolation; the note says whether the fit's extrapolation
+backtest reached that far, and with what error) or below the first fitted compute (inside the early window
+the fit leaves out). When the ceiling is not identifiable every note says so.
 """
 from __future__ import annotations
 
@@ -36,10 +37,10 @@ def default_budgets(fits: Fits | object, n: int = 8) -> np.ndarray:
 
 def _note(budget: float, lo: float, hi: float, backtest: tuple[float, float, float] | None, unit: str) -> str:
     if budget < lo * (1 - 1e-9):
-        return f"below the smallest observed {unit} ({lo:.3g})"
+        return f"below the fitted range (the first fitted {unit} is {lo:.3g})"
     if budget <= hi * (1 + 1e-9):
         return ""
-    text = f"extrapolated {budget / hi:.3g}x beyond the largest observed {unit} ({hi:.3g})"
+    text = f"extrapolated {budget / hi:.3g}x beyond the largest fitted {unit} ({hi:.3g})"
     if backtest is None:
         return text + "; no extrapolation backtest"
     frac, reach, err = backtest
@@ -88,16 +89,36 @@ def to_csv(df: pd.DataFrame) -> str:
     return df.to_csv(index=False, float_format="%.6g", lineterminator="\n")
 
 
-def markdown_table(df: pd.DataFrame) -> str:
+def parse_budgets(text: str, field: str = "--at") -> list[float]:
+    """Budgets from a comma-separated string such as "1e15,3e15,1e16" (a one-line CeilingError otherwise)."""
+    out = []
+    for part in (p.strip() for p in str(text).split(",")):
+        if not part:
+            continue
+        try:
+            v = float(part)
+        except ValueError:
+            raise CeilingError(f"field {field!r}: {part!r} is not a number (give e.g. 1e15,1e16)") from None
+        if not np.isfinite(v) or v < 0:
+            raise CeilingError(f"field {field!r}: {part!r} must be a finite number >= 0")
+        out.append(v)
+    if not out:
+        raise CeilingError(f"field {field!r}: give at least one budget (e.g. 1e15,1e16)")
+    return out
+
+
+def flag_text(beyond: bool, note: str) -> str:
+    """The flag column in words."""
+    return ("beyond the validated range" if beyond else "within the fitted range") + (f": {note}" if note else "")
+
+
+def markdown_table(df: pd.DataFrame, digits: int = 3) -> str:
     """A Markdown table of a predictions frame, ready to paste into a planning document."""
     unit = str(df["x"].iloc[0]) if len(df) else "compute"
     head = (f"| {unit} budget | predicted verified reward | 95% confidence band | 95% prediction band | flag |\n"
             "|---:|---:|:---:|:---:|:---|\n")
-    rows = []
-    for r in df.itertuples(index=False):
-        flag = "beyond validated range" if r.beyond_validated else "within observed range"
-        if r.note:
-            flag += f": {r.note}"
-        rows.append(f"| {r.budget:.3g} | {r.prediction:.3f} | [{r.conf_low:.3f}, {r.conf_high:.3f}] "
-                    f"| [{r.pred_low:.3f}, {r.pred_high:.3f}] | {flag} |")
+    d = digits
+    rows = [f"| {r.budget:.3g} | {r.prediction:.{d}f} | [{r.conf_low:.{d}f}, {r.conf_high:.{d}f}] "
+            f"| [{r.pred_low:.{d}f}, {r.pred_high:.{d}f}] | {flag_text(r.beyond_validated, r.note)} |"
+            for r in df.itertuples(index=False)]
     return head + "\n".join(rows) + "\n"

@@ -46,7 +46,7 @@ def fmt(v: Any, digits: int = 3) -> str:
         return "-"
     if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
         return f"{x:.{digits}e}"
-    return f"{x:.{digits}g}" if abs(x) >= 1 else f"{x:.{digits}f}"
+    return f"{x:.{digits}f}" if abs(x) < 10 else f"{x:.{digits + 1}g}"
 
 
 def interval(lo: Any, hi: Any) -> str:
@@ -69,6 +69,11 @@ def as_fits(fits: "Fits | object") -> "Fits":
 def _join(reasons: Any) -> str:
     items = [str(r) for r in (reasons or []) if r]
     return "; ".join(items)
+
+
+def _first(reasons: Any) -> str:
+    items = [str(r) for r in (reasons or []) if r]
+    return items[0] if items else "no reason recorded"
 
 
 class Fits:
@@ -224,7 +229,7 @@ class Fits:
         if sec is None:
             return "no ceiling fit in fits.json"
         if not sec.get("identifiable"):
-            return "ceiling not identifiable: " + (_join(sec.get("reasons")) or "no reason recorded")
+            return "ceiling not identifiable: " + _first(sec.get("reasons"))
         return None
 
     def ceiling_caveat(self) -> str:
@@ -243,14 +248,20 @@ class Fits:
             return "not fitted"
         where = f"{sec.get('form')} fit of {self.ceiling_metric()} against {sec.get('x')}"
         if not sec.get("identifiable"):
-            return (f"not identifiable: {_join(sec.get('reasons'))} (point fit A = {fmt(sec.get('estimate'))}, "
-                    f"{where}; do not plan with it)")
+            more = len(sec.get("reasons") or []) - 1
+            return (f"not identifiable: {_first(sec.get('reasons'))}"
+                    + (f" (and {more} more reason{'s' if more > 1 else ''}, see the warnings)" if more > 0 else "")
+                    + f". The point fit A = {fmt(sec.get('estimate'))} ({where}) is not a forecast.")
         return (f"{fmt(sec['estimate'])}, 95% interval {interval(sec.get('ci_low'), sec.get('ci_high'))} "
                 f"({where})")
 
     # ------------------------------------------------------------------ entropy law
     def entropy_result(self) -> Any | None:
         return self.result("entropy_law")
+
+    def entropy_metric(self) -> str:
+        sec = self.section("entropy_law")
+        return str(((sec or {}).get("data") or {}).get("metric") or "verified/reward")
 
     def entropy_level(self) -> "Level | None":
         from ceiling.report.figures import Level
@@ -267,7 +278,7 @@ class Fits:
             return f"no entropy-law fit: {why}"
         sec = self.section("entropy_law")
         if sec is not None and not sec.get("identifiable"):
-            return "ceiling at H = 0 not identifiable: " + _join(sec.get("reasons"))
+            return "ceiling at H = 0 not identifiable: " + _first(sec.get("reasons"))
         return None
 
     def entropy_headline(self) -> str | None:
@@ -275,7 +286,7 @@ class Fits:
         if sec is None:
             return None
         if not sec.get("identifiable"):
-            return f"not identifiable: {_join(sec.get('reasons'))}"
+            return f"not identifiable: {_first(sec.get('reasons'))}"
         return f"{fmt(sec['estimate'])}, 95% interval {interval(sec.get('ci_low'), sec.get('ci_high'))}"
 
     # ------------------------------------------------------------------ collapse

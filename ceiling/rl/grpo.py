@@ -58,6 +58,7 @@ LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 STD_SCALINGS = ("group", "batch", "none")
 DTYPES = ("float32", "bfloat16", "float16")
+AUTO_FORWARD_TOKENS = 4096  # micro_batch_size 0: sequences per forward so that prompt + completion tokens fit this
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -86,7 +87,7 @@ class GRPOConfig:
     epsilon_high: float = _f(0.2, "upper PPO clip: ratio is clipped above at 1 + epsilon_high (DAPO: 0.28)")
     updates_per_batch: int = _f(1, "PPO epochs over each generated batch (1 = on-policy, ratio is 1)")
     minibatches: int = _f(1, "optimizer steps per PPO epoch (the batch is split into this many parts)")
-    micro_batch_size: int = _f(0, "sequences per forward pass, gradients accumulated (0 = whole minibatch)")
+    micro_batch_size: int = _f(0, f"sequences per forward pass, gradients accumulated (0 = auto: about {AUTO_FORWARD_TOKENS} tokens)")
     beta: float = _f(0.0, "KL penalty coefficient to the base (KL is measured every step regardless)")
     kl_estimator: str = _f("k3", "estimator in the KL penalty: k1 | k2 | k3")
     std_scaling: str | None = _f(None, "advantage std scaling: group | batch | none (default: none for dr_grpo, else group)")
@@ -287,21 +288,23 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
                 loss_type: str = "grpo", epsilon_low: float = 0.2, epsilon_high: float = 0.2,
                 ref_logp: torch.Tensor | None = None, beta: float = 0.0, kl_estimator: str = "k3",
                 entropy: torch.Tensor | None = None, entropy_coef: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
-    """The full loss `sum(w * (clip_loss + beta * kl - entropy_coef * entropy))` and its parts (floats).
+    """The full loss `sum(w * (clip_loss + beta * kl - entropy_coef * entropy))` and its terms as floats:
+    "policy" = sum(w * clip_loss), "kl" = beta * sum(w * kl), "entropy" = entropy_coef * sum(w * entropy)
+    (so loss = policy + kl - entropy; a term that is off is 0), plus clipped-token counts.
 
     `weights` comes from `token_weights(mask, loss_type, max_new_tokens)` computed on the whole minibatch
     (`loss_type` is only used to name things here; the aggregation lives in the weights).
     """
     pg, low, high = clipped_surrogate(logp, old_logp, advantages, epsilon_low, epsilon_high)
     total = pg
-    parts: dict[str, float] = {"policy": float((weights * pg).sum().detach())}
+    parts: dict[str, float] = {"policy": float((weights * pg).sum().detach()), "kl": 0.0, "entropy": 0.0}
     if ref_logp is not None and beta > 0:
         kl = KL_FUNCTIONS[kl_estimator](logp, ref_logp)
         total = total + beta * kl
-        parts["kl"] = float((weights * kl).sum().detach())
+        parts["kl"] = beta * float((weights * kl).sum().detach())
     if entropy is not None and entropy_coef > 0:
         total = total - entropy_coef * entropy
-        parts["entropy"] = float((weights * entropy).sum().detach())
+        parts["entropy"] = entropy_coef * float((weights * entropy).sum().detach())
     mask = weights > 0
     parts["clip_low"] = float(low[mask].float().sum())
     parts["clip_high"] = float(high[mask].float().sum())
@@ -384,9 +387,19 @@ def autocast(device: torch.device, dtype: str) -> Any:
     return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype), enabled=enabled)
 
 
-def micro_batches(rows: torch.Tensor, size: int) -> list[torch.Tensor]:
-    """Split row indices into chunks of `size` (0 = one chunk)."""
-    return [rows] if size <= 0 or size >= len(rows) else list(torch.split(rows, size))
+def micro_batches(rows: torch.Tensor, lengths: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """Split row indices into chunks of `size` rows, similar completion lengths together (less padding)."""
+    if size >= len(rows):
+        return [rows]
+    rows = rows[torch.argsort(lengths[rows], stable=True)]
+    return list(torch.split(rows, size))
+
+
+def micro_batch_size(cfg: GRPOConfig, rollout: Rollout) -> int:
+    """Sequences per forward: the configured number, or (0) as many as fit AUTO_FORWARD_TOKENS."""
+    if cfg.micro_batch_size > 0:
+        return cfg.micro_batch_size
+    return max(1, AUTO_FORWARD_TOKENS // (rollout.prompt_len + max(int(rollout.lengths.max()), 1)))
 
 
 def forward_logprobs(model: Any, batch: Batch, rows: torch.Tensor, cfg: GRPOConfig, device: torch.device,
@@ -406,7 +419,7 @@ def score_all(model: Any, batch: Batch, cfg: GRPOConfig, device: torch.device,
     r = batch.rollout
     logp = torch.zeros(r.completion_mask.shape, dtype=torch.float32, device=device)
     ent = torch.zeros_like(logp) if entropy else None
-    for rows in micro_batches(torch.arange(r.batch_size, device=device), cfg.micro_batch_size):
+    for rows in micro_batches(torch.arange(r.batch_size, device=device), r.lengths, micro_batch_size(cfg, r)):
         lp, en = forward_logprobs(model, batch, rows, cfg, device, entropy)
         logp[rows, : lp.shape[1]] = lp
         if ent is not None and en is not None:
@@ -436,13 +449,14 @@ def update(model: Any, optimizer: torch.optim.Optimizer, batch: Batch, ref_logp:
     grad_norms: list[float] = []
     n_updates, n_tokens = 0, 0.0
     order_gen = torch.Generator().manual_seed(step_seed(cfg.seed, step, STREAM_MINIBATCH))
+    mb_size = micro_batch_size(cfg, r)
     model.train()
     for _epoch in range(cfg.updates_per_batch):
         order = torch.arange(n) if cfg.minibatches == 1 else torch.randperm(n, generator=order_gen)
         for mb in torch.tensor_split(order.to(device), cfg.minibatches):
             weights = token_weights(mask[mb], cfg.loss_type, cfg.max_new_tokens)
             optimizer.zero_grad(set_to_none=True)
-            for i, rows in enumerate(micro_batches(torch.arange(len(mb), device=device), cfg.micro_batch_size)):
+            for rows in micro_batches(torch.arange(len(mb), device=device), r.lengths[mb], mb_size):
                 idx = mb[rows]
                 need_ent = fused or cfg.entropy_coef > 0
                 logp, ent = forward_logprobs(model, batch, idx, cfg, device, entropy=need_ent)
@@ -474,9 +488,6 @@ def update(model: Any, optimizer: torch.optim.Optimizer, batch: Batch, ref_logp:
         "optim/updates": n_updates,
         "clip/low_frac": sums["clip_low"] / max(n_tokens, 1.0), "clip/high_frac": sums["clip_high"] / max(n_tokens, 1.0),
     }
-    if cfg.beta == 0:  # the penalty is off, but say what it would have been (k-estimator of the loss)
-        metrics["loss/kl"] = masked_mean(KL_FUNCTIONS[cfg.kl_estimator](
-            (seen_logp if fused else old_logp), ref_logp), mask)
     return metrics, seen_logp, seen_ent
 
 

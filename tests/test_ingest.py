@@ -1,0 +1,460 @@
+"""ceiling.ingest: every format read from a real fixture, values checked against the source file.
+
+Fixtures (tests/fixtures, made once by tools/make_fixtures/, never regenerated here):
+- trl/trainer_state.json: genuine, TRL 1.16 GRPOTrainer on CPU (tiny random Llama), beta 0.04, eval every 4
+  steps; trl/tensorboard/: the event file transformers' TensorBoardCallback wrote for the same run.
+- trl_old/trainer_state.json: genuine, TRL 0.15.2 (old key names completion_length, rewards/{f}).
+- tensorboard_verl/: genuine event files from torch's SummaryWriter used as verl's TensorBoard backend uses
+  it, with a restart into a second event file.
+- verl/, wandb/, ceiling_run/: HAND-WRITTEN from documented key names (verl needs Ray and GPUs, a W&B
+  history export needs a W&B server), see tools/make_fixtures/make_handwritten_fixtures.py.
+- real_logs/: the two genuine GRPO logs of rasbt/reasoning-from-scratch (Apache-2.0), copied with their README.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ceiling.errors import CeilingError
+from ceiling.frame import COLUMNS, METRICS
+from ceiling.ingest import read_log
+from ceiling.ingest.mappings import (CEILING_KEYS, GENERIC_KEYS, TABLES, TRACKER_KEYS, TRL_KEYS, VERL_KEYS,
+                                     resolve_keys)
+
+REPO = Path(__file__).resolve().parents[1]
+FIX = REPO / "tests" / "fixtures"
+SHARED_LOGS = REPO.parent / "shared" / "data" / "real_logs"
+LOG_73 = "7_3_plus_tracking_metrics.csv"
+LOG_NOKL = "rlvr_grpo_original_no_kl_metrics.csv"
+
+
+def series(frame: pd.DataFrame, metric: str) -> pd.Series:
+    sub = frame[frame["metric"] == metric]
+    assert sub["step"].is_unique, f"{metric} has duplicate steps"
+    return sub.set_index("step")["value"]
+
+
+def digest(path: Path) -> str:
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def real_log_dirs() -> list:
+    shared = pytest.param(SHARED_LOGS, id="shared", marks=pytest.mark.skipif(
+        not (SHARED_LOGS / LOG_73).is_file(), reason=f"{SHARED_LOGS} is not present on this machine"))
+    return [shared, pytest.param(FIX / "real_logs", id="fixture-copy")]
+
+
+# ---------------------------------------------------------------------------------------------- real logs
+@pytest.mark.parametrize("folder", real_log_dirs())
+def test_real_7_3_log_restart_percent_and_sparse_eval(folder: Path) -> None:
+    before = digest(folder / LOG_73)
+    res = read_log(folder / LOG_73)
+    assert digest(folder / LOG_73) == before
+    assert res.format == "csv"
+    f = res.frame
+    assert list(f.columns[:len(COLUMNS)]) == COLUMNS
+    reward = series(f, "verified/reward")
+    # the aborted first run (rows 2-6, total_steps=300) is dropped: 500 steps remain, 1..500, once each
+    assert list(reward.index) == list(range(1, 501))
+    assert series(f, "raw/total_steps").eq(500).all()
+    with open(folder / LOG_73, newline="") as fh:
+        rows = list(csv.DictReader(fh))[5:]  # the kept segment, read independently
+    assert len(rows) == 500
+    np.testing.assert_allclose(reward.to_numpy(), [float(r["reward_avg"]) for r in rows])
+    np.testing.assert_allclose(series(f, "policy/entropy").to_numpy(), [float(r["entropy_avg"]) for r in rows])
+    evals = series(f, "verified/eval_acc")
+    assert list(evals.index) == list(range(50, 501, 50))
+    np.testing.assert_allclose(evals.to_numpy(), [float(r["eval_acc"]) / 100 for r in rows if r["eval_acc"]])
+    assert evals[50] == pytest.approx(0.462) and evals[500] == pytest.approx(0.330)
+    notes = " | ".join(res.notes)
+    assert "restart at line 7" in notes and "steps 1-5" in notes
+    assert "eval_acc at step 1" in notes  # the aborted run's only step-1 eval is gone, and the note says so
+    assert "percent" in notes
+    restart = res.dropped[res.dropped["reason"] == "restart"]
+    assert sorted(restart["location"].unique()) == [2, 3, 4, 5, 6]
+    assert ((restart["source_key"] == "eval_acc") & (restart["value"] == 15.6)).any()
+
+
+@pytest.mark.parametrize("folder", real_log_dirs())
+def test_real_no_kl_log(folder: Path) -> None:
+    res = read_log(folder / LOG_NOKL)
+    f = res.frame
+    reward = series(f, "verified/reward")
+    assert list(reward.index) == list(range(1, 259))
+    length = series(f, "length/mean")
+    assert length[257] == 2048.0  # the length collapse reaches the cap
+    with open(folder / LOG_NOKL, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["step"]]
+    np.testing.assert_allclose(reward.to_numpy(), [float(r["reward_avg"]) for r in rows])
+    assert res.dropped.empty
+    assert not any("restart" in n for n in res.notes)
+    assert "kl/logged" not in set(f["metric"])
+
+
+def test_fixture_copies_match_the_shared_logs() -> None:
+    if not (SHARED_LOGS / LOG_73).is_file():
+        pytest.skip(f"{SHARED_LOGS} is not present on this machine")
+    for name in (LOG_73, LOG_NOKL, "README.md"):
+        assert (FIX / "real_logs" / name).read_bytes() == (SHARED_LOGS / name).read_bytes()
+
+
+def test_unverified_flag_maps_the_benchmark() -> None:
+    res = read_log(FIX / "real_logs" / LOG_73, mapping={"unverified": "eval_acc"})
+    assert res.mapping["eval_acc"] == "unverified/score"
+    assert "verified/eval_acc" not in set(res.frame["metric"])
+    assert series(res.frame, "unverified/score")[300] == pytest.approx(0.37)
+
+
+# ---------------------------------------------------------------------------------------------------- TRL
+def _trl_rows(path: Path) -> list[dict]:
+    return json.loads(path.read_text())["log_history"]
+
+
+def test_trl_new_keys() -> None:
+    path = FIX / "trl" / "trainer_state.json"
+    res = read_log(path)
+    assert res.format == "trl"
+    assert res.mapping == {"reward": "verified/reward", "entropy": "policy/entropy",
+                           "kl": "kl/policy_base_k3_token", "completions/mean_length": "length/mean",
+                           "eval_reward": "verified/eval_acc"}
+    rows = _trl_rows(path)
+    train = [r for r in rows if "reward" in r]
+    f = res.frame
+    assert series(f, "verified/reward").to_dict() == pytest.approx({r["step"]: r["reward"] for r in train})
+    assert series(f, "policy/entropy").to_dict() == pytest.approx({r["step"]: r["entropy"] for r in train})
+    assert series(f, "kl/policy_base_k3_token").to_dict() == pytest.approx({r["step"]: r["kl"] for r in train})
+    evals = {r["step"]: r["eval_reward"] for r in rows if "eval_reward" in r}
+    assert sorted(evals) == [4, 8, 12, 16]
+    assert series(f, "verified/eval_acc").to_dict() == pytest.approx(evals)
+    # per-function rewards, eval rows and the end-of-run summary row are all kept, raw
+    assert series(f, "raw/rewards/digit_share/mean").to_dict() == pytest.approx(
+        {r["step"]: r["rewards/digit_share/mean"] for r in train})
+    assert set(series(f, "raw/train_runtime").index) == {16}
+    assert "raw/eval_entropy" in set(f["metric"])
+    assert f["compute"].isna().all()  # TRL logs no FLOPs per step
+    assert res.dropped.empty and not any("restart" in n for n in res.notes)
+
+
+def test_trl_old_keys() -> None:
+    path = FIX / "trl_old" / "trainer_state.json"
+    assert json.loads((FIX / "trl_old" / "versions.json").read_text())["trl"] == "0.15.2"
+    res = read_log(path)
+    rows = [r for r in _trl_rows(path) if "completion_length" in r]
+    assert res.mapping["completion_length"] == "length/mean"
+    assert series(res.frame, "length/mean").to_dict() == pytest.approx({r["step"]: r["completion_length"] for r in rows})
+    assert series(res.frame, "raw/rewards/short_answer").to_dict() == pytest.approx(
+        {r["step"]: r["rewards/short_answer"] for r in rows})
+    assert "policy/entropy" not in set(res.frame["metric"])  # TRL 0.15 did not log entropy
+
+
+def test_trl_folder_and_checkpoint_run_name(tmp_path: Path) -> None:
+    ck = tmp_path / "my-run" / "checkpoint-16"
+    ck.mkdir(parents=True)
+    shutil.copy(FIX / "trl" / "trainer_state.json", ck / "trainer_state.json")
+    res = read_log(ck)
+    assert res.format == "trl" and set(res.frame["run"]) == {"my-run"}
+    assert set(read_log(ck, run="given").frame["run"]) == {"given"}
+
+
+# --------------------------------------------------------------------------------------------- tensorboard
+def test_tensorboard_from_trl_run_matches_trainer_state() -> None:
+    res = read_log(FIX / "trl" / "tensorboard")
+    assert res.format == "tensorboard"
+    state = read_log(FIX / "trl" / "trainer_state.json").frame
+    for metric in ("verified/reward", "policy/entropy", "kl/policy_base_k3_token", "verified/eval_acc"):
+        a, b = series(res.frame, metric), series(state, metric)
+        assert list(a.index) == list(b.index)
+        np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=1e-6)  # float32 in event files
+
+
+def test_tensorboard_verl_restart_across_event_files() -> None:
+    folder = FIX / "tensorboard_verl"
+    assert len(list(folder.glob("events.out.tfevents.*"))) == 2
+    res = read_log(folder)
+    jsonl = read_log(FIX / "verl" / "metrics.jsonl").frame
+    for metric in ("verified/reward", "policy/entropy", "kl/logged", "verified/eval_acc"):
+        a, b = series(res.frame, metric), series(jsonl, metric)
+        assert list(a.index) == list(b.index)
+        np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=1e-6)
+    assert any("restart" in n and "step 21" in n for n in res.notes)
+    assert not any("late rows" in n for n in res.notes)
+
+
+# --------------------------------------------------------------------------------------------------- verl
+def _verl_source() -> list[dict]:
+    return [json.loads(line) for line in (FIX / "verl" / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_verl_file_logger_jsonl() -> None:
+    res = read_log(FIX / "verl" / "metrics.jsonl")
+    assert res.format == "verl"
+    src = _verl_source()
+    kept = src[:21] + src[26:]  # steps 0-20, then the resumed segment 21-40 (21-25 of the crashed run dropped)
+    reward = series(res.frame, "verified/reward")
+    assert list(reward.index) == list(range(1, 41))
+    expected = {r["step"]: r["data"]["critic/score/mean"] for r in kept if "critic/score/mean" in r["data"]}
+    assert reward.to_dict() == pytest.approx(expected)
+    val = series(res.frame, "verified/eval_acc")
+    assert list(val.index) == [0, 10, 20, 30, 40]
+    assert res.mapping["val-core/openai/gsm8k/reward/mean@1"] == "verified/eval_acc"
+    assert res.mapping["actor/kl_loss"] == "kl/logged"
+    assert "raw/actor/ppo_kl" in set(res.frame["metric"])  # KL to the previous policy is not KL to the base
+    assert (res.dropped["reason"] == "restart").sum() > 0
+    assert set(res.dropped.loc[res.dropped["reason"] == "restart", "step"]) == {21, 22, 23, 24, 25}
+
+
+def test_verl_console_log_matches_file_logger() -> None:
+    res = read_log(FIX / "verl" / "console.log")
+    assert res.format == "verl"
+    jsonl = read_log(FIX / "verl" / "metrics.jsonl").frame
+    for metric in ("verified/reward", "policy/entropy", "length/mean", "verified/eval_acc"):
+        a, b = series(res.frame, metric), series(jsonl, metric)
+        assert list(a.index) == list(b.index)
+        np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), atol=6e-4)  # console rounds to 3 decimals
+    assert any("restart" in n for n in res.notes)
+
+
+def test_verl_several_validation_sources_are_not_guessed(tmp_path: Path) -> None:
+    p = tmp_path / "m.jsonl"
+    lines = [{"step": s, "data": {"critic/score/mean": 0.1 * s, "val-core/gsm8k/acc/mean@1": 0.5,
+                                  "val-core/math/acc/mean@1": 0.3}} for s in range(1, 4)]
+    p.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    res = read_log(p)
+    assert "verified/eval_acc" not in set(res.frame["metric"])
+    assert any("2 keys match" in n for n in res.notes)
+    res2 = read_log(p, mapping={"unverified": "val-core/math/acc/mean@1"})
+    assert series(res2.frame, "unverified/score").to_list() == [0.3, 0.3, 0.3]
+
+
+# -------------------------------------------------------------------------------------------------- wandb
+def test_wandb_history_export() -> None:
+    path = FIX / "wandb" / "history.csv"
+    res = read_log(path)
+    assert res.format == "wandb"
+    src = pd.read_csv(path)
+    train = src[src["train/reward"].notna()]
+    reward = series(res.frame, "verified/reward")
+    assert list(reward.index) == train["train/global_step"].astype(int).tolist()  # global step, not _step
+    np.testing.assert_allclose(reward.to_numpy(), train["train/reward"].to_numpy())
+    assert list(series(res.frame, "verified/eval_acc").index) == [10, 20, 30]
+    assert any("checkpoint_path" in n and "no numbers" in n for n in res.notes)
+    assert "raw/eval/loss" not in set(res.frame["metric"])  # all "NaN": not logged
+    assert not any("restart" in n for n in res.notes)  # eval and summary rows share steps, repeat no key
+
+
+def test_wandb_chart_export(tmp_path: Path) -> None:
+    p = tmp_path / "chart.csv"
+    p.write_text('"Step","run-1 - train/reward","run-1 - train/reward__MIN","run-1 - train/reward__MAX"\n'
+                 "1,0.2,0.1,0.3\n2,0.4,0.3,0.5\n")
+    res = read_log(p)
+    assert res.format == "wandb"
+    assert series(res.frame, "verified/reward").to_dict() == {1: 0.2, 2: 0.4}
+    assert set(res.frame["metric"]) == {"verified/reward"}
+
+
+# ------------------------------------------------------------------------------------------------ ceiling
+def test_ceiling_run_dir() -> None:
+    folder = FIX / "ceiling_run"
+    res = read_log(folder)
+    assert res.format == "ceiling"
+    f = res.frame
+    src = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert series(f, "kl/policy_base_k3").to_dict() == pytest.approx({r["step"]: r["kl/policy_base_k3_seq"] for r in src})
+    flops = f[f["source_key"] != "eval.csv"].groupby("step")["compute"].first()
+    assert flops.to_dict() == pytest.approx({r["step"]: r["compute/flops"] for r in src})
+    # eval.csv is canonical and owns verified/reward; the training reward stays raw
+    ev = pd.read_csv(folder / "eval.csv")
+    got = f[f["metric"] == "verified/pass@k"].sort_values(["step", "k"])["value"].to_numpy()
+    np.testing.assert_allclose(got, ev[ev["metric"] == "verified/pass@k"].sort_values(["step", "k"])["value"])
+    assert set(f.loc[f["metric"] == "verified/reward", "source_key"]) == {"eval.csv"}
+    assert "raw/reward/mean" in set(f["metric"])
+    res2 = read_log(folder, mapping={"verified": "reward/mean"})
+    assert set(res2.frame.loc[res2.frame["metric"] == "verified/reward", "source_key"]) == {"reward/mean"}
+
+
+# ------------------------------------------------------------------------------------- generic and mess
+def test_generic_jsonl_nested_mixed_types(tmp_path: Path) -> None:
+    p = tmp_path / "log.jsonl"
+    rows = [{"iteration": 1, "train": {"reward_mean": "0.25"}, "kl_loss": 0.01, "note": "warmup"},
+            {"iteration": 2, "train": {"reward_mean": 0.5}, "kl_loss": None, "flag": True},
+            {"iteration": 3, "train": {"reward_mean": float("inf")}, "kl_loss": 0.03}]
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    res = read_log(p, mapping={"verified": "train/reward_mean"})
+    assert res.format == "jsonl"
+    assert series(res.frame, "verified/reward").to_dict() == {1: 0.25, 2: 0.5}
+    assert series(res.frame, "kl/logged").to_dict() == {1: 0.01, 3: 0.03}
+    assert series(res.frame, "raw/flag").to_dict() == {2: 1.0}
+    assert any("non-finite" in n for n in res.notes)
+    assert any("'note' holds no numbers" in n for n in res.notes)
+
+
+def test_resume_from_earlier_checkpoint_keeps_the_steps_before_it(tmp_path: Path) -> None:
+    p = tmp_path / "resumed.csv"
+    body = "".join(f"{s},{s / 10}\n" for s in range(1, 11)) + "".join(f"{s},{s / 100}\n" for s in range(7, 13))
+    p.write_text("step,reward\n" + body)
+    res = read_log(p)
+    r = series(res.frame, "verified/reward")
+    assert list(r.index) == list(range(1, 13))
+    assert r[6] == 0.6 and r[7] == 0.07 and r[12] == 0.12  # 1-6 from the first run, 7-12 from the resume
+    assert sorted(res.dropped.loc[res.dropped["reason"] == "restart", "step"]) == [7, 8, 9, 10]
+
+
+def test_late_eval_row_is_kept_and_sorted(tmp_path: Path) -> None:
+    p = tmp_path / "late.jsonl"
+    rows = [{"step": 1, "reward": 0.1}, {"step": 2, "reward": 0.2}, {"step": 1, "eval_acc": 0.5},
+            {"step": 3, "reward": 0.3}]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = read_log(p)
+    assert series(res.frame, "verified/eval_acc").to_dict() == {1: 0.5}
+    assert list(series(res.frame, "verified/reward").index) == [1, 2, 3]
+    assert res.frame["step"].is_monotonic_increasing
+    assert any("late rows" in n for n in res.notes)
+
+
+def test_truncated_last_line_is_skipped_but_a_bad_middle_line_is_an_error(tmp_path: Path) -> None:
+    p = tmp_path / "cut.csv"
+    p.write_text("step,reward,eval_acc\n1,0.1,\n2,0.2,\n3,0.")
+    res = read_log(p)
+    assert list(series(res.frame, "verified/reward").index) == [1, 2]
+    assert any("cut short" in n for n in res.notes)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("step,reward,eval_acc\n1,0.1,\n2,0.2\n3,0.3,\n")
+    with pytest.raises(CeilingError, match=r"bad\.csv:3: has 2 fields, the header has 3"):
+        read_log(bad)
+    j = tmp_path / "bad.jsonl"
+    j.write_text('{"step": 1, "reward": 0.1}\n{"step": 2, "rew\n{"step": 3, "reward": 0.3}\n')
+    with pytest.raises(CeilingError, match=r"bad\.jsonl:2: malformed JSON"):
+        read_log(j)
+
+
+@pytest.mark.parametrize("text, pattern", [
+    ("step,reward\n1,0.1\n1.5,0.2\n", r"x\.csv:3: field 'step': step '1\.5' is not a whole number"),
+    ("step,reward\n1,0.1\n-2,0.2\n", r"x\.csv:3: .*not a whole number >= 0"),
+    ("it,reward\n1,0.1\n", r"x\.csv: no step column .*--step"),
+    ("step,reward,reward\n1,0.1,0.2\n", r"x\.csv:1: column 'reward' appears twice"),
+    ("", r"x\.csv: empty file"),
+    ("step,other\n1,\n", r"x\.csv: no numeric values found"),
+])
+def test_bad_input_is_one_line_error_naming_file_and_line(tmp_path: Path, text: str, pattern: str) -> None:
+    p = tmp_path / "x.csv"
+    p.write_text(text)
+    with pytest.raises(CeilingError, match=pattern) as info:
+        read_log(p)
+    assert "\n" not in str(info.value)
+
+
+def test_mapping_errors(tmp_path: Path) -> None:
+    p = tmp_path / "x.csv"
+    p.write_text("step,acc\n1,0.5\n")
+    with pytest.raises(CeilingError, match="no numeric key 'nope'"):
+        read_log(p, mapping={"unverified": "nope"})
+    with pytest.raises(CeilingError, match="unknown name 'bogus'"):
+        read_log(p, mapping={"bogus": "acc"})
+    with pytest.raises(CeilingError, match="no column 'it' for the step"):
+        read_log(p, mapping={"step": "it"})
+    with pytest.raises(CeilingError, match="unknown format"):
+        read_log(p, format="parquet")
+    with pytest.raises(CeilingError, match="no such file"):
+        read_log(tmp_path / "missing.csv")
+    assert read_log(p, mapping={"verified/eval_acc": "acc"}).mapping == {"acc": "verified/eval_acc"}
+
+
+def test_detection_and_forced_format(tmp_path: Path) -> None:
+    p = tmp_path / "train.log"
+    p.write_text("INFO starting\n(main_task pid=9) step:1 - critic/score/mean:0.250 - actor/entropy:1.000\n"
+                 "step:2 - critic/score/mean:0.500\n")
+    assert read_log(p).format == "verl"
+    q = tmp_path / "noext"
+    q.write_text("step,reward\n1,0.5\n")
+    assert read_log(q).format == "csv"
+    assert read_log(FIX / "real_logs" / LOG_NOKL, format="csv").format == "csv"
+    with pytest.raises(CeilingError, match="cannot tell the log format"):
+        (tmp_path / "junk.bin").write_bytes(b"\x00\x01binary")
+        read_log(tmp_path / "junk.bin")
+    with pytest.raises(CeilingError, match="cannot tell the log format of this folder"):
+        read_log(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------- docs and tables
+def test_docs_list_every_mapping_of_every_table() -> None:
+    doc = (REPO / "docs" / "ingest.md").read_text()
+    sections = re.split(r"\n### ", doc)
+    for name, table in [("CEILING_KEYS", CEILING_KEYS), ("TRL_KEYS", TRL_KEYS), ("VERL_KEYS", VERL_KEYS),
+                        ("TRACKER_KEYS", TRACKER_KEYS), ("GENERIC_KEYS", GENERIC_KEYS)]:
+        section = next(s for s in sections if re.findall(r"`(\w+_KEYS)`", s.split("\n", 1)[0])[:1] == [name])
+        rows = set(re.findall(r"^\| `([^`]+)` \| `([^`]+)` \|$", section, flags=re.M))
+        assert rows == set(table.items()), name
+
+
+def test_tables_name_canonical_metrics_only() -> None:
+    for tables in TABLES.values():
+        for table in tables:
+            assert set(table.values()) <= set(METRICS)
+
+
+def test_resolve_keys_first_entry_wins() -> None:
+    mapped, notes = resolve_keys(["completion_length", "completions/mean_length"], "trl")
+    assert mapped == {"completions/mean_length": "length/mean"} and not notes
+
+
+# ------------------------------------------------------------------------------------------- ceiling fit
+def run_fit(argv: list[str]) -> int:
+    """`ceiling fit ARGV` as ceiling.cli runs it (its parser and its one-line error handling), without
+    importing the other sub-commands (ceiling.cli imports them all, transformers included)."""
+    import argparse
+
+    from ceiling.commands import fit
+
+    parser = argparse.ArgumentParser(prog="ceiling fit")
+    fit.add_arguments(parser)
+    try:
+        return fit.main(parser.parse_args(argv))
+    except CeilingError as exc:
+        print(f"ceiling: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def test_ceiling_fit_command_on_real_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = FIX / "real_logs" / LOG_73
+    before = digest(log)
+    out = tmp_path / "out"
+    rc = run_fit([str(log), "--out", str(out), "--unverified", "eval_acc", "--n-boot", "20", "--x", "step"])
+    assert rc == 0 and digest(log) == before
+    fits = json.loads((out / "fits.json").read_text())
+    assert fits["schema_version"] == 1 and fits["run"] == "7_3_plus_tracking_metrics"
+    assert fits["meta"]["source"]["mapping"]["eval_acc"] == "unverified/score"
+    assert (out / "report" / "index.html").is_file()
+    text = capsys.readouterr().out
+    assert "eval_acc -> unverified/score" in text and "restart at line 7" in text and "fits:" in text
+
+
+def test_ceiling_fit_command_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = tmp_path / "bad.jsonl"
+    p.write_text('{"step": 1, "reward": 0.1}\n[1, 2]\n')
+    assert run_fit([str(p), "--out", str(tmp_path / "o"), "--no-report"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("ceiling: error: ") and "bad.jsonl:2" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_ceiling_fit_no_report_on_trl(tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    assert run_fit([str(FIX / "trl" / "trainer_state.json"), "--out", str(out), "--n-boot", "20",
+                 "--no-report"]) == 0
+    fits = json.loads((out / "fits.json").read_text())
+    assert set(fits) >= {"ceiling", "entropy_law", "collapse"} and not (out / "report").exists()
+    assert math.isfinite(fits["meta"]["n_rows"])
