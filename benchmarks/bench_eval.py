@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import time
 
@@ -40,25 +41,27 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     taskset = TaskSet.parse(args.tasks)
     fams = len(taskset.families())
-    cfg = EvalConfig(n_samples=args.samples, n_prompts=math.ceil(args.prompts / fams), max_new_tokens=args.max_new_tokens,
-                     batch_size=args.batch_size, device=args.device)
+    cfg = EvalConfig(n_samples=args.samples, n_prompts=math.ceil(args.prompts / fams),
+                     max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, device=args.device)
     base_t: dict[str, float] = {}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     ev = _Evaluator(args.base, cfg, taskset, base_t)
     rows = ev.base_rows()
-    t_base = time.perf_counter() - t0
+    t_base, c_base = time.perf_counter() - t0, time.process_time() - c0
     policy = load(args.checkpoint, device=cfg.device)
     ck_t: dict[str, float] = {}
     ev.timings = ck_t
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     rows += ev.checkpoint_rows(policy)
-    t_ck = time.perf_counter() - t0
-    print(f"device {ev.base.model.device}, torch threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}")
+    t_ck, c_ck = time.perf_counter() - t0, time.process_time() - c0
+    cpu = platform.processor() or platform.machine()
+    print(f"device {ev.base.model.device}, torch threads {torch.get_num_threads()}, {cpu}")
     print(f"{ev.m} prompts ({fams} families x {cfg.n_prompts}) x {cfg.n_samples} samples, max_new_tokens "
           f"{cfg.max_new_tokens}, {len(rows)} rows; mean completion length "
           f"{ev.base_samples.arrays.lengths.mean():.1f} tokens (base)")
-    print(f"base ({args.base}): {t_base:.2f} s  [{_split(base_t)}]")
-    print(f"one checkpoint ({args.checkpoint}), all metrics: {t_ck:.2f} s  [{_split(ck_t)}]")
+    print(f"base ({args.base}): {t_base:.2f} s wall, {c_base:.2f} s CPU  [{_split(base_t)}]")
+    print(f"one checkpoint ({args.checkpoint}), all metrics: {t_ck:.2f} s wall, {c_ck:.2f} s CPU  [{_split(ck_t)}]")
+    print(f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs: wall time grows with other jobs)")
 
 
 def _split(t: dict[str, float]) -> str:

@@ -313,12 +313,20 @@ def run_side(side: str, spec_file: Path, scratch: Path, timeout: float | None, v
     result_file.unlink(missing_ok=True)
     child = run_child([sys.executable, str(Path(__file__).resolve()), "--child", side, "--spec", str(spec_file),
                        "--result", str(result_file)], timeout=timeout, echo=verbose,
-                      env={"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"})
+                      env=child_env())
     child.check(f"{side} side")
     result = json.loads(result_file.read_text())
     result["peak_rss_mib"] = child.peak_rss_mib
     result["process_wall_s"] = child.wall_s
     return result
+
+
+def child_env() -> dict[str, str]:
+    """Environment of both sides. OpenMP threads wait passively unless the caller chose otherwise: with
+    active (spinning) waits, a CPU shared with other processes slows every multi-threaded torch op by up to
+    15x (measured here: 3 s vs 50 s per tiny-model step), which would measure the neighbours, not the loop."""
+    return {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore",
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
 
 
 FIGURES = ("seconds_per_step", "completions_per_s", "tokens_per_s", "peak_rss_mib")

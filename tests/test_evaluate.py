@@ -1,6 +1,7 @@
 """Tests of the evaluator: pure statistics first, then the model-based measures on tiny models."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import pathlib
 import math
@@ -137,6 +138,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from transformers import LlamaForCausalLM  # noqa: E402
 
+from ceiling import cli  # noqa: E402
 from ceiling.evaluate import EvalConfig, evaluate_checkpoints, evaluate_run, read_eval  # noqa: E402
 from ceiling.evaluate import sampling as sp  # noqa: E402
 from ceiling.evaluate.evaluator import eval_problems  # noqa: E402
@@ -158,7 +160,8 @@ def _tiny(seed: int, spread: float = 0.15) -> LoadedModel:
     torch.manual_seed(seed)
     cfg = tiny_config(hidden_size=32, num_layers=1, num_heads=2, initializer_range=spread)
     model = LlamaForCausalLM(cfg).eval()
-    return LoadedModel(model, build_char_tokenizer(), f"rand{seed}", f"rand{seed}", False, pathlib.Path(f"/nonexistent/rand{seed}"))
+    name = f"rand{seed}"
+    return LoadedModel(model, build_char_tokenizer(), name, name, False, pathlib.Path("/nonexistent") / name)
 
 
 def _next_logp(loaded: LoadedModel, rows: list[list[int]]) -> torch.Tensor:
@@ -184,10 +187,10 @@ SMOKE_CFG = dict(n_prompts=2, max_new_tokens=2, n_boot=200, nll_documents=0, gre
 def test_kl_estimates_match_exact_kl_of_enumerable_models():
     p, q = _tiny(1), _tiny(2)
     prompt = "12+34="
-    cfg = EvalConfig(n_samples=2000, batch_size=2000, max_new_tokens=2, seed=0)
+    cfg = EvalConfig(n_samples=2000, score_samples=2000, batch_size=2000, max_new_tokens=2, greedy=False)
     for sampler, other in ((p, q), (q, p)):
         exact = _exact_kl(sampler, other, prompt)
-        s = sp.draw(sampler, [prompt], lambda i, t: 0.0, lambda i, t: None, EvalConfig(**{**cfg.to_dict(), "greedy": False}), 2)
+        s = sp.draw(sampler, [prompt], lambda i, t: 0.0, lambda i, t: None, cfg, 2)
         k1, k3 = sp.sequence_kl(s, sp.score_under(other, s))
         assert exact > 0.3  # the two models really differ
         assert np.all(k3 >= 0)
@@ -200,7 +203,7 @@ def test_evaluator_kl_rows_bracket_exact_kl_and_self_kl_is_zero(tmp_path):
     base, policy = _tiny(2), _tiny(1)
     saved = save(base.model, base.tokenizer, tmp_path / "checkpoint-7")  # the base itself, via disk
     taskset = TaskSet.preset("smoke")
-    cfg = EvalConfig(n_samples=128, **SMOKE_CFG)
+    cfg = EvalConfig(n_samples=128, score_samples=128, **SMOKE_CFG)
     df = evaluate_checkpoints(base, [policy, saved], cfg, run="t", taskset=taskset, steps=[5, 7])
     prompts = [pr.prompt for pr in eval_problems(taskset, cfg).problems]
     exact = {"policy_base": np.mean([_exact_kl(policy, base, t) for t in prompts]),
@@ -217,7 +220,8 @@ def test_evaluator_kl_rows_bracket_exact_kl_and_self_kl_is_zero(tmp_path):
             assert row.value == 0.0
     # the copy of the base has the base's numbers everywhere else too
     a = df[(df.step == 0) & ~df.metric.str.startswith("kl/")].set_index(["metric", "family", "k"])["value"]
-    b = df[(df.step == 7) & ~df.metric.str.startswith(("kl/", "crossover/"))].set_index(["metric", "family", "k"])["value"]
+    b = df[(df.step == 7) & ~df.metric.str.startswith(("kl/", "crossover/"))]
+    b = b.set_index(["metric", "family", "k"])["value"]
     pd.testing.assert_series_equal(a.sort_index(), b.sort_index(), check_names=False)
 
 
@@ -230,12 +234,14 @@ def _run_dir(tmp_path: pathlib.Path) -> pathlib.Path:
     save(base.model, base.tokenizer, run / "checkpoints" / "step_000000")
     pol = _tiny(1)
     save(pol.model, pol.tokenizer, run / "checkpoints" / "step_000002")
-    (run / "config.json").write_text(json.dumps({"base": str(tmp_path / "base"), "tasks": "smoke", "max_new_tokens": 3}))
-    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "compute/flops": 1e9 * s}) + "\n" for s in range(5)))
+    conf = {"base": str(tmp_path / "base"), "tasks": "smoke", "max_new_tokens": 3}
+    (run / "config.json").write_text(json.dumps(conf))
+    lines = [json.dumps({"step": s, "compute/flops": 1e9 * s}) for s in range(5)]
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     return run
 
 
-def test_evaluate_run_writes_reuses_and_extends_eval_csv(tmp_path):
+def test_evaluate_run_writes_reuses_and_extends_eval_csv(tmp_path, capsys):
     run = _run_dir(tmp_path)
     cfg = EvalConfig(n_samples=16, n_prompts=2, n_boot=100, nll_documents=0)
     f1 = evaluate_run(run, cfg)
@@ -265,7 +271,26 @@ def test_evaluate_run_writes_reuses_and_extends_eval_csv(tmp_path):
     (run / "eval.csv").unlink()  # same seed, same numbers: a fresh full evaluation equals the incremental one
     f4 = evaluate_run(run, cfg)
     pd.testing.assert_frame_equal(f4, f3, check_dtype=False)
-    f5 = evaluate_run(run, EvalConfig(**{**cfg.to_dict(), "seed": 1}))  # another seed: re-evaluated, other numbers
+    f5 = evaluate_run(run, dataclasses.replace(cfg, seed=1))  # another seed: re-evaluated, other numbers
     a = f4.set_index(["step", "metric", "family", "k"])["value"]
     b = f5.set_index(["step", "metric", "family", "k"])["value"]
     assert not np.allclose(a.loc[4, "policy/entropy"], b.loc[4, "policy/entropy"])
+
+    # the CLI on the same run and config finds everything evaluated and only prints the summary
+    argv = ["eval", "--run", str(run), "--n-samples", "16", "--n-prompts", "2", "--n-boot", "100",
+            "--nll-documents", "0", "--seed", "1"]
+    before = (run / "eval.csv").stat().st_mtime_ns
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "nothing new to evaluate" in out and "entropy" in out
+    pd.testing.assert_frame_equal(read_eval(run / "eval.csv"), f5, check_dtype=False)
+    assert (run / "eval.csv").stat().st_mtime_ns == before  # not rewritten
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert cli.main(["eval"]) == 2
+    assert cli.main(["eval", "--run", str(tmp_path)]) == 2  # no config.json
+    assert cli.main(["eval", "--run", str(tmp_path), "--n-samples", "4", "--ks", "1,8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("ceiling: error: ") for line in err)
+    assert "config.json" in err[1] and "'ks'" in err[2]

@@ -6,6 +6,7 @@ Fixtures (tests/fixtures, made once by tools/make_fixtures/, never regenerated h
 - trl_old/trainer_state.json: genuine, TRL 0.15.2 (old key names completion_length, rewards/{f}).
 - tensorboard_verl/: genuine event files from torch's SummaryWriter used as verl's TensorBoard backend uses
   it, with a restart into a second event file.
+- ceiling_train/: genuine, `ceiling.rl.grpo.train` on a tiny random base (config.json, metrics.jsonl).
 - verl/, wandb/, ceiling_run/: HAND-WRITTEN from documented key names (verl needs Ray and GPUs, a W&B
   history export needs a W&B server), see tools/make_fixtures/make_handwritten_fixtures.py.
 - real_logs/: the two genuine GRPO logs of rasbt/reasoning-from-scratch (Apache-2.0), copied with their README.
@@ -267,6 +268,19 @@ def test_wandb_chart_export(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ ceiling
+def test_ceiling_train_run_dir_from_our_loop() -> None:
+    folder = FIX / "ceiling_train"
+    res = read_log(folder)
+    assert res.format == "ceiling"
+    src = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    f = res.frame
+    assert series(f, "verified/reward").to_dict() == pytest.approx({r["step"]: r["reward/mean"] for r in src})
+    assert series(f, "kl/policy_base_k3").to_dict() == pytest.approx({r["step"]: r["kl/policy_base_k3_seq"] for r in src})
+    assert series(f, "policy/entropy").to_dict() == pytest.approx({r["step"]: r["policy/entropy"] for r in src})
+    assert f.groupby("step")["compute"].first().to_dict() == pytest.approx({r["step"]: r["compute/flops"] for r in src})
+    assert series(f, "raw/reward/family/add").index.tolist() == [r["step"] for r in src]
+
+
 def test_ceiling_run_dir() -> None:
     folder = FIX / "ceiling_run"
     res = read_log(folder)
@@ -449,6 +463,27 @@ def test_ceiling_fit_command_errors_are_one_line(tmp_path: Path, capsys: pytest.
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("ceiling: error: ") and "bad.jsonl:2" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_ceiling_fit_on_our_run_dir_writes_into_it(tmp_path: Path) -> None:
+    run = tmp_path / "demo"
+    shutil.copytree(FIX / "ceiling_train", run)
+    assert run_fit([str(run), "--n-boot", "20", "--no-report"]) == 0
+    fits = json.loads((run / "fits.json").read_text())
+    assert fits["run"] == "demo" and fits["meta"]["source"]["format"] == "ceiling"
+
+
+def test_reading_never_modifies_inputs() -> None:
+    paths = [FIX / "trl" / "trainer_state.json", FIX / "trl" / "tensorboard", FIX / "verl" / "metrics.jsonl",
+             FIX / "verl" / "console.log", FIX / "wandb" / "history.csv", FIX / "ceiling_run",
+             FIX / "tensorboard_verl", FIX / "real_logs" / LOG_NOKL]
+    before = {p: (digest(p), [f.stat().st_mtime_ns for f in sorted(p.rglob("*"))] if p.is_dir() else p.stat().st_mtime_ns)
+              for p in paths}
+    for p in paths:
+        read_log(p)
+    after = {p: (digest(p), [f.stat().st_mtime_ns for f in sorted(p.rglob("*"))] if p.is_dir() else p.stat().st_mtime_ns)
+             for p in paths}
+    assert before == after
 
 
 def test_ceiling_fit_no_report_on_trl(tmp_path: Path) -> None:

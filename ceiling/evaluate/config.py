@@ -26,6 +26,9 @@ class EvalConfig:
     """Completion length cap; None = the run's own `max_new_tokens` (config.json), else 64."""
     ks: tuple[int, ...] | None = None
     """k values of pass@k; None = 1, 2, 4, ..., n_samples."""
+    score_samples: int = 16
+    """Samples per prompt (the first ones) also scored by both models for entropy, KL and NLL; reward,
+    pass@k and diversity use all n_samples. Capped at n_samples."""
     greedy: bool = True
     """Also decode one greedy completion per prompt (greedy accuracy)."""
     n_boot: int = 1000
@@ -47,7 +50,8 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            ("n_samples", self.n_samples >= 1), ("n_prompts", self.n_prompts >= 1),
+            ("n_samples", self.n_samples >= 1), ("score_samples", self.score_samples >= 1),
+            ("n_prompts", self.n_prompts >= 1),
             ("temperature", self.temperature >= 0), ("top_p", 0 < self.top_p <= 1),
             ("n_boot", self.n_boot >= 10), ("level", 0 < self.level < 1),
             ("batch_size", self.batch_size >= 1), ("split", self.split in ("train", "test")),
@@ -60,7 +64,12 @@ class EvalConfig:
         if self.ks is not None:
             self.ks = tuple(int(k) for k in self.ks)
             if not self.ks or any(k < 1 or k > self.n_samples for k in self.ks):
-                raise error_at(None, f"every k must be in 1..n_samples={self.n_samples}, got {list(self.ks)}", field="ks")
+                raise error_at(None, f"every k must be in 1..n_samples={self.n_samples}, got {list(self.ks)}",
+                               field="ks")
+
+    def scored_samples(self) -> int:
+        """Samples per prompt scored for entropy and KL: min(score_samples, n_samples)."""
+        return min(self.score_samples, self.n_samples)
 
     def k_values(self) -> list[int]:
         """The pass@k grid: `ks` sorted, or powers of two up to n_samples (plus n_samples)."""

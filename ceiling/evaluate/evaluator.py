@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from time import perf_counter
 from typing import Any, Sequence
@@ -107,7 +107,7 @@ class _Evaluator:
 
     def __init__(self, base: Any, cfg: EvalConfig, taskset: TaskSet | None, timings: dict[str, float]):
         if cfg.max_new_tokens is None:
-            cfg = EvalConfig.from_dict({**cfg.to_dict(), "max_new_tokens": DEFAULT_MAX_NEW_TOKENS})
+            cfg = replace(cfg, max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
         self.cfg = cfg
         self.timings = timings
         t0 = perf_counter()
@@ -147,10 +147,10 @@ class _Evaluator:
         else:  # per-prompt sums, so the bootstrap resamples prompts (a prompt's samples are correlated)
             logp = base_logp if base_logp is not None else [ch.logp for ch in self.base_samples.chunks]
             seq_nll, seq_tok = sp.sequence_nll(logp, self.base_samples)
-            idx = self.base_samples.arrays.prompt_index
+            idx = self.base_samples.scored_prompt_index
             nll, tok = np.bincount(idx, seq_nll, self.m), np.bincount(idx, seq_tok, self.m)
             source = (f"text sampled from the base itself (fallback: the base has no pretraining documents; "
-                      f"T={self.cfg.temperature:g}, {self.cfg.n_samples} samples x {self.m} prompts)")
+                      f"T={self.cfg.temperature:g}, {self.cfg.scored_samples()} samples x {self.m} prompts)")
             unit = "prompts"
         self._tick("nll", t0)
         return ms.nll_row(nll, tok, self.cfg, source, unit)
@@ -167,7 +167,7 @@ class _Evaluator:
         policy = _load(spec, self.cfg.device)
         self._tick("load", t0)
         if policy.tokenizer.get_vocab() != self.base.tokenizer.get_vocab():
-            raise error_at(getattr(policy, "path", None), "checkpoint and base have different tokenizers; KL needs the same vocabulary")
+            raise error_at(policy.path, "checkpoint and base have different tokenizers (KL needs one vocabulary)")
         samples = self._draw(policy)
         st = self._stats(samples)
         rows = ms.task_rows(st, self.groups, self.weights, self.cfg, self.ks, self.base_stats)
@@ -178,14 +178,15 @@ class _Evaluator:
         pb1, pb3 = sp.sequence_kl(samples, base_on_policy)
         bp1, bp3 = sp.sequence_kl(self.base_samples, policy_on_base)
         self._tick("kl", t0)
-        index = {"policy": samples.arrays.prompt_index, "base": self.base_samples.arrays.prompt_index}
+        index = {"policy": samples.scored_prompt_index, "base": self.base_samples.scored_prompt_index}
         rows += ms.kl_rows({"policy_base_k1": pb1, "policy_base_k3": pb3, "base_policy_k1": bp1,
                             "base_policy_k3": bp3}, index, self.m, self.cfg)
         rows.append(self._nll(policy, policy_on_base))
         return rows
 
 
-def _frame(rows_by_step: list[tuple[int, list[dict[str, Any]]]], run: str, compute: dict[int, float] | None) -> pd.DataFrame:
+def _frame(rows_by_step: list[tuple[int, list[dict[str, Any]]]], run: str,
+           compute: dict[int, float] | None) -> pd.DataFrame:
     recs = []
     for step, rows in rows_by_step:
         c = (compute or {}).get(step, 0.0 if step == 0 else np.nan)
@@ -212,7 +213,7 @@ def evaluate_checkpoints(base: Any, checkpoints: Sequence[Any], cfg: EvalConfig 
     out: list[tuple[int, list[dict[str, Any]]]] = []
     if include_base:
         out.append((0, ev.base_rows()))
-    for step, ck in zip(steps, checkpoints):
+    for step, ck in zip(steps, checkpoints, strict=True):
         out.append((step, ev.checkpoint_rows(ck)))
     return _frame(out, run, compute)
 
@@ -264,7 +265,8 @@ def _taskset_of(spec: Any, where: Path) -> TaskSet:
         raise error_at(where, str(exc), field="tasks") from None
 
 
-def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, timings: dict[str, float] | None = None) -> pd.DataFrame:
+def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None,
+                 timings: dict[str, float] | None = None) -> pd.DataFrame:
     """Evaluate the base and every checkpoint of a run; write `eval.csv` and `eval_config.json` atomically.
 
     If eval.csv exists and was made with the same config (fingerprint in eval_config.json), only new
@@ -275,7 +277,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, timings: di
     cfg = cfg or EvalConfig()
     conf = _run_config(run_dir)
     if cfg.max_new_tokens is None:
-        cfg = EvalConfig.from_dict({**cfg.to_dict(), "max_new_tokens": int(conf.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS)})
+        cfg = replace(cfg, max_new_tokens=int(conf.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS))
     taskset = _taskset_of(conf["tasks"], run_dir / "config.json")
     fingerprint = cfg.fingerprint(base=str(conf["base"]), tasks=conf["tasks"])
     csv_path, cfg_path = run_dir / "eval.csv", run_dir / "eval_config.json"
@@ -291,9 +293,11 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, timings: di
         frame = new if old is None else pd.concat([old, new], ignore_index=True)
     frame = frame.copy()
     frame["compute"] = [compute.get(int(s), np.nan) for s in frame["step"]]
-    frame = frame.sort_values(["step", "metric", "family", "k"], na_position="first", kind="stable").reset_index(drop=True)
+    frame = frame.sort_values(["step", "metric", "family", "k"], na_position="first", kind="stable")
+    frame = frame.reset_index(drop=True)
     text = frame.to_csv(index=False)
-    atomic_write_text(csv_path, text)
+    if not (csv_path.is_file() and csv_path.read_text() == text):  # unchanged: leave the file alone
+        atomic_write_text(csv_path, text)
     frame = normalize_frame(pd.read_csv(io.StringIO(text)), where=str(csv_path))  # as a later read sees it
     atomic_write_json(cfg_path, {"fingerprint": fingerprint, "config": cfg.to_dict(), **eval_record(taskset, cfg),
                                  "base": str(conf["base"]), "tasks": conf["tasks"]})

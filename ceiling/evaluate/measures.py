@@ -35,6 +35,8 @@ class SampleArrays:
     """[N] sum over completion tokens of the full-vocabulary entropy of the sampling model."""
     greedy_rewards: np.ndarray | None = None
     """[m] reward of the greedy completion of each prompt (None when greedy decoding is off)."""
+    scored: np.ndarray | None = None
+    """[N] bool: the sequence was scored (entropy_sum is 0 elsewhere); None = all."""
 
 
 @dataclass
@@ -49,6 +51,7 @@ class ProblemStats:
     distinct_2: np.ndarray
     duplicate_share: np.ndarray
     entropy_sum: np.ndarray
+    entropy_tokens: np.ndarray
     tokens: np.ndarray
     n_sequences: np.ndarray
 
@@ -68,6 +71,7 @@ class ProblemStats:
             distinct_2=np.array([dv.distinct_n([s.token_ids[i] for i in rows], 2) for rows in by_prompt], float),
             duplicate_share=np.array([dv.duplicate_share([s.texts[i] for i in rows]) for rows in by_prompt], float),
             entropy_sum=np.bincount(idx, weights=s.entropy_sum, minlength=m),
+            entropy_tokens=np.bincount(idx, weights=s.lengths * (1.0 if s.scored is None else s.scored), minlength=m),
             tokens=np.bincount(idx, weights=s.lengths.astype(float), minlength=m),
             n_sequences=np.bincount(idx, minlength=m).astype(float),
         )
@@ -130,7 +134,7 @@ def task_rows(st: ProblemStats, groups: list[Group], weights: dict[str, np.ndarr
             if st.greedy is not None:
                 rows.append(_row(f"{ns}/greedy_acc", es.mean_ci(st.greedy[ix], w)[0], g.name,
                                  f"greedy decoding, 1 per prompt; {boot}"))
-            for k, e in zip(ks, es.mean_ci(st.pass_table[ix], w)):
+            for k, e in zip(ks, es.mean_ci(st.pass_table[ix], w), strict=True):
                 rows.append(_row(f"{ns}/pass@k", e, g.name, f"unbiased pass@k of n={n} ({samp}); {boot}", k))
             if base is not None:
                 e = es.crossover_ci(ks, st.pass_table[ix], base.pass_table[ix], w, lvl)
@@ -152,14 +156,16 @@ def policy_rows(st: ProblemStats, weights: np.ndarray, cfg: EvalConfig) -> list[
     boot = f"{cfg.level:.0%} bootstrap over prompts ({cfg.n_boot})"
     samp = sampling_label(cfg)
     return [
-        _row("policy/entropy", es.ratio_ci(st.entropy_sum, st.tokens, weights, cfg.level), "all",
-             f"full-vocabulary token entropy (nats) on own samples ({samp}), token mean; {boot}"),
+        _row("policy/entropy", es.ratio_ci(st.entropy_sum, st.entropy_tokens, weights, cfg.level), "all",
+             f"full-vocabulary token entropy (nats) on own samples ({cfg.scored_samples()} per prompt, {samp}), "
+             f"token mean; {boot}"),
         _row("length/mean", es.ratio_ci(st.tokens, st.n_sequences, weights, cfg.level), "all",
              f"completion tokens per sample ({samp}); {boot}"),
     ]
 
 
-def kl_rows(kl: dict[str, np.ndarray], prompt_index: dict[str, np.ndarray], m: int, cfg: EvalConfig) -> list[dict[str, Any]]:
+def kl_rows(kl: dict[str, np.ndarray], prompt_index: dict[str, np.ndarray], m: int,
+            cfg: EvalConfig) -> list[dict[str, Any]]:
     """KL rows from per-sequence estimates: `kl["policy_base_k1"]` etc.; mean of per-prompt means, t interval."""
     rows = []
     biased = "" if cfg.temperature == 1.0 and cfg.top_p == 1.0 else " (tempered samples: biased for the models' KL)"
@@ -170,7 +176,8 @@ def kl_rows(kl: dict[str, np.ndarray], prompt_index: dict[str, np.ndarray], m: i
         e = es.t_interval(per_prompt[np.isfinite(per_prompt)], cfg.level)
         est = name[-2:]
         rows.append(_row(f"kl/{name}", e, "all",
-                         f"{est} on {sampler} samples{biased}, summed per sequence, mean over prompts; "
+                         f"{est} on {sampler} samples ({cfg.scored_samples()} per prompt){biased}, summed per "
+                         "sequence, mean over prompts; "
                          f"{cfg.level:.0%} t interval over prompts"))
     return rows
 

@@ -6,6 +6,7 @@ same tensors can be re-scored by the other model for KL in both directions witho
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Callable, Sequence
 
 import numpy as np
@@ -21,7 +22,7 @@ SCORE_TOKENS = 2 ** 17
 
 @dataclass
 class Chunk:
-    """One batched generation: its tensors, the global prompt index of each row, and own log-probs."""
+    """The scored rows of one batched generation: tensors, global prompt index of each row, own log-probs."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
@@ -33,10 +34,15 @@ class Chunk:
 
 @dataclass
 class ModelSamples:
-    """Everything kept about one model's samples on the evaluation prompts."""
+    """One model's samples: `arrays` has all of them; `chunks` keep the scored ones as tensors (for KL)."""
 
     chunks: list[Chunk]
     arrays: SampleArrays
+
+    @property
+    def scored_prompt_index(self) -> np.ndarray:
+        """Prompt index of each scored sequence, in the order of `sequence_kl`'s output."""
+        return np.concatenate([ch.prompt_index for ch in self.chunks])
 
 
 def _score_rows(loaded: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
@@ -58,43 +64,46 @@ def _score_rows(loaded: LoadedModel, input_ids: torch.Tensor, attention_mask: to
 def draw(loaded: LoadedModel, prompts: Sequence[str], verify: Callable[[int, str], float],
          extract: Callable[[int, str], str | None], cfg: EvalConfig, max_new_tokens: int,
          timings: dict[str, float] | None = None) -> ModelSamples:
-    """n samples per prompt (seeded, the same stream for every model), rewards, answers, own log-probs, entropy.
+    """n samples per prompt (seeded: the same stream for every model) with rewards and answers; the first
+    `cfg.scored_samples()` of each prompt are also scored (own log-probs and full-vocabulary entropy).
 
     `verify(i, text)` / `extract(i, text)` score a completion of prompt i.
     """
-    from time import perf_counter
-
     timings = timings if timings is not None else {}
     texts_in = format_prompts(loaded, list(prompts))
-    n = cfg.n_samples
+    n, n_scored = cfg.n_samples, cfg.scored_samples()
     per_call = max(1, cfg.batch_size // n)
     gen = torch.Generator(device=loaded.model.device).manual_seed(cfg.seed)
     chunks: list[Chunk] = []
-    idx_l, texts, token_ids, lengths, ent_sum = [], [], [], [], []
+    idx_l, texts, token_ids, lengths, ent_sum, scored = [], [], [], [], [], []
     for start in range(0, len(texts_in), per_call):
         t0 = perf_counter()
         with torch.no_grad():
             ro = sample(loaded.model, loaded.tokenizer, texts_in[start:start + per_call], n_per_prompt=n,
                         max_new_tokens=max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, generator=gen)
         t1 = perf_counter()
-        p_idx = start + np.asarray(ro.group.cpu() if torch.is_tensor(ro.group) else ro.group, dtype=np.int64)
-        logp, ent = _score_rows(loaded, ro.input_ids, ro.attention_mask, ro.prompt_len, entropy=True)
-        mask = ro.completion_mask.cpu().numpy().astype(np.float64)
         timings["generate"] = timings.get("generate", 0.0) + t1 - t0
+        p_idx = start + ro.group.cpu().numpy().astype(np.int64)
+        mask = ro.completion_mask.cpu().numpy().astype(np.float64)
+        sel = torch.arange(ro.input_ids.shape[0]) % n < n_scored  # rows are prompt-major: sample j of a prompt
+        ids, att = ro.input_ids.cpu()[sel], ro.attention_mask.cpu()[sel]
+        logp, ent = _score_rows(loaded, ids, att, ro.prompt_len, entropy=True)
+        cmask = ro.completion_mask.cpu()[sel]
+        chunks.append(Chunk(ids, att, cmask, ro.prompt_len, p_idx[sel.numpy()], logp * cmask.numpy()))
         timings["score"] = timings.get("score", 0.0) + perf_counter() - t1
-        chunks.append(Chunk(ro.input_ids.cpu(), ro.attention_mask.cpu(), ro.completion_mask.cpu(), ro.prompt_len,
-                            p_idx, logp * mask))
-        comp = ro.input_ids[:, ro.prompt_len:].cpu().numpy()
-        for r in range(comp.shape[0]):
-            token_ids.append(tuple(comp[r][mask[r] > 0].tolist()))
+        comp = ro.completion_ids.cpu().numpy()
+        token_ids.extend(tuple(comp[r, : int(mask[r].sum())].tolist()) for r in range(comp.shape[0]))
         idx_l.append(p_idx)
         texts.extend(ro.texts)
         lengths.append(mask.sum(axis=1))
-        ent_sum.append((ent * mask).sum(axis=1))
+        e = np.zeros(len(p_idx))
+        e[sel.numpy()] = (ent * cmask.numpy()).sum(axis=1)
+        ent_sum.append(e)
+        scored.append(sel.numpy())
     t0 = perf_counter()
     prompt_index = np.concatenate(idx_l)
-    rewards = np.array([verify(int(i), t) for i, t in zip(prompt_index, texts)], dtype=np.float64)
-    answers = [extract(int(i), t) for i, t in zip(prompt_index, texts)]
+    rewards = np.array([verify(int(i), t) for i, t in zip(prompt_index, texts, strict=True)], dtype=np.float64)
+    answers = [extract(int(i), t) for i, t in zip(prompt_index, texts, strict=True)]
     timings["verify"] = timings.get("verify", 0.0) + perf_counter() - t0
     greedy = None
     if cfg.greedy:
@@ -102,7 +111,7 @@ def draw(loaded: LoadedModel, prompts: Sequence[str], verify: Callable[[int, str
         greedy = _greedy_rewards(loaded, texts_in, verify, cfg, max_new_tokens)
         timings["greedy"] = timings.get("greedy", 0.0) + perf_counter() - t0
     arrays = SampleArrays(prompt_index, rewards, answers, texts, token_ids, np.concatenate(lengths),
-                          np.concatenate(ent_sum), greedy)
+                          np.concatenate(ent_sum), greedy, np.concatenate(scored))
     return ModelSamples(chunks, arrays)
 
 
@@ -132,7 +141,7 @@ def sequence_kl(samples: ModelSamples, other_logp: list[np.ndarray]) -> tuple[np
     from ceiling.evaluate.estimators import kl_sequence
 
     k1s, k3s = [], []
-    for ch, lq in zip(samples.chunks, other_logp):
+    for ch, lq in zip(samples.chunks, other_logp, strict=True):
         k1, k3 = kl_sequence(ch.logp, lq, ch.completion_mask.numpy())
         k1s.append(k1)
         k3s.append(k3)
@@ -146,7 +155,8 @@ def sequence_nll(other_logp: list[np.ndarray], samples: ModelSamples) -> tuple[n
     return nll, tok
 
 
-def document_nll(loaded: LoadedModel, documents: Sequence[Sequence[int]], batch_rows: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def document_nll(loaded: LoadedModel, documents: Sequence[Sequence[int]],
+                 batch_rows: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Summed NLL and token count of each tokenised document (first token = context, the rest scored)."""
     pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
     nll, tok = [], []

@@ -13,8 +13,9 @@ an RL run is dominated by format learning (the reward jumps as the model learns 
 which no saturating law describes; ScaleRL (Khatri et al. 2025) likewise drops roughly the first 1.5k
 GPU-hours of its runs. 5% of the range drops that stretch, and step 0 (the base), while keeping the rise
 that fixes R0 and the midpoint. Points at x <= 0 are always left out of the power law (C^-B is infinite).
-The excluded points still bound R0 from above (R0, the level before training, is at most the largest of
-the first three logged values); without that, a series already flat inside the window could equally be
+The excluded points still bound R0 from above (R0, the level before training, is at most a one-sided 99%
+upper bound on the mean of the first three logged values, with the noise sd read from the first differences
+of the whole series); without that, a series already flat inside the window could equally be
 read as one that has not started rising, with any ceiling.
 
 Intervals: a circular block bootstrap of the residuals (block length by Carlstein's rule from their lag-1
@@ -284,7 +285,7 @@ def fit_curve(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, 
         # from the window still say where the run started). Without this, a series that is already flat
         # could equally be read as "has not started rising yet" with any ceiling.
         i0 = fm.theta_names.index("R0")
-        hi[i0] = min(hi[i0], max(float(np.max(ya[:3])), lo[i0]))
+        hi[i0] = min(hi[i0], max(_start_upper(ya), lo[i0]))
     theta, fs, converged = _point_fit(fm, u, yf, lo, hi, loss, f_scale)
     yhat = fm.f(u, theta[None, :])[0]
     resid = yf - yhat
@@ -347,6 +348,13 @@ def fit_curve(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, 
                     level=level, window=window, bootstrap=boot, data=data, stats=stats)
 
 
+def _start_upper(y: np.ndarray, k: int = 3) -> float:
+    """One-sided 99% upper bound on the level of the first k points (noise sd from first differences)."""
+    d = np.diff(y)
+    sigma = 1.4826 * float(np.median(np.abs(d - np.median(d)))) / np.sqrt(2.0)
+    return float(np.mean(y[:k]) + 2.326 * sigma / np.sqrt(k))
+
+
 def _profile_a(fm: Form, u: np.ndarray, y: np.ndarray, theta: np.ndarray, lo: np.ndarray, hi: np.ndarray,
                loss: str, fs: float, ylo: float, yhi: float, resid: np.ndarray, p: int,
                points: int = 41) -> tuple[float, float]:
@@ -367,7 +375,8 @@ def _profile_a(fm: Form, u: np.ndarray, y: np.ndarray, theta: np.ndarray, lo: np
             l_, h_ = lo.copy(), hi.copy()
             l_[ia] = h_[ia] = a
             starts.append(t), los.append(l_), his.append(h_)
-    th, c, _ = lm_batch(fm, u, y, np.array(starts), np.array(los), np.array(his), loss=loss, f_scale=fs)
+    th, c, _ = lm_batch(fm, u, y, np.array(starts), np.array(los), np.array(his), loss=loss, f_scale=fs,
+                        max_iter=40)
     prof = c.reshape(points, len(shifts)).min(axis=1)
     best = min(float(prof.min()), float(cost_of(fm, u, y, theta, loss, fs)))
     sigma2 = float(np.sum(resid**2) / max(resid.size - p, 1))

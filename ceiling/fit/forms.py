@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import expit
 
 FloatArray = np.ndarray
 
@@ -43,6 +44,10 @@ class Form:
 
     def jac(self, u: FloatArray, theta: FloatArray) -> FloatArray:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def f_jac(self, u: FloatArray, theta: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Values and Jacobian together (forms override this when they can share work)."""
+        return self.f(u, theta), self.jac(u, theta)
 
     def grid(self, u: FloatArray) -> FloatArray:  # pragma: no cover - abstract
         """Candidate values of the nonlinear theta entries, shape (G, p - len(linear))."""
@@ -88,21 +93,30 @@ class Sigmoid(Form):
 
     @staticmethod
     def _s(u: FloatArray, logc: FloatArray, b: FloatArray) -> FloatArray:
-        z = b[:, None] * (logc[:, None] - _safe_log(u)[None, :])
-        with np.errstate(over="ignore"):
-            return 1.0 / (1.0 + np.exp(np.clip(z, -700, 700)))
+        """s = 1 / (1 + (c / u)^B) = expit(B (log u - log c)); 0 at u = 0."""
+        with np.errstate(invalid="ignore"):
+            z = b[:, None] * (_safe_log(u)[None, :] - logc[:, None])
+        return expit(np.nan_to_num(z, nan=0.0, neginf=-np.inf))
 
     def f(self, u: FloatArray, theta: FloatArray) -> FloatArray:
         s = self._s(u, theta[:, 2], theta[:, 3])
         return theta[:, :1] + (theta[:, 1:2] - theta[:, :1]) * s
 
-    def jac(self, u: FloatArray, theta: FloatArray) -> FloatArray:
+    def f_jac(self, u: FloatArray, theta: FloatArray) -> tuple[FloatArray, FloatArray]:
         s = self._s(u, theta[:, 2], theta[:, 3])
         amp = (theta[:, 1] - theta[:, 0])[:, None]
         ds = -s * (1.0 - s) * amp
         lu = _safe_log(u)[None, :]
         dlog = np.where(np.isfinite(lu), theta[:, 2:3] - lu, 0.0)
-        return np.stack([1.0 - s, s, ds * theta[:, 3:4], ds * dlog], axis=-1)
+        jac = np.empty(s.shape + (4,))
+        jac[..., 0] = 1.0 - s
+        jac[..., 1] = s
+        jac[..., 2] = ds * theta[:, 3:4]
+        jac[..., 3] = ds * dlog
+        return theta[:, :1] + amp * s, jac
+
+    def jac(self, u: FloatArray, theta: FloatArray) -> FloatArray:
+        return self.f_jac(u, theta)[1]
 
     def grid(self, u: FloatArray) -> FloatArray:
         lo, hi = self.bounds_nl(u)

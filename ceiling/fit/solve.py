@@ -63,9 +63,9 @@ def lm_batch(form: Form, u: np.ndarray, y: np.ndarray, theta0: np.ndarray, lo: n
         if act.size == 0:
             break
         th, ya = theta[act], yb[act]
-        r = ya - form.f(u, th)
+        fval, jac = form.f_jac(u, th)
+        r = ya - fval
         w = irls_weight((r / f_scale) ** 2, loss)
-        jac = form.jac(u, th)
         jw = jac * w[:, :, None]
         jwt = jw.transpose(0, 2, 1)
         h = jwt @ jac  # batched matmul (BLAS), much faster than einsum here

@@ -13,6 +13,7 @@ goes back without repeating a key (an eval row logged late) is kept, and the fra
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,12 +128,14 @@ class Collector:
     def __init__(self, path: Path | str, unit: str = "line") -> None:
         self.path = Path(path)
         self.unit = unit  # what a location counts: "line", "entry", "event"
-        self.steps: list[int] = []
-        self.keys: list[str] = []
-        self.values: list[float] = []
-        self.locs: list[int] = []
+        # one entry per kept value, in compact arrays (a huge log costs 32 bytes per value)
+        self.steps = array("q")
+        self.keys = array("q")  # index into key_names
+        self.values = array("d")
+        self.locs = array("q")
+        self.key_id: dict[str, int] = {}  # source key -> index, in first-seen order
+        self.key_names: list[str] = []
         self.key_max: dict[str, int] = {}
-        self.key_order: dict[str, None] = {}
         self.dropped: list[tuple[int, str, Any, int, str]] = []
         self.bad: dict[str, dict[str, int]] = {"non-finite": {}, "non-numeric": {}}
         self.good_count: dict[str, int] = {}
@@ -163,38 +166,43 @@ class Collector:
         elif step < self.max_step and not all(is_bookkeeping(k) for k in clean):
             self.late_rows += 1
         for key, x in clean.items():
+            kid = self.key_id.get(key)
+            if kid is None:
+                kid = self.key_id[key] = len(self.key_names)
+                self.key_names.append(key)
             self.steps.append(step)
-            self.keys.append(key)
+            self.keys.append(kid)
             self.values.append(x)
             self.locs.append(loc)
             if self.key_max.get(key, -1) < step:
                 self.key_max[key] = step
-            self.key_order.setdefault(key, None)
             self.good_count[key] = self.good_count.get(key, 0) + 1
         self.max_step = max(self.max_step, step)
 
     def _restart(self, step: int, loc: int, key: str) -> None:
         """Drop every earlier value at a step >= `step`: the later segment supersedes it."""
-        keep = [i for i, s in enumerate(self.steps) if s < step]
-        gone = [i for i, s in enumerate(self.steps) if s >= step]
-        gone_steps = [self.steps[i] for i in gone]
-        gone_locs = sorted({self.locs[i] for i in gone})
-        for i in gone:
-            self.dropped.append((self.steps[i], self.keys[i], self.values[i], self.locs[i], "restart"))
-            self.good_count[self.keys[i]] -= 1
+        steps, keys = np.array(self.steps, dtype=np.int64), np.array(self.keys, dtype=np.int64)
+        values, locs = np.array(self.values, dtype=np.float64), np.array(self.locs, dtype=np.int64)
+        gone = steps >= step
+        for s_, k, v, l_ in zip(steps[gone].tolist(), keys[gone].tolist(), values[gone].tolist(), locs[gone].tolist()):
+            name = self.key_names[k]
+            self.dropped.append((s_, name, v, l_, "restart"))
+            self.good_count[name] -= 1
+        gone_locs = np.unique(locs[gone])
         self.notes.append(
             f"restart at {self.where(loc)}: step {step} logs {key!r} again (last logged at step "
-            f"{self.key_max[key]}); kept the later segment, dropped {len(gone)} earlier values at steps "
-            f"{min(gone_steps)}-{max(gone_steps)} ({len(gone_locs)} {self.unit}s: {gone_locs[0]}-{gone_locs[-1]})")
-        self.steps = [self.steps[i] for i in keep]
-        self.keys = [self.keys[i] for i in keep]
-        self.values = [self.values[i] for i in keep]
-        self.locs = [self.locs[i] for i in keep]
+            f"{self.key_max[key]}); kept the later segment, dropped {int(gone.sum())} earlier values at steps "
+            f"{int(steps[gone].min())}-{int(steps[gone].max())} ({len(gone_locs)} {self.unit}s: "
+            f"{int(gone_locs[0])}-{int(gone_locs[-1])})")
+        keep = ~gone
+        self.steps, self.keys = array("q", steps[keep].tolist()), array("q", keys[keep].tolist())
+        self.values, self.locs = array("d", values[keep].tolist()), array("q", locs[keep].tolist())
         self.key_max = {}
-        for s, k in zip(self.steps, self.keys):
-            if self.key_max.get(k, -1) < s:
-                self.key_max[k] = s
-        self.max_step = max(self.steps, default=-1)
+        for s_, k in zip(steps[keep].tolist(), keys[keep].tolist()):
+            name = self.key_names[k]
+            if self.key_max.get(name, -1) < s_:
+                self.key_max[name] = s_
+        self.max_step = int(steps[keep].max()) if keep.any() else -1
 
     def drop_truncated(self, loc: int, text: str) -> None:
         """Record a final line cut short by a crash (skipped, not an error)."""
@@ -217,8 +225,8 @@ class Collector:
         if not self.values:
             raise error_at(self.path, "no numeric values found" + (
                 " (every value was dropped; see above)" if self.dropped else ""))
-        keys = list(self.key_order)
-        missing = [k for k in overrides.values() if k not in self.key_order]
+        keys = [k for k in self.key_names if self.good_count.get(k, 0) > 0]
+        missing = [k for k in overrides.values() if k not in keys]
         if missing:
             shown = ", ".join(keys[:12]) + (", ..." if len(keys) > 12 else "")
             raise error_at(self.path, f"mapping: no numeric key {missing[0]!r} in this log (keys: {shown})")
@@ -234,8 +242,9 @@ class Collector:
             self.notes.append(f"{self.late_rows} {self.unit}s log a step below an earlier one without repeating "
                               f"a key (late rows): kept, and the frame is sorted by step")
         metric_of = {k: mapped.get(k, f"raw/{k}") for k in keys}
+        names = np.asarray(self.key_names, dtype=object)
         df = pd.DataFrame({"step": np.asarray(self.steps, dtype=np.int64),
-                           "source_key": self.keys,
+                           "source_key": names[np.asarray(self.keys, dtype=np.int64)],
                            "value": np.asarray(self.values, dtype=np.float64)})
         # bookkeeping keys (epoch, _runtime) repeat in the several rows of one step: keep the last
         df = df.drop_duplicates(["step", "source_key"], keep="last")
@@ -254,7 +263,7 @@ class Collector:
         kept = set(zip(self.steps, self.keys))
         lost: dict[str, list[int]] = {}
         for step, key, _, _, reason in self.dropped:
-            if reason == "restart" and (step, key) not in kept and not is_bookkeeping(key):
+            if reason == "restart" and (step, self.key_id[key]) not in kept and not is_bookkeeping(key):
                 lost.setdefault(key, []).append(step)
         if lost:
             parts = [f"{k} at step{'s' if len(v) > 1 else ''} {', '.join(map(str, sorted(set(v))[:5]))}"

@@ -13,13 +13,16 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ceiling.models.tokenizer import decode_completions, encode_text
+
+
+COMPACT_AT = 0.75  # drop finished rows once at most this share of the batch is still generating
 
 
 @dataclass
@@ -112,11 +115,14 @@ def sample(
     generator: torch.Generator | None = None,
     eos_token_id: int | Sequence[int] | None = None,
     return_logprobs: bool = False,
+    fast: bool | None = None,
 ) -> Rollout:
     """Sample `n_per_prompt` completions for each prompt string (already formatted: see `format_prompts`).
 
     Prompts are tokenised without adding special tokens. Output tensors live on the model's device and
-    are ordinary tensors (usable with autograd afterwards).
+    are ordinary tensors (usable with autograd afterwards). `fast` picks the decoding step: the lean Llama
+    step with a preallocated cache (`True`), the model's own forward with a `DynamicCache` (`False`), or the
+    former whenever the model is a plain Llama (`None`).
     """
     if not prompts:
         raise ValueError("sample() needs at least one prompt")
@@ -131,7 +137,7 @@ def sample(
     with torch.inference_mode():
         gen_ids, gen_mask, gen_lp = _decode(
             model, prompt_ids, prompt_mask, n_per_prompt, max_new_tokens, temperature, top_p, generator,
-            stops, pad_id, return_logprobs,
+            stops, pad_id, return_logprobs, fast,
         )
     device = model.device
     prompt_ids = prompt_ids.repeat_interleave(n_per_prompt, 0).to(device)
@@ -162,9 +168,128 @@ def _cache_keyword(model_cls: type) -> str:
     return "cache" if "cache" in inspect.signature(model_cls.forward).parameters else "past_key_values"
 
 
-def _cache_of(out: object) -> object:
+def _cache_of(out: object) -> Any:
     cache = getattr(out, "cache", None)
     return cache if cache is not None else getattr(out, "past_key_values")
+
+
+def _layer_kv(layer: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(keys, values) [B, kv_heads, P, head_dim] of one layer of a transformers cache (old or new layout)."""
+    if hasattr(layer, "keys"):
+        return layer.keys, layer.values
+    return layer[0], layer[1]
+
+
+class HFStepper:
+    """Decoding through the model's own forward with a transformers `DynamicCache` (works for any causal LM)."""
+
+    def __init__(self, model: PreTrainedModel, cache: Any, n: int, mask: torch.Tensor, next_pos: torch.Tensor) -> None:
+        self.model, self.cache, self.mask, self.next_pos = model, cache, mask, next_pos
+        self.width = mask.shape[1]
+        self.kw = _cache_keyword(type(model))
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+
+    def select(self, idx: torch.Tensor) -> None:
+        self.cache.batch_select_indices(idx)
+        self.mask, self.next_pos = self.mask[idx], self.next_pos[idx]
+
+    def step(self, tokens: torch.Tensor, t: int) -> torch.Tensor:
+        """Feed the token sampled at step t (a column after the prompt); return next-token logits [N, V]."""
+        cols = self.width + t + 1
+        ones = torch.ones((tokens.shape[0], cols - self.mask.shape[1]), dtype=self.mask.dtype, device=self.mask.device)
+        self.mask = torch.cat([self.mask, ones], 1) if ones.shape[1] else self.mask
+        out = self.model(
+            input_ids=tokens[:, None],
+            attention_mask=self.mask,
+            position_ids=(self.next_pos + t)[:, None],
+            use_cache=True,
+            **{self.kw: self.cache},
+        )
+        self.cache = _cache_of(out)
+        return out.logits[:, -1]
+
+
+def _fast_path_ok(model: PreTrainedModel) -> bool:
+    """The hand-written Llama step applies: plain Llama layers, default RoPE, full attention."""
+    cfg = model.config
+    rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
+    return (
+        getattr(cfg, "model_type", "") == "llama"
+        and type(model).__name__ == "LlamaForCausalLM"
+        and rope.get("rope_type", "default") == "default"
+        and not getattr(cfg, "pretraining_tp", 1) > 1
+    )
+
+
+class LlamaStepper:
+    """Decoding for Llama models with a preallocated KV cache and a lean per-layer step.
+
+    Same arithmetic as the transformers Llama forward (its own norm / MLP / projection modules, its RoPE
+    table, `scaled_dot_product_attention`), without the per-call overhead of masks, cache objects and
+    module dispatch. The prompt's cache comes from one transformers prefill.
+    """
+
+    def __init__(self, model: PreTrainedModel, cache: Any, n: int, mask: torch.Tensor, next_pos: torch.Tensor,
+                 max_new_tokens: int) -> None:
+        inner = model.get_decoder()
+        self.model, self.inner, self.layers = model, inner, list(inner.layers)
+        attn = self.layers[0].self_attn
+        self.head_dim, self.scaling = attn.head_dim, attn.scaling
+        self.n_heads = model.config.num_attention_heads
+        self.n_kv = model.config.num_key_value_heads
+        self.width = mask.shape[1]
+        batch, total = mask.shape[0], mask.shape[1] + max_new_tokens
+        first_k, _ = _layer_kv(cache.layers[0] if hasattr(cache, "layers") else cache[0])
+        shape = (len(self.layers), 2, batch, self.n_kv, total, self.head_dim)
+        self.kv = torch.zeros(shape, dtype=first_k.dtype, device=first_k.device)
+        for i in range(len(self.layers)):
+            k, v = _layer_kv(cache.layers[i] if hasattr(cache, "layers") else cache[i])
+            self.kv[i, 0, :, :, : self.width] = k.repeat_interleave(n, 0)
+            self.kv[i, 1, :, :, : self.width] = v.repeat_interleave(n, 0)
+        self.attend = torch.ones((batch, 1, 1, total), dtype=torch.bool, device=mask.device)
+        self.attend[:, 0, 0, : self.width] = mask.bool()
+        self.padded = not bool(mask.all())  # without left padding attention needs no mask (a faster kernel)
+        self.next_pos = next_pos
+        positions = torch.arange(int(next_pos.max()) + max_new_tokens + 1, device=mask.device)[None]
+        probe = torch.zeros((1, 1, 1), dtype=first_k.dtype, device=first_k.device)
+        cos, sin = inner.rotary_emb(probe, positions)
+        self.cos, self.sin = cos[0], sin[0]  # [positions, head_dim]
+
+    def select(self, idx: torch.Tensor) -> None:
+        self.kv = self.kv.index_select(2, idx)
+        self.attend, self.next_pos = self.attend[idx], self.next_pos[idx]
+        self.padded = not bool(self.attend.all())
+
+    def step(self, tokens: torch.Tensor, t: int) -> torch.Tensor:
+        col = self.width + t
+        n = tokens.shape[0]
+        pos = self.next_pos + t
+        cos, sin = self.cos[pos][:, None, None, :], self.sin[pos][:, None, None, :]
+        h = self.inner.embed_tokens(tokens[:, None])  # [N, 1, H]
+        attend = self.attend[:, :, :, : col + 1] if self.padded else None
+        for i, layer in enumerate(self.layers):
+            attn = layer.self_attn
+            x = layer.input_layernorm(h)
+            q = attn.q_proj(x).view(n, 1, self.n_heads, self.head_dim).transpose(1, 2)
+            k = attn.k_proj(x).view(n, 1, self.n_kv, self.head_dim).transpose(1, 2)
+            v = attn.v_proj(x).view(n, 1, self.n_kv, self.head_dim).transpose(1, 2)
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            self.kv[i, 0, :, :, col] = k[:, :, 0]
+            self.kv[i, 1, :, :, col] = v[:, :, 0]
+            o = F.scaled_dot_product_attention(
+                q, self.kv[i, 0, :, :, : col + 1], self.kv[i, 1, :, :, : col + 1], attn_mask=attend,
+                scale=self.scaling, enable_gqa=self.n_kv != self.n_heads,
+            )
+            h = h + attn.o_proj(o.transpose(1, 2).reshape(n, 1, -1))
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
+        return self.model.get_output_embeddings()(self.inner.norm(h[:, -1]))
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 def _decode(
@@ -179,6 +304,7 @@ def _decode(
     stops: list[int],
     pad_id: int,
     return_logprobs: bool,
+    fast: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """The decoding loop (call under inference mode). Returns completion ids, mask and logprobs [B, T]."""
     device = model.device
@@ -189,48 +315,43 @@ def _decode(
     if max_new_tokens == 0:
         return out_ids, out_mask, out_lp
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
-    out = model(
+    out = model(  # prefill: the distinct prompts only, once
         input_ids=prompt_ids,
         attention_mask=prompt_mask,
         position_ids=position_ids_from_mask(prompt_mask),
         use_cache=True,
         logits_to_keep=1,
     )
-    cache = _cache_of(out)
-    cache_kw = _cache_keyword(type(model))
-    if n > 1:
-        cache.batch_repeat_interleave(n)
     logits = out.logits[:, -1].repeat_interleave(n, 0)
-    mask = torch.cat(
-        [prompt_mask.repeat_interleave(n, 0), torch.ones((batch, max_new_tokens), dtype=torch.long, device=device)], 1
-    )
-    next_pos = prompt_mask.sum(dim=1).repeat_interleave(n, 0)  # position of the first generated token
-    live = torch.arange(batch, device=device)  # original row index of each row still in the batch
+    mask = prompt_mask.repeat_interleave(n, 0)
+    next_pos = mask.sum(dim=1)  # position of the first generated token
+    use_fast = _fast_path_ok(model) if fast is None else fast
+    stepper: HFStepper | LlamaStepper
+    if use_fast:
+        stepper = LlamaStepper(model, _cache_of(out), n, mask, next_pos, max_new_tokens)
+    else:
+        stepper = HFStepper(model, _cache_of(out), n, mask, next_pos)
+    live = torch.arange(batch, device=device)  # original row index of each row in the batch
+    active = torch.ones(batch, dtype=torch.bool, device=device)  # rows in the batch still generating
     stop_t = torch.as_tensor(stops, device=device)
-    width = prompt_ids.shape[1]
     steps = 0
     for t in range(max_new_tokens):
         tokens = pick_tokens(logits, temperature, top_p, generator)
-        out_ids[live, t] = tokens
-        out_mask[live, t] = 1
+        rows = live[active]
+        out_ids[rows, t] = tokens[active]
+        out_mask[rows, t] = 1
         if out_lp is not None:
-            out_lp[live, t] = logits.float().log_softmax(-1).gather(-1, tokens[:, None]).squeeze(-1)
+            chosen = logits.float().log_softmax(-1).gather(-1, tokens[:, None]).squeeze(-1)
+            out_lp[rows, t] = chosen[active]
         steps = t + 1
-        keep = ~torch.isin(tokens, stop_t)
-        if t == max_new_tokens - 1 or not bool(keep.any()):
+        active &= ~torch.isin(tokens, stop_t)
+        n_active = int(active.sum())
+        if t == max_new_tokens - 1 or n_active == 0:
             break
-        if not bool(keep.all()):
-            idx = keep.nonzero().squeeze(-1)
-            cache.batch_select_indices(idx)
-            live, tokens, mask, next_pos = live[idx], tokens[idx], mask[idx], next_pos[idx]
-        out = model(
-            input_ids=tokens[:, None],
-            attention_mask=mask[:, : width + t + 1],
-            position_ids=(next_pos + t)[:, None],
-            use_cache=True,
-            **{cache_kw: cache},
-        )
-        cache = _cache_of(out)
-        logits = out.logits[:, -1]
+        if n_active <= COMPACT_AT * len(live):  # drop finished rows from the batch and the cache
+            idx = active.nonzero().squeeze(-1)
+            stepper.select(idx)
+            live, tokens, active = live[idx], tokens[idx], active[idx]
+        logits = stepper.step(tokens, t)
     out_ids, out_mask = out_ids[:, :steps], out_mask[:, :steps]
     return out_ids, out_mask, None if out_lp is None else out_lp[:, :steps]

@@ -35,13 +35,23 @@ def _frames(frame: pd.DataFrame | None, eval_frame: pd.DataFrame | None) -> tupl
     return tr, ev
 
 
+def _combine(tr: pd.DataFrame, ev: pd.DataFrame | None) -> pd.DataFrame:
+    """One frame: a metric the evaluation measured comes from the evaluation rows only (as `ceiling.ingest`
+    reads run directories), every other metric from the training frame."""
+    if ev is None or ev.empty:
+        return tr
+    return pd.concat([tr[~tr["metric"].isin(set(ev["metric"]))], ev], ignore_index=True)
+
+
 def _run_filter(df: pd.DataFrame, run: str | None) -> pd.DataFrame:
     """Keep one run: the fitted one when named and present, else the first run in the frame."""
     if df.empty:
         return df
     runs = list(dict.fromkeys(df["run"]))
-    keep = run if run in runs else runs[0]
-    return df[df["run"] == keep]
+    if run in runs or len(runs) == 1:
+        return df[df["run"] == (run if run in runs else runs[0])]
+    raise CeilingError(f"build_report: the fits are of run {run!r}, which is not among the frame's runs "
+                       f"({', '.join(map(str, runs[:5]))})")
 
 
 def _aggregate(df: pd.DataFrame) -> pd.DataFrame:
@@ -74,10 +84,10 @@ def _grid(lo: float, hi: float, log: bool) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- figures
-def _fig_ceiling(f: Fits, tr: pd.DataFrame) -> FigureEntry:
+def _fig_ceiling(f: Fits, both: pd.DataFrame) -> FigureEntry:
     name, title = "reward_vs_compute", "Verified reward against compute"
     x_name, metric = f.ceiling_x(), f.ceiling_metric()
-    pts = _metric(tr, metric)
+    pts = _metric(both, metric)
     if x_name == "compute":
         pts = pts[np.isfinite(pts["compute"])]
     if pts.empty:
@@ -107,8 +117,9 @@ def _fig_ceiling(f: Fits, tr: pd.DataFrame) -> FigureEntry:
                    f"(light), drawn to 10x the last fitted {x_name} (dotted line). "
                    + ("Green: the ceiling A with its 95% interval." if level is not None else
                       "No ceiling line: the ceiling is not identifiable from these data (see the warnings)."))
-    fig = F.reward_vs_compute(x, y, f"{x_name} (training FLOPs)" if x_name == "compute" else x_name, metric, curve, level,
-                              note=note, excluded=excluded, log_x=x_name == "compute", observed_max=obs_max)
+    x_label = f"{x_name} (training FLOPs)" if x_name == "compute" else x_name
+    fig = F.reward_vs_compute(x, y, x_label, metric, curve, level, note=note, excluded=excluded,
+                              log_x=x_name == "compute", observed_max=obs_max)
     return FigureEntry(name, title, caption, png=F.png_bytes(fig))
 
 
@@ -140,7 +151,8 @@ def _fig_passk(ev: pd.DataFrame) -> FigureEntry:
     caption = ("Unbiased pass@k against k (log2 axis) with 95% problem-level bootstrap intervals where measured. "
                + ("Dashed black: the base model (step 0). " if has_base else "The base (step 0) was not evaluated. ")
                + "Coloured: up to six checkpoints spread over the run, dark to light by step. Where a checkpoint's "
-               "curve falls below the base's at large k, RL has narrowed the set of problems the model can solve at all.")
+               "curve falls below the base's at large k, RL has narrowed the set of problems the model can solve "
+               "at all.")
     return FigureEntry(name, title, caption, png=F.png_bytes(F.passk_curves(panels)))
 
 
@@ -260,12 +272,15 @@ def build_report(frame: pd.DataFrame | None, fits: Fits | object, out_dir: str |
     """Write the report of one run into `out_dir` and return the path of its index.html.
 
     Args:
-        frame: the canonical training frame (metrics.jsonl or an ingested log); may be None with `eval_frame`.
+        frame: the canonical frame the fits were made from (e.g. `ceiling.ingest.read_log(run_dir).frame`, or an
+            ingested log); may be None with `eval_frame`. Only the fitted run is shown (`fits.run`).
         fits: a FitReport (`ceiling.fit.fit_frame`), a fits.json dict, or the path of a fits.json.
         out_dir: created if needed; receives index.html (self-contained), report.md, one PNG per figure,
             fits.json (the fit results as given) and predictions.csv (when a ceiling fit exists).
         title: the page title.
-        eval_frame: the evaluator's frame (eval.csv), for pass@k, the base's diversity floor and KL.
+        eval_frame: the evaluator's frame (eval.csv), for pass@k, the base's diversity floor, the unverified
+            score and KL. A metric present in both frames is taken from `eval_frame` only, as `ceiling.ingest`
+            does when it reads a run directory (so passing the combined frame as `frame` is fine too).
         budgets: compute budgets for predictions.csv (default: log-spaced from the first observed compute to
             10x the last).
     """
@@ -274,9 +289,8 @@ def build_report(frame: pd.DataFrame | None, fits: Fits | object, out_dir: str |
     tr, ev = _frames(frame, eval_frame)
     tr = _run_filter(tr, f.run)
     ev_run = _run_filter(ev, f.run) if ev is not None else None
-    both = pd.concat([df for df in (tr, ev_run) if df is not None and not df.empty] or [tr], ignore_index=True)
-    both = both.drop_duplicates(subset=["run", "step", "metric", "family", "k", "value"], ignore_index=True)
-    figures = [_fig_ceiling(f, tr if not tr.empty else both), _fig_passk(both), _fig_collapse(f, both),
+    both = _combine(tr, ev_run)
+    figures = [_fig_ceiling(f, both), _fig_passk(both), _fig_collapse(f, both),
                _fig_entropy(f, both)]
     preds = None
     if f.ceiling_result() is not None:
@@ -294,8 +308,12 @@ def build_report(frame: pd.DataFrame | None, fits: Fits | object, out_dir: str |
     for fig in figures:
         if fig.png is not None:
             atomic_write_bytes(out / f"{fig.name}.png", fig.png)
+        else:  # a figure of an earlier build that no longer applies
+            (out / f"{fig.name}.png").unlink(missing_ok=True)
     atomic_write_json(out / "fits.json", f.data)
     if preds is not None:
         atomic_write_text(out / "predictions.csv", to_csv(preds))
+    else:
+        (out / "predictions.csv").unlink(missing_ok=True)
     atomic_write_text(out / "report.md", render_markdown(page))
     return atomic_write_text(out / "index.html", render_html(page))

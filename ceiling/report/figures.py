@@ -6,9 +6,11 @@ no timestamp), so the same inputs give byte-identical files.
 """
 from __future__ import annotations
 
+import functools
 import io
 import textwrap
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import matplotlib
 
@@ -17,6 +19,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+from ceiling.report.results import Level  # noqa: E402
 
 # A light, seaborn-like look applied per figure (never changes the caller's global matplotlib state).
 STYLE: dict[str, object] = {
@@ -34,7 +38,6 @@ STYLE: dict[str, object] = {
     "legend.fontsize": 8.5,
     "legend.frameon": False,
     "font.family": "DejaVu Sans",
-    "svg.hashsalt": "ceiling",
 }
 POINTS = "#4c72b0"      # observed data
 FIT = "#c44e52"         # fitted curve
@@ -44,7 +47,6 @@ LEVEL = "#2ca02c"       # ceiling / threshold lines
 MUTED = "#9a9a9a"       # excluded points, notes
 FIGSIZE = (7.2, 4.3)
 DPI = 110
-LAYOUT: str | None = "constrained"
 
 
 @dataclass(frozen=True)
@@ -58,16 +60,6 @@ class Curve:
     pred: tuple[np.ndarray, np.ndarray] | None = None
 
 
-@dataclass(frozen=True)
-class Level:
-    """A fitted level (a ceiling, a threshold) with its interval; `estimate` None means 'not available'."""
-
-    estimate: float | None
-    low: float | None
-    high: float | None
-    label: str
-
-
 def png_bytes(fig: Figure) -> bytes:
     """Render `fig` to PNG bytes without metadata that would differ between runs."""
     buf = io.BytesIO()
@@ -77,20 +69,17 @@ def png_bytes(fig: Figure) -> bytes:
 
 
 def _figure(ncols: int = 1, width: float | None = None) -> tuple[Figure, list]:
-    with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(width or FIGSIZE[0] * (1 if ncols == 1 else 0.75 * ncols), FIGSIZE[1]),
-                     layout=LAYOUT)
-        axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
-    return fig, axes
+    """A figure with `ncols` axes side by side (call inside the report style)."""
+    fig = Figure(figsize=(width or FIGSIZE[0], FIGSIZE[1]), layout="constrained")
+    return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
 
 
-def _styled(func):
-    """Run a figure builder inside the report style, so tick and label sizes follow STYLE."""
-    def wrapper(*args, **kwargs):
+def _styled(func: Callable[..., Figure]) -> Callable[..., Figure]:
+    """Run a figure builder inside the report style (never changes the caller's matplotlib settings)."""
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Figure:
         with matplotlib.rc_context(STYLE):
             return func(*args, **kwargs)
-    wrapper.__doc__ = func.__doc__
-    wrapper.__name__ = func.__name__
     return wrapper
 
 
@@ -192,7 +181,10 @@ def _passk_panel(ax, rows: pd.DataFrame, title: str) -> None:
         if np.isfinite(lo).all() and np.isfinite(hi).all():
             ax.fill_between(sub["k"], lo, hi, color=color, alpha=0.12, lw=0)
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("k (samples per problem)")
+    ks = sorted(rows["k"].unique())
+    ax.set_xticks(ks, [f"{k:g}" for k in ks])
+    ax.minorticks_off()
+    ax.set_xlabel("k (samples per problem, log2 axis)")
     ax.set_ylabel("pass@k")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(title)

@@ -7,6 +7,15 @@ A budget is flagged (`beyond_validated=True`, with a note) when it lies outside 
 on: above the largest fitted compute (an extrapolation; the note says whether the fit's extrapolation
 backtest reached that far, and with what error) or below the first fitted compute (inside the early window
 the fit leaves out). When the ceiling is not identifiable every note says so.
+
+predictions.csv columns:
+    budget            the compute budget (FLOPs; steps when the ceiling was fitted against steps, see `x`)
+    x                 what the budget counts: "compute" or "step"
+    prediction        the fitted curve at the budget
+    conf_low/high     95% confidence band of the curve (bootstrap percentiles)
+    pred_low/high     95% prediction band of a new observation (curve band plus resampled residuals)
+    beyond_validated  True outside the fitted range
+    note              why it is flagged, in words (empty when not flagged)
 """
 from __future__ import annotations
 
@@ -44,9 +53,9 @@ def _note(budget: float, lo: float, hi: float, backtest: tuple[float, float, flo
     if backtest is None:
         return text + "; no extrapolation backtest"
     frac, reach, err = backtest
-    if budget / hi <= reach:
-        return text + f"; within the backtested reach ({reach:.3g}x, error {err:.3g})"
-    return text + f"; beyond the backtested reach ({reach:.3g}x, error {err:.3g})"
+    where = "within" if budget / hi <= reach else "beyond"
+    return text + (f"; {where} the backtested reach (a fit on the first {frac:.0%} of the range extrapolated "
+                   f"{reach:.3g}x with RMSE {err:.3g})")
 
 
 def predictions(fits: Fits | object, budgets: Sequence[float] | np.ndarray | None = None) -> pd.DataFrame:

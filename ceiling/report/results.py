@@ -7,6 +7,7 @@ fits.json are identical. This module is the only place that knows the layout of 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,16 @@ SECTIONS = ("ceiling", "entropy_law", "collapse", "across_runs")
 SECTION_NAMES = {"ceiling": "ceiling", "entropy_law": "entropy law", "collapse": "KL collapse threshold",
                  "across_runs": "across runs"}
 TABLE_COLUMNS = ["section", "quantity", "estimate", "95% interval", "method", "verdict", "diagnostics"]
+
+
+@dataclass(frozen=True)
+class Level:
+    """A fitted level (a ceiling, a threshold) with its interval, drawn as a line with a shaded band."""
+
+    estimate: float
+    low: float | None
+    high: float | None
+    label: str
 
 
 def kl_label(metric: str) -> str:
@@ -211,9 +222,7 @@ class Fits:
                 best = (float(row["fraction"]), reach, float(row["rmse"]))
         return best
 
-    def ceiling_level(self) -> "Level | None":
-        from ceiling.report.figures import Level
-
+    def ceiling_level(self) -> Level | None:
         sec = self.section("ceiling")
         if not sec or not sec.get("identifiable") or sec.get("estimate") is None:
             return None
@@ -263,9 +272,7 @@ class Fits:
         sec = self.section("entropy_law")
         return str(((sec or {}).get("data") or {}).get("metric") or "verified/reward")
 
-    def entropy_level(self) -> "Level | None":
-        from ceiling.report.figures import Level
-
+    def entropy_level(self) -> Level | None:
         sec = self.section("entropy_law")
         if not sec or not sec.get("identifiable") or sec.get("estimate") is None:
             return None
@@ -312,9 +319,7 @@ class Fits:
     def collapse_form_label() -> str:
         return "over-optimisation fit u0 + d (alpha - beta ln d), d = sqrt(KL)"
 
-    def threshold_level(self) -> "Level | None":
-        from ceiling.report.figures import Level
-
+    def threshold_level(self) -> Level | None:
         sec = self.section("collapse")
         if not sec or not sec.get("detected") or sec.get("estimate") is None:
             return None
@@ -396,35 +401,38 @@ def _ci(sec: dict[str, Any], key: str) -> tuple[Any, Any]:
 
 
 def _ceiling_rows(sec: dict[str, Any]) -> list[dict[str, str]]:
+    """The selected curve's parameters, the forms not selected, and the extrapolation backtests."""
+    form, x = sec.get("form"), sec.get("x")
     verdict = "identifiable" if sec.get("identifiable") else "NOT identifiable: " + _join(sec.get("reasons"))
-    data, stats, win, boot = sec.get("data") or {}, sec.get("stats") or {}, sec.get("window") or {}, sec.get("bootstrap") or {}
-    extra = sec.get("extra") or {}
+    data, stats = sec.get("data") or {}, sec.get("stats") or {}
+    win, boot, extra = sec.get("window") or {}, sec.get("bootstrap") or {}, sec.get("extra") or {}
     diag = (f"{data.get('n')} points fitted, {len(win.get('excluded_x') or [])} excluded ({win.get('rule')}); "
-            f"{sec.get('x')} in [{fmt(data.get('x_min'))}, {fmt(data.get('x_max'))}]; RMSE {fmt(stats.get('rmse'))}, "
+            f"{x} in [{fmt(data.get('x_min'))}, {fmt(data.get('x_max'))}]; RMSE {fmt(stats.get('rmse'))}, "
             f"AIC {fmt(stats.get('aic'))}, residual lag-1 autocorrelation {fmt(stats.get('lag1_autocorr'))}, "
             f"progress to the ceiling {fmt(stats.get('progress'))}; bootstrap block {boot.get('block')}, "
             f"{boot.get('n_not_converged', 0)} of {boot.get('n_boot')} refits not converged")
     metric = extra.get("metric") or "verified reward"
-    rows = [_row("ceiling", f"A: ceiling of {metric} ({sec.get('form')})", sec.get("estimate"), sec.get("ci_low"),
+    rows = [_row("ceiling", f"A: ceiling of {metric} ({form})", sec.get("estimate"), sec.get("ci_low"),
                  sec.get("ci_high"), str(sec.get("method")), verdict, diag)]
-    for k, v in (sec.get("params") or {}).items():
-        if k != "A":
-            rows.append(_row("ceiling", f"{k} ({sec.get('form')})", v, *_ci(sec, k), "same fit", "", ""))
+    rows += [_row("ceiling", f"{k} ({form})", v, *_ci(sec, k), "same fit", "", "")
+             for k, v in (sec.get("params") or {}).items() if k != "A"]
     sel = extra.get("selection") or {}
     for r in sel.get("table") or []:
-        if r.get("form") == sec.get("form"):
+        if r.get("form") == form:
             continue
+        note = f"; {r['note']}" if r.get("note") else ""
         rows.append(_row("ceiling", f"A under the {r.get('form')} form (not selected)", r.get("A"), r.get("ci_low"),
                          r.get("ci_high"), f"same data; {sel.get('criterion', 'form comparison')}",
                          "identifiable" if r.get("identifiable") else "not identifiable",
-                         f"leave-future-out RMSE {fmt(r.get('lfo_rmse'))} vs {fmt(_lfo(sel, sec.get('form')))} for "
-                         f"{sec.get('form')}; AIC {fmt(r.get('aic'))}" + (f"; {r['note']}" if r.get("note") else "")))
+                         f"leave-future-out RMSE {fmt(r.get('lfo_rmse'))} vs {fmt(_lfo(sel, form))} for {form}; "
+                         f"AIC {fmt(r.get('aic'))}{note}"))
     for r in extra.get("backtest") or []:
+        note = f"; {r['note']}" if r.get("note") else ""
         rows.append(_row("ceiling", f"backtest: RMSE on the rest after fitting the first {float(r['fraction']):.0%} "
-                         f"of {sec.get('x')}", r.get("rmse"), None, None,
-                         f"{sec.get('form')} point fit on the early part, scored on later points",
-                         "", f"{r.get('n_fit')} points fitted, {r.get('n_test')} scored; A from the early part "
-                         f"{fmt(r.get('A'))} vs {fmt(r.get('A_full'))} from all" + (f"; {r['note']}" if r.get("note") else "")))
+                         f"of {x}", r.get("rmse"), None, None,
+                         f"{form} point fit on the early part, scored on later points", "",
+                         f"{r.get('n_fit')} points fitted, {r.get('n_test')} scored; A from the early part "
+                         f"{fmt(r.get('A'))} vs {fmt(r.get('A_full'))} from all{note}"))
     return rows
 
 
@@ -489,5 +497,6 @@ def _across_rows(sec: dict[str, Any]) -> list[dict[str, str]]:
         rows.append(_row("across runs", f"intercept ({name})", r.get("intercept"),
                          *(r.get("intercept_ci") or [None, None]), "same regression", "", ""))
     if sec.get("excluded"):
-        rows.append(_row("across runs", "runs left out", None, None, None, "-", "", ", ".join(map(str, sec["excluded"]))))
+        rows.append(_row("across runs", "runs left out", None, None, None, "-", "",
+                         ", ".join(map(str, sec["excluded"]))))
     return rows

@@ -80,7 +80,7 @@ class GRPOConfig:
     prompts_per_step: int = _f(8, "problems sampled per step")
     group_size: int = _f(8, "completions per problem (G); advantages are relative within a group")
     max_new_tokens: int = _f(32, "completion length limit in tokens (also the dr_grpo normaliser)")
-    temperature: float = _f(1.0, "sampling temperature")
+    temperature: float = _f(1.0, "sampling temperature (log-probs in the loss and KL are the model's own, at 1)")
     top_p: float = _f(1.0, "nucleus sampling threshold (1 = off)")
     loss_type: str = _f("grpo", "grpo (sequence mean) | dr_grpo (constant normaliser) | dapo (token mean)")
     epsilon_low: float = _f(0.2, "lower PPO clip: ratio is clipped below at 1 - epsilon_low")
