@@ -18,6 +18,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +154,49 @@ def peak_rss_self_bytes() -> int:
     """This process's peak resident memory so far, in bytes (ru_maxrss is KiB on Linux, bytes on macOS)."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+def proc_status_bytes(field: str = "VmRSS") -> int | None:
+    """A memory field of /proc/self/status in bytes (VmRSS, RssAnon, RssFile, ...), or None off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+class MemorySampler:
+    """Samples one /proc/self/status field in a background thread; `peak_bytes` is the largest value seen.
+
+    With the default `RssAnon` it tracks anonymous resident memory (heap, tensors, allocator caches),
+    leaving out the pages of shared libraries that `ru_maxrss` also counts. Sampling can miss a spike
+    shorter than `interval` seconds, so this is a lower bound of the true peak.
+
+        with MemorySampler() as mem:
+            work()
+        print(mem.peak_bytes)
+    """
+
+    def __init__(self, field: str = "RssAnon", interval: float = 0.01) -> None:
+        self.field, self.interval = field, interval
+        self.peak_bytes = proc_status_bytes(field) or 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak_bytes = max(self.peak_bytes, proc_status_bytes(self.field) or 0)
+
+    def __enter__(self) -> "MemorySampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_bytes = max(self.peak_bytes, proc_status_bytes(self.field) or 0)
 
 
 # ------------------------------------------------------------------------------------------------------

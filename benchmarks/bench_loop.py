@@ -42,7 +42,8 @@ from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `_common` next to this script
 
-from _common import describe_machine, format_table, machine, peak_rss_self_bytes, ratio, run_child  # noqa: E402
+from _common import (MemorySampler, describe_machine, format_table, machine, peak_rss_self_bytes,  # noqa: E402
+                     proc_status_bytes, ratio, run_child)
 
 SIDES = ("ours", "trl")
 TARGETS = {"tiny": {"completions_per_s": 3.0, "peak_rss_mib": 0.5},
@@ -285,13 +286,21 @@ def summarise(records: Sequence[StepRecord]) -> dict[str, float]:
 def child_main(side: str, spec_file: Path, result_file: Path) -> int:
     """One side in this process: run it, then write its figures (and its own peak RSS) as JSON."""
     spec = LoopSpec(**json.loads(spec_file.read_text()))
-    extra: dict[str, Any] = {}
-    if side == "ours":
-        records = run_ours(spec)
+    if side == "ours":  # import first, so the RSS of the imports alone can be read
+        import ceiling.rl  # noqa: F401
     else:
-        records, extra = run_trl(spec)
+        import trl  # noqa: F401
+        from trl import GRPOTrainer  # noqa: F401
+    import_rss = proc_status_bytes("VmRSS") or 0
+    extra: dict[str, Any] = {}
+    with MemorySampler("RssAnon") as anon:
+        if side == "ours":
+            records = run_ours(spec)
+        else:
+            records, extra = run_trl(spec)
     result = {"side": side, **summarise(records), **extra, "steps": [dataclasses.asdict(r) for r in records],
-              "self_peak_rss_mib": peak_rss_self_bytes() / 2**20}
+              "self_peak_rss_mib": peak_rss_self_bytes() / 2**20, "import_rss_mib": import_rss / 2**20,
+              "peak_anon_mib": anon.peak_bytes / 2**20}
     try:
         import torch
 
@@ -329,7 +338,7 @@ def child_env() -> dict[str, str]:
             "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
 
 
-FIGURES = ("seconds_per_step", "completions_per_s", "tokens_per_s", "peak_rss_mib")
+FIGURES = ("seconds_per_step", "completions_per_s", "tokens_per_s", "peak_rss_mib", "peak_anon_mib", "import_rss_mib")
 
 
 def combine(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -371,6 +380,7 @@ def report(spec: LoopSpec, sides: dict[str, dict[str, Any]], comparison: dict[st
             f"{k}={v}" for k, v in sides["trl"].get("trl_settings", {}).items()))
     rows_spec = [("seconds / step", "seconds_per_step"), ("completions / s", "completions_per_s"),
                  ("generated tokens / s", "tokens_per_s"), ("peak RSS (MiB)", "peak_rss_mib"),
+                 ("peak anonymous RSS (MiB)", "peak_anon_mib"), ("RSS after imports (MiB)", "import_rss_mib"),
                  ("completion tokens / step", "completion_tokens_per_step"),
                  ("prompt tokens / step", "prompt_tokens_per_step"), ("reward mean (timed steps)", "reward_mean")]
     headers = ["figure"] + names + (["ours/TRL"] if comparison else [])

@@ -69,6 +69,7 @@ from ceiling.models import (
     build_char_tokenizer,
     count_parameters,
     encode_document,
+    encode_text,
     format_prompts,
     save,
     tiny_config,
@@ -121,6 +122,9 @@ class CorpusSpec:
     """Seed of sub-space order, wrong variants and document draws."""
     tasks: str = "default"
     """Task set (a `TaskSet.parse` spec) whose verified and unverified families make the corpus."""
+    verified_share: float = 0.5
+    """Share of documents from the verified families (split evenly among them); the rest is split evenly
+    among the unverified families."""
 
     def taskset(self) -> TaskSet:
         return TaskSet.parse(self.tasks)
@@ -143,6 +147,9 @@ class TrainConfig:
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.98)
     grad_clip: float = 1.0
+    prompt_loss_weight: float = 0.0
+    """Weight of the prompt tokens in the loss, relative to completion tokens and <eos> (weight 1). 0 spends
+    the whole (tiny) budget on answers: prompts here are random operands, unpredictable by design."""
     hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
@@ -198,6 +205,26 @@ def render(family: TaskFamily, problem: Problem, answer: str | None, fmt: int) -
     return answer
 
 
+def family_weights(taskset: TaskSet, verified_share: float) -> list[float]:
+    """Document share of each family of `taskset.families("all")` (verified first)."""
+    nv, nu = len(taskset.verified), len(taskset.unverified)
+    if not nu or not nv:
+        return [1.0 / (nv + nu)] * (nv + nu)
+    if not 0.0 < verified_share < 1.0:
+        raise error_at(None, f"must be in (0, 1), got {verified_share!r}", field="verified_share")
+    return [verified_share / nv] * nv + [(1.0 - verified_share) / nu] * nu
+
+
+def _apportion(n: int, weights: Sequence[float]) -> list[int]:
+    """Split n into integer counts proportional to `weights` (largest remainders, ties to the first)."""
+    raw = [n * w / sum(weights) for w in weights]
+    counts = [int(r) for r in raw]
+    order = sorted(range(len(raw)), key=lambda i: (-(raw[i] - counts[i]), i))
+    for i in order[: n - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
 @dataclass(frozen=True)
 class Document:
     """One corpus document (text is prompt + completion; the tokenizer adds <bos> and <eos>)."""
@@ -223,6 +250,7 @@ class CorpusPlan:
     spec: CorpusSpec
     knob: Knob
     families: list[TaskFamily]
+    weights: list[float]
     difficulties: dict[str, int]
     order: dict[str, list[str]]
     covered: dict[str, list[str]]
@@ -235,7 +263,7 @@ class CorpusPlan:
         order = {f.name: subspace_order(f, spec.seed, ts.difficulties[f.name]) for f in fams}
         k = knob(spec.diversity)
         covered = {name: covered_subspaces(o, k.coverage) for name, o in order.items()}
-        return cls(spec, k, fams, dict(ts.difficulties), order, covered)
+        return cls(spec, k, fams, family_weights(ts, spec.verified_share), dict(ts.difficulties), order, covered)
 
     def document(self, family: TaskFamily, problem: Problem, u_correct: float, u_variant: float,
                  u_format: float, u_which: float) -> Document:
@@ -268,7 +296,7 @@ class CorpusPlan:
     def documents(self, n: int, seed: int, split: str) -> list[Document]:
         """`n` documents on `split`, families in equal shares (round robin), then shuffled; deterministic."""
         fams = self.families
-        per = [n // len(fams) + (1 if i < n % len(fams) else 0) for i in range(len(fams))]
+        per = _apportion(n, self.weights)
         rng = random.Random(stable_int("docs", seed, split))
         docs: list[Document] = []
         for fam, count in zip(fams, per):
@@ -282,6 +310,7 @@ class CorpusPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return {"spec": asdict(self.spec), "knob": asdict(self.knob), "difficulty": self.difficulties,
+                "family_weights": {f.name: w for f, w in zip(self.families, self.weights)},
                 "subspace_rule": "last prompt character before the cue",
                 "subspace_order": self.order, "covered_subspaces": self.covered}
 
@@ -334,15 +363,24 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def _batch(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids [B, L] and labels (-100 on padding)."""
+def _batch(rows: Sequence[Sequence[int]], prompt_lens: Sequence[int], pad_id: int,
+           prompt_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids [B, L] and per-position loss weights [B, L-1] for predicting token t+1 from t:
+    `prompt_weight` for prompt characters, 1 for completion characters and <eos>, 0 on padding."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    for i, r in enumerate(rows):
+    weights = torch.zeros((len(rows), width - 1), dtype=torch.float32)
+    for i, (r, p) in enumerate(zip(rows, prompt_lens)):
         ids[i, : len(r)] = torch.as_tensor(r)
-        labels[i, : len(r)] = torch.as_tensor(r)
-    return ids, labels
+        weights[i, : p - 1] = prompt_weight  # targets 1..p-1: prompt characters after <bos>
+        weights[i, p - 1: len(r) - 1] = 1.0  # targets p..: completion and <eos>
+    return ids, weights
+
+
+def weighted_lm_loss(logits: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted mean next-token cross-entropy."""
+    logp = logits[:, :-1].float().log_softmax(-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    return -(logp * weights).sum() / weights.sum().clamp(min=1e-8)
 
 
 def train_model(docs: Sequence[Document], cfg: TrainConfig, seed: int) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
@@ -353,6 +391,7 @@ def train_model(docs: Sequence[Document], cfg: TrainConfig, seed: int) -> tuple[
 
     tokenizer = build_char_tokenizer()
     rows = [encode_document(tokenizer, d.prompt, d.completion) for d in docs]
+    prompt_lens = [1 + len(encode_text(tokenizer, d.prompt)) for d in docs]  # <bos> + prompt
     config = tiny_config(hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=cfg.num_heads)
     longest = max(len(r) for r in rows)
     if longest > config.max_position_embeddings:
@@ -366,11 +405,12 @@ def train_model(docs: Sequence[Document], cfg: TrainConfig, seed: int) -> tuple[
         start, cpu_start = time.perf_counter(), time.process_time()
         for step in range(cfg.steps):
             lo = (step * cfg.batch_size) % len(rows)
-            chunk = [rows[(lo + i) % len(rows)] for i in range(cfg.batch_size)]
-            ids, labels = _batch(chunk, tokenizer.pad_token_id)
+            idx = [(lo + i) % len(rows) for i in range(cfg.batch_size)]
+            ids, weights = _batch([rows[i] for i in idx], [prompt_lens[i] for i in idx], tokenizer.pad_token_id,
+                                  cfg.prompt_loss_weight)
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg)
-            loss = model(input_ids=ids, labels=labels).loss
+            loss = weighted_lm_loss(model(input_ids=ids).logits, ids, weights)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()

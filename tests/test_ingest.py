@@ -29,8 +29,7 @@ import pytest
 from ceiling.errors import CeilingError
 from ceiling.frame import COLUMNS, METRICS
 from ceiling.ingest import read_log
-from ceiling.ingest.mappings import (CEILING_KEYS, GENERIC_KEYS, TABLES, TRACKER_KEYS, TRL_KEYS, VERL_KEYS,
-                                     resolve_keys)
+from ceiling.ingest.mappings import CEILING_KEYS, GENERIC_KEYS, TABLES, TRACKER_KEYS, TRL_KEYS, VERL_KEYS, resolve_keys
 
 REPO = Path(__file__).resolve().parents[1]
 FIX = REPO / "tests" / "fixtures"
@@ -410,7 +409,7 @@ def test_docs_list_every_mapping_of_every_table() -> None:
     for name, table in [("CEILING_KEYS", CEILING_KEYS), ("TRL_KEYS", TRL_KEYS), ("VERL_KEYS", VERL_KEYS),
                         ("TRACKER_KEYS", TRACKER_KEYS), ("GENERIC_KEYS", GENERIC_KEYS)]:
         section = next(s for s in sections if re.findall(r"`(\w+_KEYS)`", s.split("\n", 1)[0])[:1] == [name])
-        rows = set(re.findall(r"^\| `([^`]+)` \| `([^`]+)` \|$", section, flags=re.M))
+        rows = set(re.findall(r"^\| `([^`]+)` \| `([^`]+)` \|$", section, flags=re.MULTILINE))
         assert rows == set(table.items()), name
 
 

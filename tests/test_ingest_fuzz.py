@@ -47,8 +47,8 @@ SOURCES: dict[str, tuple[str, bytes]] = {
     "verl": ("metrics.jsonl", head_lines(FIX / "verl" / "metrics.jsonl", 30)),
     "verl-console": ("console.log", head_lines(FIX / "verl" / "console.log", 34)),
     "trl": ("trainer_state.json", small_trl()),
-    "tensorboard": (next((FIX / "tensorboard_verl").glob("events.*")).name,
-                    sorted((FIX / "tensorboard_verl").glob("events.*"))[0].read_bytes()),
+    "tensorboard": (min((FIX / "tensorboard_verl").glob("events.*")).name,
+                    min((FIX / "tensorboard_verl").glob("events.*")).read_bytes()),
 }
 FORMAT_OF = {"verl-console": "verl"}
 

@@ -184,7 +184,7 @@ def test_greedy_matches_hf_generate(model, tok):
 
 
 def test_fast_llama_step_matches_transformers_step(model, tok):
-    kw = dict(n_per_prompt=3, max_new_tokens=10, return_logprobs=True, eos_token_id=list(range(4, 30)))
+    kw = {"n_per_prompt": 3, "max_new_tokens": 10, "return_logprobs": True, "eos_token_id": list(range(4, 30))}
     for temperature in (0.0, 1.0):
         fast = sample(model, tok, bos(PROMPTS), temperature=temperature, generator=torch.Generator().manual_seed(5),
                       fast=True, **kw)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import html as html_lib
 import json
 import re
 from pathlib import Path
@@ -25,7 +26,8 @@ from ceiling.fit import fit_frame, load_fits, save_fits
 from ceiling.ingest import read_log
 from ceiling.ingest.ceiling_run import read_eval_csv
 from ceiling.io import append_jsonl, atomic_write_text
-from ceiling.report import Fits, build_report, default_budgets, predictions, summary_lines, write_predictions
+from ceiling.report import (Fits, build_report, default_budgets, predictions, report_figures, summary_lines,
+                            write_predictions)
 
 N_BOOT = 200
 TITLE = "ceiling report: sim"
@@ -209,6 +211,9 @@ def test_missing_data_skips_figures_and_says_why_in_plain_words(tmp_path: Path) 
     assert "not identifiable: " in html and "Warnings" in html and "ceiling not identifiable: the" in html
     preds = pd.read_csv(tmp_path / "out" / "predictions.csv", keep_default_na=False)
     assert preds["note"].str.contains("not identifiable").all()
+    figs = report_figures(frame, fits)  # the same figures for a notebook, unrendered
+    assert type(figs["reward_vs_compute"]).__name__ == "Figure"
+    assert [figs[k] for k in ("passk", "score_vs_kl", "reward_vs_entropy")] == [f"skipped: {html_lib.unescape(r)}" for r in skipped]
     lines = summary_lines(fits)
     assert "not identifiable" in lines[0] and "not measured" in lines[1] and lines[2].startswith("KL threshold: not")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from ceiling.errors import CeilingError, error_at
 from ceiling.report.predictions import markdown_table, parse_budgets, predictions, write_predictions
 from ceiling.report.results import Fits, fmt, interval
 
@@ -25,7 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     budgets = parse_budgets(args.at) if args.at is not None else None
     fits = Fits.load(args.fits)
-    df = predictions(fits, budgets)
+    try:
+        df = predictions(fits, budgets)
+    except CeilingError as exc:
+        raise error_at(args.fits, str(exc)) from None
     sec = fits.section("ceiling") or {}
     verdict = (f"ceiling {fmt(sec.get('estimate'))} {interval(sec.get('ci_low'), sec.get('ci_high'))}"
                if sec.get("identifiable") else "ceiling not identifiable")

@@ -13,10 +13,10 @@ Three estimates, reported side by side (`CollapseFit.methods`):
 2. `segmented`: a hinge regression u = c0 + c1 K + c2 (K - tau)_+ with tau on a grid between the 10% and
    90% quantiles of K. Whether a breakpoint exists at all is tested by the sup-F statistic
    max_tau (SSR_line - SSR_tau) / (SSR_tau / (n - 4)), calibrated by a parametric bootstrap under the
-   no-break null (a straight line) with AR(1) errors whose coefficient and scale come from the hinge fit's
-   residuals: a plain breakpoint fit on a smooth or autocorrelated series finds a "break" every time, and
-   this test says how often that happens by chance. The breakpoint interval comes from a circular block
-   bootstrap of the hinge residuals. "Detected" needs p < alpha and a post-break slope c1 + c2 whose
+   no-break null (a straight line) with AR(1) errors (coefficient from the line's residuals with Kendall's
+   small-sample bias correction, marginal scale from the hinge fit's residuals): a plain breakpoint fit on a smooth or autocorrelated series finds a "break" every time, and
+   this test says how often that happens by chance. The breakpoint and slope intervals come from a
+   parametric bootstrap around the hinge fit with the same AR(1) noise. "Detected" needs p < alpha and a post-break slope c1 + c2 whose
    bootstrap interval lies below zero (the unverified score really falls past tau).
 3. `sign`: the correlation between step-to-step changes of the verified and unverified scores in KL bins
    (quantile bins, in step order), with Bartlett's variance correction for the autocorrelation of the
@@ -169,16 +169,16 @@ def _hinge_designs(k: np.ndarray, taus: np.ndarray) -> np.ndarray:
 
 def _hinge_all(designs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """SSR (S, G) and coefficients (S, G, 3) of every series in ys (S, n) under every design."""
-    pinv = np.linalg.pinv(designs)  # (G, 3, n)
-    coef = np.einsum("gpn,sn->sgp", pinv, ys)
-    fitted = np.einsum("gnp,sgp->sgn", designs, coef)
-    ssr = ((ys[:, None, :] - fitted) ** 2).sum(axis=-1)
-    return ssr, coef
+    q, r = np.linalg.qr(designs)  # (G, n, 3), (G, 3, 3)
+    proj = q.transpose(0, 2, 1) @ ys.T  # (G, 3, S)
+    ssr = (ys**2).sum(axis=1)[None, :] - (proj**2).sum(axis=1)  # (G, S)
+    coef = np.linalg.solve(r, proj)  # (G, 3, S)
+    return np.maximum(ssr, 0.0).T, coef.transpose(2, 0, 1)
 
 
 def _line_ssr(k: np.ndarray, ys: np.ndarray) -> np.ndarray:
     design = np.column_stack([np.ones_like(k), k])
-    coef = np.linalg.lstsq(design, ys.T, rcond=None)[0]
+    coef = np.linalg.pinv(design) @ ys.T
     return ((ys.T - design @ coef) ** 2).sum(axis=0)
 
 
@@ -193,7 +193,7 @@ def _fit_gao(k: np.ndarray, u: np.ndarray, n_boot: int, level: float, alpha: flo
     blk = carlstein_block_length(resid)
     idx = circular_block_indices(n, n_boot, blk, rng)
     ystar = (design @ coef)[None, :] + ((resid - resid.mean()) * infl)[idx]
-    draws = np.linalg.lstsq(design, ystar.T, rcond=None)[0].T  # (B, 3)
+    draws = (np.linalg.pinv(design) @ ystar.T).T  # (B, 3)
     peak, peaks = float(_peak(coef)), _peak(draws)
     kmin, kmax = (float(q) for q in np.quantile(k, [0.1, 0.9]))  # data on both sides of the peak
     interior = np.isfinite(peaks) & (peaks > kmin) & (peaks < kmax)
@@ -228,17 +228,19 @@ def _fit_segmented(k: np.ndarray, u: np.ndarray, n_null: int, n_boot: int, level
     ssr0 = float(_line_ssr(k, u[None, :])[0])
     stat = (ssr0 - ssr1) / max(ssr1 / (n - 4), 1e-300)
     resid = u - designs[j] @ c
-    phi = float(np.clip(lag1_autocorr(resid), 0.0, 0.95))
-    sigma = float(np.std(resid, ddof=4) * np.sqrt(1 - phi**2))
     line = np.polyfit(k, u, 1)
+    # AR(1) coefficient of the null: from the straight line's residuals (right under the null, conservative
+    # under the alternative), Kendall's bias correction (1 + 3 phi) / n for short series
+    phi_raw = lag1_autocorr(u - np.polyval(line, k))
+    phi = float(np.clip(phi_raw + (1.0 + 3.0 * phi_raw) / n, 0.0, 0.95))
+    sigma = float(np.std(resid, ddof=4) * np.sqrt(1 - phi**2))
     null = np.polyval(line, k)[None, :] + _ar1_noise(n, phi, sigma, n_null, rng)
     ssr_n, _ = _hinge_all(designs, null)
     ssr1_n = ssr_n.min(axis=1)
     stat_n = (_line_ssr(k, null) - ssr1_n) / np.maximum(ssr1_n / (n - 4), 1e-300)
     p = float((1 + np.sum(stat_n >= stat)) / (n_null + 1))
-    blk = carlstein_block_length(resid)
-    idx = circular_block_indices(n, n_boot, blk, rng)
-    ystar = (designs[j] @ c)[None, :] + ((resid - resid.mean()) * np.sqrt(n / (n - 4)))[idx]
+    # intervals: parametric bootstrap around the hinge fit with the same (conservative) AR(1) noise
+    ystar = (designs[j] @ c)[None, :] + _ar1_noise(n, phi, sigma, n_boot, rng)
     ssr_b, coef_b = _hinge_all(designs, ystar)
     jb = np.argmin(ssr_b, axis=1)
     tau_b = taus[jb]
@@ -256,7 +258,7 @@ def _fit_segmented(k: np.ndarray, u: np.ndarray, n_null: int, n_boot: int, level
     return {"detected": detected, "estimate": tau if detected else None, "breakpoint": tau, "ci_low": float(lo),
             "ci_high": float(hi), "p_value": p, "sup_f": float(stat), "slope_before": float(c[1]),
             "slope_after": slope_after, "slope_after_ci": [float(s_lo), float(s_hi)], "ar1_phi": phi,
-            "n_null": n_null, "n_boot": n_boot, "block": blk, "notes": notes,
+            "n_null": n_null, "n_boot": n_boot, "notes": notes,
             "test": "sup-F over the breakpoint grid, parametric bootstrap under a straight line + AR(1) noise"}
 
 
@@ -357,7 +359,7 @@ def fit_collapse(x: Any, unverified: Any, verified: Any | None = None, x_label: 
         est, lo, hi, which = None, None, None, "segmented"
         reasons.extend(seg["notes"])
     method = (f"verdict: segmented sup-F test (parametric AR(1) bootstrap, {n_null} null draws), alpha={alpha}; "
-              f"threshold from the {which} method; intervals from a circular block bootstrap ({n_boot})")
+              f"threshold from the {which} method; {n_boot} bootstrap draws for its interval")
     data = {"n": int(k.size), "x_min": float(k.min()), "x_max": float(k.max()),
             "fingerprint": fingerprint(k, u, *(() if v is None else (v,))), "has_verified": v is not None}
     return CollapseFit(detected=detected, estimate=est, ci_low=lo, ci_high=hi, p_value=seg["p_value"], method=method,

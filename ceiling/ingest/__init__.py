@@ -12,8 +12,8 @@ ever opened for reading.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ceiling.errors import CeilingError
 from ceiling.ingest.ceiling_run import read_ceiling_run
@@ -24,7 +24,7 @@ from ceiling.ingest.tabular import check_readable, read_csv, read_jsonl, read_ve
 from ceiling.ingest.tensorboard import read_tensorboard
 from ceiling.ingest.trl import read_trainer_state
 
-__all__ = ["read_log", "IngestResult", "FORMATS", "TABLES", "detect_format", "run_name"]
+__all__ = ["FORMATS", "TABLES", "IngestResult", "detect_format", "read_log", "run_name"]
 
 Reader = Callable[[Path, Collector, str, dict[str, str]], None]
 

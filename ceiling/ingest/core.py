@@ -54,26 +54,23 @@ def to_number(value: Any) -> float | None | str:
     """A logged value as a float; None when not logged (null, NaN, empty); 'non-finite' or 'non-numeric'."""
     if value is None:
         return None
-    if isinstance(value, bool):
+    if isinstance(value, str):
+        try:
+            x = float(value)
+        except ValueError:
+            return None if not value.strip() else "non-numeric"
+    elif isinstance(value, bool):
         return float(value)
-    if isinstance(value, (int, float, np.integer, np.floating)):
+    elif isinstance(value, (int, float, np.integer, np.floating)):
         try:
             x = float(value)
         except OverflowError:
             return "non-finite"
-    elif isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return None
-        try:
-            x = float(text)
-        except ValueError:
-            return "non-numeric"
     else:
         return "non-numeric"
     if math.isnan(x):
         return None
-    if math.isinf(x):
+    if x in (math.inf, -math.inf):
         return "non-finite"
     return x
 
@@ -118,7 +115,7 @@ def check_mapping(mapping: dict[str, str] | None) -> dict[str, str]:
     keys = [k for n, k in out.items() if n != "step"]
     dup = {k for k in keys if keys.count(k) > 1}
     if dup:
-        raise CeilingError(f"mapping: source key {sorted(dup)[0]!r} is mapped to two metrics")
+        raise CeilingError(f"mapping: source key {min(dup)!r} is mapped to two metrics")
     return out
 
 
@@ -160,11 +157,12 @@ class Collector:
             clean[key] = x
         if not clean:
             return
-        repeated = [k for k in clean if not is_bookkeeping(k) and self.key_max.get(k, -1) >= step]
-        if repeated:
-            self._restart(step, loc, repeated[0])
-        elif step < self.max_step and not all(is_bookkeeping(k) for k in clean):
-            self.late_rows += 1
+        if step <= self.max_step:  # a step seen before: a restart, a late row, or another row of this step
+            repeated = [k for k in clean if not is_bookkeeping(k) and self.key_max.get(k, -1) >= step]
+            if repeated:
+                self._restart(step, loc, repeated[0])
+            elif step < self.max_step and not all(is_bookkeeping(k) for k in clean):
+                self.late_rows += 1
         for key, x in clean.items():
             kid = self.key_id.get(key)
             if kid is None:
@@ -241,14 +239,13 @@ class Collector:
         if self.late_rows:
             self.notes.append(f"{self.late_rows} {self.unit}s log a step below an earlier one without repeating "
                               f"a key (late rows): kept, and the frame is sorted by step")
-        metric_of = {k: mapped.get(k, f"raw/{k}") for k in keys}
         names = np.asarray(self.key_names, dtype=object)
-        df = pd.DataFrame({"step": np.asarray(self.steps, dtype=np.int64),
-                           "source_key": names[np.asarray(self.keys, dtype=np.int64)],
-                           "value": np.asarray(self.values, dtype=np.float64)})
+        metrics = np.asarray([mapped.get(k, f"raw/{k}") for k in self.key_names], dtype=object)
+        ids = np.asarray(self.keys, dtype=np.int64)
+        df = pd.DataFrame({"step": np.asarray(self.steps, dtype=np.int64), "source_key": names[ids],
+                           "metric": metrics[ids], "value": np.asarray(self.values, dtype=np.float64)})
         # bookkeeping keys (epoch, _runtime) repeat in the several rows of one step: keep the last
         df = df.drop_duplicates(["step", "source_key"], keep="last")
-        df["metric"] = df["source_key"].map(metric_of)
         df["run"] = run
         df = self._fractions(df)
         flops = df.loc[df["metric"] == "compute/flops"].groupby("step")["value"].last()
@@ -260,6 +257,8 @@ class Collector:
 
     def _unreplaced_note(self) -> None:
         """Name the values a restart dropped that the later segment never logged again."""
+        if not any(d[4] == "restart" for d in self.dropped):
+            return
         kept = set(zip(self.steps, self.keys))
         lost: dict[str, list[int]] = {}
         for step, key, _, _, reason in self.dropped:

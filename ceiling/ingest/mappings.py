@@ -17,6 +17,7 @@ KEY` then maps it to `unverified/score`, which the collapse analysis reads.
 from __future__ import annotations
 
 import fnmatch
+from functools import lru_cache
 
 # Our own run directories: metrics.jsonl keys (docs/design.md, rl section). eval.csv is already canonical.
 CEILING_KEYS: dict[str, str] = {
@@ -157,6 +158,7 @@ BOOKKEEPING_KEYS = frozenset({"epoch", "total_steps", "global_step", "step", "_s
                               "elapsed_seconds", "training/global_step", "training/epoch"})
 
 
+@lru_cache(maxsize=4096)
 def is_bookkeeping(key: str) -> bool:
     """True for keys repeated across the rows of one step (epoch, timestamps) that never signal a restart."""
     return key in BOOKKEEPING_KEYS or key.rsplit("/", 1)[-1] in BOOKKEEPING_KEYS

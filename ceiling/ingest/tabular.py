@@ -10,8 +10,9 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ceiling.errors import CeilingError, error_at
 from ceiling.ingest.core import Collector, flatten, parse_step
@@ -72,7 +73,7 @@ def _wandb_columns(header: list[str], collector: Collector) -> list[str | None]:
     out: list[str | None] = []
     for h in header:
         m = _WANDB_PANEL.match(h)
-        if m and (h.endswith("__MIN") or h.endswith("__MAX")):
+        if m and (h.endswith(("__MIN", "__MAX"))):
             out.append(None)
         else:
             out.append(m.group("key") if m else h)

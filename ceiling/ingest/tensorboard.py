@@ -58,7 +58,7 @@ def read_tensorboard(path: Path, collector: Collector, fmt: str, mapping: dict[s
                     collector.add(int(event.step), row, index)
         except CeilingError:
             raise
-        except Exception as exc:  # the loader raises protobuf/decoding errors on corrupt files
+        except Exception as exc:  # noqa: BLE001 - the loader raises protobuf/decoding errors on corrupt files
             raise error_at(file, f"unreadable event file ({type(exc).__name__}) after event {index}") from None
     if len(files) > 1:
         collector.note(f"{len(files)} event files read in name order")

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ceiling.models.tokenizer import decode_completions, encode_text
-
 
 COMPACT_AT = 0.75  # drop finished rows once at most this share of the batch is still generating
 
@@ -162,15 +162,15 @@ def sample(
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cache_keyword(model_cls: type) -> str:
     """Name of the KV-cache argument of `forward`: `cache` (transformers >= 5.2x) or `past_key_values`."""
     return "cache" if "cache" in inspect.signature(model_cls.forward).parameters else "past_key_values"
 
 
-def _cache_of(out: object) -> Any:
+def _cache_of(out: Any) -> Any:
     cache = getattr(out, "cache", None)
-    return cache if cache is not None else getattr(out, "past_key_values")
+    return cache if cache is not None else out.past_key_values
 
 
 def _layer_kv(layer: Any) -> tuple[torch.Tensor, torch.Tensor]:

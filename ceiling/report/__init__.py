@@ -7,9 +7,9 @@
 
 `fits` is anything `ceiling.fit` produces or stores: a FitReport, a fits.json dict, or the path of a fits.json.
 """
-from ceiling.report.build import build_report, diversity_floor, summary_lines
+from ceiling.report.build import build_report, diversity_floor, report_figures, summary_lines
 from ceiling.report.predictions import default_budgets, markdown_table, predictions, write_predictions
 from ceiling.report.results import Fits, as_fits
 
 __all__ = ["Fits", "as_fits", "build_report", "default_budgets", "diversity_floor", "markdown_table",
-           "predictions", "summary_lines", "write_predictions"]
+           "predictions", "report_figures", "summary_lines", "write_predictions"]

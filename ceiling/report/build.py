@@ -8,11 +8,13 @@ the machine, so the same inputs give byte-identical HTML and Markdown (`ceiling 
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 import ceiling
 from ceiling.errors import CeilingError
@@ -85,8 +87,8 @@ def _grid(lo: float, hi: float, log: bool) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- figures
 def _fig_ceiling(f: Fits, both: pd.DataFrame) -> FigureEntry:
-    name, title = "reward_vs_compute", "Verified reward against compute"
     x_name, metric = f.ceiling_x(), f.ceiling_metric()
+    name, title = "reward_vs_compute", f"Verified reward against {x_name}"
     pts = _metric(both, metric)
     if x_name == "compute":
         pts = pts[np.isfinite(pts["compute"])]
@@ -108,7 +110,7 @@ def _fig_ceiling(f: Fits, both: pd.DataFrame) -> FigureEntry:
         excluded = f.ceiling_excluded(x)
         obs_max = hi
     note = f.ceiling_note()
-    zero = " Points at zero compute (the base) are off the log axis." if x_name == "compute" and (x <= 0).any() else ""
+    zero = f" Points at {x_name} 0 (the base) are off the log axis." if (x <= 0).any() else ""
     if result is None:
         caption = f"Dots: {metric} at each logged step.{zero} No ceiling fit is available: {note}."
     else:
@@ -117,10 +119,10 @@ def _fig_ceiling(f: Fits, both: pd.DataFrame) -> FigureEntry:
                    f"(light), drawn to 10x the last fitted {x_name} (dotted line). "
                    + ("Green: the ceiling A with its 95% interval." if level is not None else
                       "No ceiling line: the ceiling is not identifiable from these data (see the warnings)."))
-    x_label = f"{x_name} (training FLOPs)" if x_name == "compute" else x_name
+    x_label = f"{x_name} (training FLOPs)" if x_name == "compute" else f"{x_name} (compute not logged)"
     fig = F.reward_vs_compute(x, y, x_label, metric, curve, level, note=note, excluded=excluded,
-                              log_x=x_name == "compute", observed_max=obs_max)
-    return FigureEntry(name, title, caption, png=F.png_bytes(fig))
+                              observed_max=obs_max)
+    return FigureEntry(name, title, caption, figure=fig)
 
 
 def _passk_rows(ev: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -153,7 +155,7 @@ def _fig_passk(ev: pd.DataFrame) -> FigureEntry:
                + "Coloured: up to six checkpoints spread over the run, dark to light by step. Where a checkpoint's "
                "curve falls below the base's at large k, RL has narrowed the set of problems the model can solve "
                "at all.")
-    return FigureEntry(name, title, caption, png=F.png_bytes(F.passk_curves(panels)))
+    return FigureEntry(name, title, caption, figure=F.passk_curves(panels))
 
 
 def _fig_collapse(f: Fits, both: pd.DataFrame) -> FigureEntry:
@@ -190,7 +192,7 @@ def _fig_collapse(f: Fits, both: pd.DataFrame) -> FigureEntry:
                + ("Green: the threshold past which gains in verified reward come with losses in unverified score, "
                   "with its 95% interval." if threshold is not None else "No threshold was detected."))
     fig = F.score_vs_kl(x, y, x_label, curve, threshold, note=note)
-    return FigureEntry(name, title, caption, png=F.png_bytes(fig))
+    return FigureEntry(name, title, caption, figure=fig)
 
 
 def _fig_entropy(f: Fits, both: pd.DataFrame) -> FigureEntry:
@@ -217,7 +219,7 @@ def _fig_entropy(f: Fits, both: pd.DataFrame) -> FigureEntry:
                   "H = 0. Green: its ceiling b - a at zero entropy, with its 95% interval."
                   if curve is not None else "No entropy-law fit is available."))
     fig = F.reward_vs_entropy(h, r, steps, metric, curve, level, note=note)
-    return FigureEntry(name, title, caption, png=F.png_bytes(fig))
+    return FigureEntry(name, title, caption, figure=fig)
 
 
 # ---------------------------------------------------------------------------------------------- headline
@@ -267,6 +269,28 @@ def _headline(f: Fits, eval_frame: pd.DataFrame | None) -> list[tuple[str, str]]
 
 
 # ---------------------------------------------------------------------------------------------- the report
+def _data(frame: pd.DataFrame | None, f: Fits, eval_frame: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the training frame of the fitted run, that frame combined with the run's evaluation rows)."""
+    tr, ev = _frames(frame, eval_frame)
+    tr = _run_filter(tr, f.run)
+    return tr, _combine(tr, _run_filter(ev, f.run) if ev is not None else None)
+
+
+def _figures(f: Fits, both: pd.DataFrame) -> list[FigureEntry]:
+    return [_fig_ceiling(f, both), _fig_passk(both), _fig_collapse(f, both), _fig_entropy(f, both)]
+
+
+def report_figures(frame: pd.DataFrame | None, fits: Fits | object,
+                   eval_frame: pd.DataFrame | None = None) -> dict[str, Figure | str]:
+    """The report's four figures as matplotlib Figures (for a notebook), or the reason one is skipped.
+
+    Keys: reward_vs_compute, passk, score_vs_kl, reward_vs_entropy. Arguments as for `build_report`.
+    """
+    f = as_fits(fits)
+    _, both = _data(frame, f, eval_frame)
+    return {e.name: e.figure if e.figure is not None else f"skipped: {e.skipped}" for e in _figures(f, both)}
+
+
 def build_report(frame: pd.DataFrame | None, fits: Fits | object, out_dir: str | Path, title: str = "ceiling report",
                  eval_frame: pd.DataFrame | None = None, budgets: Sequence[float] | None = None) -> Path:
     """Write the report of one run into `out_dir` and return the path of its index.html.
@@ -286,12 +310,9 @@ def build_report(frame: pd.DataFrame | None, fits: Fits | object, out_dir: str |
     """
     out = Path(out_dir)
     f = as_fits(fits)
-    tr, ev = _frames(frame, eval_frame)
-    tr = _run_filter(tr, f.run)
-    ev_run = _run_filter(ev, f.run) if ev is not None else None
-    both = _combine(tr, ev_run)
-    figures = [_fig_ceiling(f, both), _fig_passk(both), _fig_collapse(f, both),
-               _fig_entropy(f, both)]
+    tr, both = _data(frame, f, eval_frame)
+    figures = [replace(e, png=F.png_bytes(e.figure), figure=None) if e.figure is not None else e
+               for e in _figures(f, both)]
     preds = None
     if f.ceiling_result() is not None:
         preds = predictions(f, default_budgets(f) if budgets is None else budgets)

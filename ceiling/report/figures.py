@@ -134,7 +134,7 @@ def reward_vs_compute(x: np.ndarray, y: np.ndarray, x_label: str, y_label: str, 
     """Figure 1: verified reward against compute, the fitted curve with its bands, and the ceiling line."""
     fig, (ax,) = _figure()
     x, y = np.asarray(x, float), np.asarray(y, float)
-    if log_x:  # points at zero compute (the base) cannot sit on a log axis
+    if log_x:  # points at zero (the base) cannot sit on a log axis
         keep = x > 0
         x, y = x[keep], y[keep]
         excluded = excluded[keep] if excluded is not None else None
@@ -144,14 +144,14 @@ def reward_vs_compute(x: np.ndarray, y: np.ndarray, x_label: str, y_label: str, 
     if ceiling is not None and _finite(ceiling.estimate):
         _draw_hlevel(ax, ceiling)
     if observed_max is not None and curve is not None and np.nanmax(curve.x) > observed_max:
-        ax.axvline(observed_max, color=MUTED, lw=1, ls=":", label="last observed point")
+        ax.axvline(observed_max, color=MUTED, lw=1, ls=":", label="last fitted point")
     if note:
         _note(ax, note)
     if log_x:
         ax.set_xscale("log")
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
-    _title(fig, "Verified reward against compute")
+    _title(fig, f"Verified reward against {x_label.split(' ')[0]}")
     ax.legend(loc="lower right")
     return fig
 

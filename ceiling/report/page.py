@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -44,6 +45,7 @@ class FigureEntry:
     caption: str
     png: bytes | None = None
     skipped: str | None = None  # plain-words reason when png is None
+    figure: Any = None          # the matplotlib Figure before it is rendered to png
 
 
 @dataclass(frozen=True)

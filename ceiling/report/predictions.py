@@ -66,7 +66,8 @@ def predictions(fits: Fits | object, budgets: Sequence[float] | np.ndarray | Non
     f = as_fits(fits)
     result = f.ceiling_result()
     if result is None:
-        raise CeilingError("fits: no ceiling fit to predict from (the 'ceiling' section is missing or failed)")
+        why = f.unavailable_reason("ceiling") or "the 'ceiling' section is missing"
+        raise CeilingError(f"field 'ceiling': no ceiling fit to predict from ({why})")
     x = np.asarray(default_budgets(f) if budgets is None else budgets, dtype=float)
     if x.ndim != 1 or x.size == 0 or not np.isfinite(x).all():
         raise CeilingError("budgets: give one or more finite numbers")

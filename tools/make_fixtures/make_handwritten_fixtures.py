@@ -73,8 +73,7 @@ def write_verl(out: Path, rng: np.random.Generator) -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows = verl_rows(rng)
     with open(out / "metrics.jsonl", "w") as fh:
-        for step, data in rows:
-            fh.write(json.dumps({"step": step, "data": data}) + "\n")
+        fh.writelines(json.dumps({"step": step, "data": data}) + "\n" for step, data in rows)
     with open(out / "console.log", "w") as fh:
         fh.write("(TaskRunner pid=2187) Using dataset class: RLHFDataset\n")
         for step, data in rows:

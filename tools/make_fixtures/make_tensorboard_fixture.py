@@ -16,7 +16,7 @@ import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
 sys.path.insert(0, str(Path(__file__).parent))
-from make_handwritten_fixtures import verl_rows  # noqa: E402
+from make_handwritten_fixtures import verl_rows
 
 
 def main(out: Path) -> None:

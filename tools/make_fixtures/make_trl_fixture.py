@@ -4,6 +4,13 @@ Run once (about a minute on 2 cores) from the repository root:
 
     python tools/make_fixtures/make_trl_fixture.py tests/fixtures/trl
 
+The old-key fixture (tests/fixtures/trl_old: `completion_length`, `rewards/{f}`) is the same script run with
+TRL 0.15.2 in a virtual environment that reuses the installed torch:
+
+    python -m venv --system-site-packages /tmp/oldtrl
+    /tmp/oldtrl/bin/pip install "trl==0.15.2" "transformers==4.49.0"
+    /tmp/oldtrl/bin/python tools/make_fixtures/make_trl_fixture.py tests/fixtures/trl_old
+
 The model is a 2-layer LlamaForCausalLM with random weights and a character-level tokenizer built here, so
 nothing is downloaded. Two reward functions give `rewards/{name}/mean` keys; beta > 0 makes TRL log `kl`; an
 eval set with eval_steps=4 gives sparse `eval_`-prefixed rows; `trainer.save_state()` writes the file.
