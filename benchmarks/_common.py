@@ -151,13 +151,21 @@ def describe_machine(info: Mapping[str, Any]) -> str:
 
 
 def peak_rss_self_bytes() -> int:
-    """This process's peak resident memory so far, in bytes (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    """This process's peak resident memory so far, in bytes.
+
+    Linux: `VmHWM` of /proc/self/status, the high-water mark of this program's own address space.
+    `ru_maxrss` is not used there: the kernel carries it over an `exec`, so a child started by a large
+    parent reports at least the parent's size. Elsewhere `ru_maxrss` (KiB on Linux, bytes on macOS).
+    """
+    hwm = proc_status_bytes("VmHWM")
+    if hwm is not None:
+        return hwm
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
 def proc_status_bytes(field: str = "VmRSS") -> int | None:
-    """A memory field of /proc/self/status in bytes (VmRSS, RssAnon, RssFile, ...), or None off Linux."""
+    """A memory field of /proc/self/status in bytes (VmRSS, VmHWM, RssAnon, ...), or None off Linux."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith(field + ":"):
@@ -171,7 +179,7 @@ class MemorySampler:
     """Samples one /proc/self/status field in a background thread; `peak_bytes` is the largest value seen.
 
     With the default `RssAnon` it tracks anonymous resident memory (heap, tensors, allocator caches),
-    leaving out the pages of shared libraries that `ru_maxrss` also counts. Sampling can miss a spike
+    leaving out the pages of shared libraries that the peak RSS also counts. Sampling can miss a spike
     shorter than `interval` seconds, so this is a lower bound of the true peak.
 
         with MemorySampler() as mem:
@@ -225,44 +233,59 @@ class ChildResult:
         return self
 
 
+# A minimal Python process forks and execs the measured command, then reports `wait4`'s resource usage of
+# that child. The launcher, not the caller, is the parent: `ru_maxrss` survives `exec`, so a child spawned
+# straight from a big process (the benchmark parent holding torch) would report at least that process's size.
+_LAUNCHER = """
+import os, sys
+report, argv = sys.argv[1], sys.argv[2:]
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(argv[0], argv)
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+with open(report, "w") as f:
+    f.write(f"{os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}")
+"""
+
+
 def run_child(argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: str | Path | None = None,
               timeout: float | None = None, echo: bool = False) -> ChildResult:
     """Run `argv` to completion and return its status, wall time and peak RSS.
 
-    The peak RSS comes from `os.wait4` on this very child (its own `ru_maxrss`, not the maximum over all
-    children of this process as RUSAGE_CHILDREN would give). Output goes to temporary files, so a chatty
-    child can never block on a full pipe; with `echo` its stderr is copied to ours when it ends.
-    A child running past `timeout` seconds is killed (status -9).
+    The peak RSS is `ru_maxrss` of that very child, reaped by a small launcher process (see `_LAUNCHER`),
+    so it is neither the maximum over all children (RUSAGE_CHILDREN) nor inflated by this process's own
+    size. Output goes to temporary files, so a chatty child never blocks on a full pipe; with `echo` its
+    stderr is copied to ours when it ends. Past `timeout` seconds the child's process group is killed
+    (status -9).
     """
     full_env = {**os.environ, **(env or {})}
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(list(argv), stdout=out, stderr=err, env=full_env, cwd=cwd)
-        status, usage = _wait(proc, timeout)
-        wall = time.perf_counter() - t0
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
+    with tempfile.TemporaryDirectory(prefix="run_child_") as tmp:
+        report = Path(tmp) / "rusage"
+        with open(Path(tmp) / "out", "w+") as out, open(Path(tmp) / "err", "w+") as err:
+            t0 = time.perf_counter()
+            proc = subprocess.Popen([sys.executable, "-S", "-c", _LAUNCHER, str(report), *argv], stdout=out,
+                                    stderr=err, env=full_env, cwd=cwd, start_new_session=True)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+            wall = time.perf_counter() - t0
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = out.read(), err.read()
+        try:
+            code_text, rss_text = report.read_text().split()
+            status, rss = int(code_text), int(rss_text)
+        except (OSError, ValueError):  # the launcher itself was killed
+            status, rss = (proc.returncode if proc.returncode < 0 else -9), 0
     if echo and stderr:
         sys.stderr.write(stderr)
-    rss = usage.ru_maxrss if sys.platform == "darwin" else usage.ru_maxrss * 1024
-    return ChildResult(returncode=status, wall_s=wall, peak_rss_bytes=int(rss), stdout=stdout, stderr=stderr)
-
-
-def _wait(proc: subprocess.Popen, timeout: float | None) -> tuple[int, Any]:
-    """Reap `proc` with wait4 (its own resource usage); kill it after `timeout` seconds."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        pid, status, usage = os.wait4(proc.pid, 0 if deadline is None else os.WNOHANG)
-        if pid == proc.pid:
-            code = os.waitstatus_to_exitcode(status)
-            proc.returncode = code  # reaped here: keep Popen from waiting again
-            return code, usage
-        if deadline is not None and time.monotonic() > deadline:
-            proc.kill()
-            deadline = None  # now wait for it to die
-        else:
-            time.sleep(0.05)
+    rss_bytes = rss if sys.platform == "darwin" else rss * 1024
+    return ChildResult(returncode=status, wall_s=wall, peak_rss_bytes=int(rss_bytes), stdout=stdout, stderr=stderr)
 
 
 # ------------------------------------------------------------------------------------------------------

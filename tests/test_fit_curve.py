@@ -87,7 +87,7 @@ def test_bands_and_prediction() -> None:
     x = np.array([1000.0, 5000.0, 1e5])
     center = fit.predict(x)
     mid, lo, hi = fit.predict(x, band="confidence")
-    pmid, plo, phi = fit.predict(x, band="prediction")
+    _, plo, phi = fit.predict(x, band="prediction")
     np.testing.assert_allclose(center, mid)
     assert np.all(lo <= center) and np.all(center <= hi)
     assert np.all(phi - plo > hi - lo)  # a new observation scatters more than the curve

@@ -9,8 +9,17 @@ import pandas as pd
 import pytest
 
 from ceiling.errors import CeilingError
-from ceiling.fit import (CollapseFit, CurveFit, FitReport, NotAvailable, fit_collapse, fit_curve, fit_frame,
-                         load_fits, save_fits)
+from ceiling.fit import (
+    CollapseFit,
+    CurveFit,
+    FitReport,
+    NotAvailable,
+    fit_collapse,
+    fit_curve,
+    fit_frame,
+    load_fits,
+    save_fits,
+)
 
 REAL = Path("/work/shared/data/real_logs")
 

@@ -8,8 +8,15 @@ import pandas as pd
 import pytest
 
 from ceiling.errors import CeilingError
-from ceiling.fit import (AcrossRunsFit, CollapseFit, EntropyLawFit, fit_across_runs, fit_collapse, fit_entropy_law,
-                         from_dict)
+from ceiling.fit import (
+    AcrossRunsFit,
+    CollapseFit,
+    EntropyLawFit,
+    fit_across_runs,
+    fit_collapse,
+    fit_entropy_law,
+    from_dict,
+)
 from ceiling.io import dumps
 
 
@@ -111,7 +118,7 @@ def test_no_threshold_is_detected_at_no_more_than_nominal_rate() -> None:
 
 def test_collapse_against_steps_is_labelled() -> None:
     rng = np.random.default_rng(3)
-    kl, u, v, _ = gao_series(rng, n=80)
+    _, u, v, _ = gao_series(rng, n=80)
     steps = np.arange(80, dtype=float)
     fit = fit_collapse(steps, u, v, x_label="step", n_boot=200, n_null=99)
     assert fit.x_label == "step"

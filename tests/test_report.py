@@ -29,7 +29,7 @@ from ceiling.io import append_jsonl, atomic_write_text
 from ceiling.report import (Fits, build_report, default_budgets, predictions, report_figures, summary_lines,
                             write_predictions)
 
-N_BOOT = 200
+N_BOOT = 100
 TITLE = "ceiling report: sim"
 
 

@@ -17,8 +17,9 @@ by). Leave-one-run-out predictions (`loo`) check this against each run's fitted 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -133,7 +134,7 @@ class AcrossRunsFit:
                 "data": self.data}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "AcrossRunsFit":
+    def from_dict(cls, d: dict[str, Any]) -> AcrossRunsFit:
         try:
             return cls(primary=d["primary"], regressions=d["regressions"], table=pd.DataFrame(d["runs"]),
                        excluded=list(d["excluded"]), level=float(d["level"]), identifiable=bool(d["identifiable"]),
@@ -204,7 +205,7 @@ def fit_across_runs(table: pd.DataFrame, measures: Sequence[str] | None = None, 
         reasons.append(f"only {pr['k']} runs: the regression has {pr['dof']} degree(s) of freedom")
     method = ("random-effects meta-regression of fitted ceilings on each base measure (DerSimonian-Laird tau^2, "
               f"weights 1/(s_i^2 + tau^2), Knapp-Hartung t intervals at {level:.0%}); leave-one-run-out check")
-    data = {"n_runs": int(len(df)), "fingerprint": fingerprint(y, s)}
+    data = {"n_runs": len(df), "fingerprint": fingerprint(y, s)}
     return AcrossRunsFit(primary=primary, regressions=regs, table=df, excluded=excluded, level=level,
                          identifiable=ident, detected=detected, reasons=reasons, method=method, data=data)
 

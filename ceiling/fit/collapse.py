@@ -103,7 +103,7 @@ class CollapseFit:
         lines = [f"collapse threshold of the unverified score against {self.x_label}",
                  f"{'method':<11}{'detected':>9}{'threshold':>12}{'low':>11}{'high':>11}{'p':>9}"]
         for name, m in self.methods.items():
-            lines.append(f"{name:<11}{str(m.get('detected')):>9}{fnum(m.get('estimate')):>12}"
+            lines.append(f"{name:<11}{m.get('detected')!s:>9}{fnum(m.get('estimate')):>12}"
                          f"{fnum(m.get('ci_low')):>11}{fnum(m.get('ci_high')):>11}{fnum(m.get('p_value'), 3):>9}")
         verdict = (f"DETECTED at {self.x_label} = {fnum(self.estimate)} [{fnum(self.ci_low)}, {fnum(self.ci_high)}], "
                    f"p = {fnum(self.p_value, 3)}" if self.detected else
@@ -123,7 +123,7 @@ class CollapseFit:
                 "residuals": np.round(self.residuals, 10).tolist(), "data": self.data}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CollapseFit":
+    def from_dict(cls, d: dict[str, Any]) -> CollapseFit:
         try:
             draws = np.asarray(d.get("gao_draws") or [], dtype=float).reshape(-1, 3)
             return cls(detected=bool(d["detected"]), estimate=d["estimate"], ci_low=d["ci_low"], ci_high=d["ci_high"],

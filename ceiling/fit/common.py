@@ -93,5 +93,5 @@ class NotAvailable:
                 "details": self.details}
 
     @classmethod
-    def from_dict(cls, d: dict, section: str = "") -> "NotAvailable":
+    def from_dict(cls, d: dict, section: str = "") -> NotAvailable:
         return cls(section, d.get("reason") or "; ".join(d.get("reasons") or []), d.get("details") or {})

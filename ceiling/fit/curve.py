@@ -38,8 +38,9 @@ Identifiability: the ceiling is reported as not identifiable (with the reasons i
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,8 +48,15 @@ import pandas as pd
 from ceiling.errors import CeilingError
 from ceiling.fit.common import SCHEMA_VERSION, as_float, check_xy, fingerprint, fnum, percentile_ci
 from ceiling.fit.forms import Form, get_form, to_theta
-from ceiling.fit.solve import (LOSSES, carlstein_block_length, circular_block_indices, lag1_autocorr, lm_batch,
-                               varpro_grid)
+from ceiling.fit.solve import (
+    LOSSES,
+    carlstein_block_length,
+    circular_block_indices,
+    cost,
+    lag1_autocorr,
+    lm_batch,
+    varpro_grid,
+)
 
 DEFAULT_EXCLUDE_FRAC = 0.05
 DEFAULT_MAX_CI_WIDTH = 0.10
@@ -110,6 +118,8 @@ class CurveFit:
         xa = np.atleast_1d(np.asarray(x, dtype=float))
         if not np.all(np.isfinite(xa)):
             raise CeilingError("predict: x must be finite numbers")
+        if self._form.needs_positive_x and np.any(xa <= 0):
+            raise CeilingError(f"predict: the {self.form} form is defined for x > 0 only")
         u = xa / self.x_scale
         nat = np.array([[self.params[k] for k in self._form.natural_names]])
         center = self._form.f(u, self._theta(nat))[0]
@@ -135,7 +145,7 @@ class CurveFit:
     # ------------------------------------------------------------------ presentation
     def summary(self) -> str:
         """A readable table of the parameters with their intervals, the verdict and the reasons."""
-        pct = int(round(self.level * 100))
+        pct = round(self.level * 100)
         lines = [f"{self.form} fit of y against {self.x_label}: {self._form.formula}",
                  f"{'param':<8}{'estimate':>12}{f'{pct}% low':>12}{f'{pct}% high':>12}"]
         for k, v in self.params.items():
@@ -171,7 +181,7 @@ class CurveFit:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CurveFit":
+    def from_dict(cls, d: dict[str, Any]) -> CurveFit:
         """Rebuild a fit stored by `to_dict` (no refitting)."""
         try:
             form = get_form(d["form"])
@@ -335,7 +345,8 @@ def fit_curve(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, 
              "profile_A": None if profile is None else [profile[0], profile[1]]}
     method = (f"{form} fit, {loss} loss (f_scale={fs:.3g}), variable-projection grid + Levenberg-Marquardt"
               + (f"; circular block bootstrap of residuals (B={n_boot}, block={boot['block']}), "
-                 f"percentile {level:.0%} intervals" if n_boot > 0 else "; no bootstrap"))
+                 f"percentile {level:.0%} intervals; profile-likelihood check on A" if n_boot > 0
+                 else "; no bootstrap"))
     window = {"rule": (f"x >= {x_min:g}" if x_min is not None else f"x > {exclude_frac:g} * max(x)")
               + (f" and x <= {x_max:g}" if x_max is not None else ""),
               "exclude_frac": exclude_frac, "x_min": x_min, "x_max": x_max, "kept": int(n),
@@ -375,7 +386,7 @@ def _profile_a(fm: Form, u: np.ndarray, y: np.ndarray, theta: np.ndarray, lo: np
             l_, h_ = lo.copy(), hi.copy()
             l_[ia] = h_[ia] = a
             starts.append(t), los.append(l_), his.append(h_)
-    th, c, _ = lm_batch(fm, u, y, np.array(starts), np.array(los), np.array(his), loss=loss, f_scale=fs,
+    _, c, _ = lm_batch(fm, u, y, np.array(starts), np.array(los), np.array(his), loss=loss, f_scale=fs,
                         max_iter=40)
     prof = c.reshape(points, len(shifts)).min(axis=1)
     best = min(float(prof.min()), float(cost_of(fm, u, y, theta, loss, fs)))
@@ -387,7 +398,6 @@ def _profile_a(fm: Form, u: np.ndarray, y: np.ndarray, theta: np.ndarray, lo: np
 
 def cost_of(fm: Form, u: np.ndarray, y: np.ndarray, theta: np.ndarray, loss: str, fs: float) -> float:
     """Robust cost of one parameter vector."""
-    from ceiling.fit.solve import cost
     return float(cost(y[None, :] - fm.f(u, theta[None, :]), loss, fs)[0])
 
 
@@ -443,7 +453,7 @@ def detect_collapse(x: Any, y: Any, drop: float = 0.5, smooth_frac: float = 0.05
     """
     xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     n = ya.size
-    w = max(5, int(round(smooth_frac * n)))
+    w = max(5, round(smooth_frac * n))
     if n < 3 * w:
         return None
     sm = pd.Series(ya).rolling(w, center=True, min_periods=max(2, w // 2)).mean().to_numpy()

@@ -70,7 +70,7 @@ class EntropyLawFit:
         return center, center - half, center + half
 
     def summary(self) -> str:
-        pct = int(round(self.level * 100))
+        pct = round(self.level * 100)
         lines = ["entropy law R = -a * exp(H) + b (Cui et al. 2025); ceiling = b - a at H = 0",
                  f"{'param':<9}{'estimate':>12}{f'{pct}% low':>12}{f'{pct}% high':>12}"]
         for k, v in self.params.items():
@@ -94,7 +94,7 @@ class EntropyLawFit:
                 "data": self.data, "backtest": self.backtest}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "EntropyLawFit":
+    def from_dict(cls, d: dict[str, Any]) -> EntropyLawFit:
         try:
             return cls(params={k: float(v) for k, v in d["params"].items() if v is not None},
                        ci={k: (v[0], v[1]) for k, v in d["ci"].items()}, cov=np.asarray(d["cov_b_c"], dtype=float),

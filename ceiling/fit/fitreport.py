@@ -12,9 +12,10 @@ at least three runs). A section that cannot be fitted is a `NotAvailable` with t
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -66,7 +67,7 @@ class FitReport:
         return out
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FitReport":
+    def from_dict(cls, d: dict[str, Any]) -> FitReport:
         if not isinstance(d, dict) or "schema_version" not in d:
             raise CeilingError("fits: not a fits.json object (no schema_version)")
         if d["schema_version"] != SCHEMA_VERSION:
@@ -187,7 +188,7 @@ def fit_frame(frame: pd.DataFrame, run: str | None = None, x: str = "compute", m
     kw: dict[str, Any] = {} if exclude_frac is None else {"exclude_frac": exclude_frac}
     meta: dict[str, Any] = {"x_requested": x, "fingerprint": fingerprint(rdf["step"].to_numpy(),
                                                                         rdf["value"].to_numpy()),
-                            "n_rows": int(len(rdf))}
+                            "n_rows": len(rdf)}
     ceiling = _section("ceiling", lambda: _fit_ceiling(rdf, x, metric, forms, n_boot, seed, kw, meta))
     entropy = _section("entropy_law", lambda: _fit_entropy(rdf, metric, meta))
     collapse = _section("collapse", lambda: _fit_collapse_frame(rdf, x, metric, n_boot, seed, meta))
