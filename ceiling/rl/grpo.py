@@ -58,7 +58,8 @@ LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 STD_SCALINGS = ("group", "batch", "none")
 DTYPES = ("float32", "bfloat16", "float16")
-AUTO_FORWARD_TOKENS = 4096  # micro_batch_size 0: sequences per forward so that prompt + completion tokens fit this
+AUTO_ACTIVATION_BYTES_CPU = 2**30  # micro_batch_size 0: training activations kept under this on CPU ...
+AUTO_ACTIVATION_SHARE_CUDA = 0.25  # ... and under this share of the GPU's memory on CUDA
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -87,7 +88,7 @@ class GRPOConfig:
     epsilon_high: float = _f(0.2, "upper PPO clip: ratio is clipped above at 1 + epsilon_high (DAPO: 0.28)")
     updates_per_batch: int = _f(1, "PPO epochs over each generated batch (1 = on-policy, ratio is 1)")
     minibatches: int = _f(1, "optimizer steps per PPO epoch (the batch is split into this many parts)")
-    micro_batch_size: int = _f(0, f"sequences per forward pass, gradients accumulated (0 = auto: about {AUTO_FORWARD_TOKENS} tokens)")
+    micro_batch_size: int = _f(0, "sequences per training forward, gradients accumulated (0 = auto, from an activation-memory budget)")
     beta: float = _f(0.0, "KL penalty coefficient to the base (KL is measured every step regardless)")
     kl_estimator: str = _f("k3", "estimator in the KL penalty: k1 | k2 | k3")
     std_scaling: str | None = _f(None, "advantage std scaling: group | batch | none (default: none for dr_grpo, else group)")
@@ -395,11 +396,21 @@ def micro_batches(rows: torch.Tensor, lengths: torch.Tensor, size: int) -> list[
     return list(torch.split(rows, size))
 
 
-def micro_batch_size(cfg: GRPOConfig, rollout: Rollout) -> int:
-    """Sequences per forward: the configured number, or (0) as many as fit AUTO_FORWARD_TOKENS."""
+def micro_batch_size(cfg: GRPOConfig, rollout: Rollout, model: Any, device: torch.device, grad: bool = True) -> int:
+    """Sequences per forward: the configured number, or (0) as many as keep the training activations within
+    budget (1 GiB on CPU, a quarter of the GPU), estimated as 4 bytes x layers x (10 hidden + 4 MLP) per
+    token; passes without gradients keep far less and take 4x as many."""
     if cfg.micro_batch_size > 0:
-        return cfg.micro_batch_size
-    return max(1, AUTO_FORWARD_TOKENS // (rollout.prompt_len + max(int(rollout.lengths.max()), 1)))
+        size = cfg.micro_batch_size
+    else:
+        c = model.config
+        hidden = int(getattr(c, "hidden_size", 1024))
+        per_token = 4 * int(getattr(c, "num_hidden_layers", 24)) * (10 * hidden + 4 * int(getattr(c, "intermediate_size", 4 * hidden)))
+        budget = AUTO_ACTIVATION_BYTES_CPU
+        if device.type == "cuda":
+            budget = int(AUTO_ACTIVATION_SHARE_CUDA * torch.cuda.get_device_properties(device).total_memory)
+        size = max(1, budget // per_token // (rollout.prompt_len + max(int(rollout.lengths.max()), 1)))
+    return size if grad else 4 * size
 
 
 def forward_logprobs(model: Any, batch: Batch, rows: torch.Tensor, cfg: GRPOConfig, device: torch.device,
@@ -419,7 +430,8 @@ def score_all(model: Any, batch: Batch, cfg: GRPOConfig, device: torch.device,
     r = batch.rollout
     logp = torch.zeros(r.completion_mask.shape, dtype=torch.float32, device=device)
     ent = torch.zeros_like(logp) if entropy else None
-    for rows in micro_batches(torch.arange(r.batch_size, device=device), r.lengths, micro_batch_size(cfg, r)):
+    size = micro_batch_size(cfg, r, model, device, grad=False)
+    for rows in micro_batches(torch.arange(r.batch_size, device=device), r.lengths, size):
         lp, en = forward_logprobs(model, batch, rows, cfg, device, entropy)
         logp[rows, : lp.shape[1]] = lp
         if ent is not None and en is not None:
@@ -449,7 +461,7 @@ def update(model: Any, optimizer: torch.optim.Optimizer, batch: Batch, ref_logp:
     grad_norms: list[float] = []
     n_updates, n_tokens = 0, 0.0
     order_gen = torch.Generator().manual_seed(step_seed(cfg.seed, step, STREAM_MINIBATCH))
-    mb_size = micro_batch_size(cfg, r)
+    mb_size = micro_batch_size(cfg, r, model, device)
     model.train()
     for _epoch in range(cfg.updates_per_batch):
         order = torch.arange(n) if cfg.minibatches == 1 else torch.randperm(n, generator=order_gen)
