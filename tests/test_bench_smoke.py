@@ -1,6 +1,7 @@
 """Smoke runs of the benchmark scripts' code paths (tiny settings; TRL parts skip when trl is absent)."""
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -74,31 +75,55 @@ def test_machine_description_and_matmul_peak():
 
 # ---- bench_loop --------------------------------------------------------------------------------------
 
-def tiny_spec(path: Path) -> bench_loop.LoopSpec:
-    return bench_loop.LoopSpec(model="tiny-test", path=str(path), prompts_per_step=2, group_size=2,
-                               max_new_tokens=4, warmup=1, steps=1, threads=1)
-
-
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return bench_loop.build_tiny_standin(tmp_path_factory.mktemp("bench") / "tiny")
 
 
-def test_both_sides_run_the_same_prompts(tiny_model: Path):
-    spec = tiny_spec(tiny_model)
-    ours = bench_loop.run_ours(spec)
-    assert len(ours) == spec.steps and ours[0].completions == spec.batch
-    assert ours[0].seconds > 0 and spec.batch <= ours[0].completion_tokens <= spec.batch * spec.max_new_tokens
-    figures = bench_loop.summarise(ours)
-    assert figures["completions_per_s"] == pytest.approx(spec.batch / ours[0].seconds)
+def run_child_side(side: str, spec: bench_loop.LoopSpec, tmp_path: Path) -> dict:
+    """One side through the child's entry point (in this process: the spawn itself is tested above)."""
+    spec_file, result_file = tmp_path / "spec.json", tmp_path / f"{side}.json"
+    spec_file.write_text(json.dumps(dataclasses.asdict(spec)))
+    assert bench_loop.child_main(side, spec_file, result_file) == 0
+    return json.loads(result_file.read_text())
+
+
+def test_both_sides_run_and_see_the_same_prompts(tiny_model: Path, tmp_path: Path):
+    spec = bench_loop.LoopSpec(model="tiny-test", path=str(tiny_model), prompts_per_step=2, group_size=2,
+                               max_new_tokens=4, warmup=0, steps=1, threads=1)
+    ours = run_child_side("ours", spec, tmp_path)
+    assert ours["timed_steps"] == 1 and len(ours["steps"]) == 1 and ours["peak_anon_mib"] > 0
+    assert ours["self_peak_rss_mib"] >= ours["import_rss_mib"] > 50
+    assert ours["completions_per_s"] == pytest.approx(spec.batch / ours["seconds_per_step"])
+    assert spec.batch <= ours["completion_tokens_per_step"] <= spec.batch * spec.max_new_tokens
     if not HAS_TRL:
         pytest.skip("trl is not installed: the TRL side is not exercised")
-    trl, extra = bench_loop.run_trl(spec)
-    assert len(trl) == spec.steps and extra["trl_settings"]["generation_batch_size"] == spec.batch
-    assert extra["trl_settings"]["gradient_checkpointing"] is False and extra["trl_settings"]["num_iterations"] == 1
-    # same problems, same formatting, same tokenizer: the prompt tokens of the timed step agree exactly
-    assert trl[0].prompt_tokens == ours[0].prompt_tokens > 0
-    assert spec.batch <= trl[0].completion_tokens <= spec.batch * spec.max_new_tokens
+    trl = run_child_side("trl", spec, tmp_path)
+    settings = trl["trl_settings"]
+    assert trl["timed_steps"] == 1 and settings["use_cpu"] and settings["num_iterations"] == 1
+    assert settings["generation_batch_size"] == spec.batch == settings["per_device_train_batch_size"]
+    assert settings["gradient_checkpointing"] is False and settings["steps_per_generation"] == 1
+    # same problems, same formatting, same tokenizer: the prompt tokens of the step agree exactly
+    assert trl["prompt_tokens_per_step"] == ours["prompt_tokens_per_step"] > 0
+    assert spec.batch <= trl["completion_tokens_per_step"] <= spec.batch * spec.max_new_tokens
+
+
+def test_command_line_defaults_per_model():
+    tiny = bench_loop.make_spec(bench_loop.parse_args(["--model", "tiny-medium"]), "p", "")
+    smol = bench_loop.make_spec(bench_loop.parse_args(["--model", "smollm2", "--steps", "2"]), "p", "")
+    assert (tiny.warmup, tiny.steps, tiny.max_new_tokens, tiny.batch, tiny.beta) == (2, 5, 32, 64, 0.04)
+    assert (smol.warmup, smol.steps, smol.max_new_tokens, smol.dtype) == (1, 2, 64, "float32")
+    assert bench_loop.model_kind(smol) == "smollm2" and bench_loop.model_kind(tiny) == "tiny"
+    with pytest.raises(SystemExit):
+        bench_loop.main(["--sides", "ours,vllm"])
+
+
+def test_summarise_divides_work_by_time():
+    records = [bench_loop.StepRecord(seconds=2.0, completions=64, completion_tokens=640.0, prompt_tokens=100.0, reward=0.5),
+               bench_loop.StepRecord(seconds=6.0, completions=64, completion_tokens=960.0, prompt_tokens=100.0, reward=0.0)]
+    fig = bench_loop.summarise(records)
+    assert fig["seconds_per_step"] == 4.0 and fig["completions_per_s"] == 16.0 and fig["tokens_per_s"] == 200.0
+    assert fig["completion_tokens_per_step"] == 800.0 and fig["reward_mean"] == 0.25
 
 
 def test_trl_rows_follow_our_problem_order():
@@ -127,12 +152,16 @@ def test_compare_and_report_judge_targets():
     assert "WARNING: prompt tokens differ" in mismatch
 
 
-def test_main_runs_a_side_in_a_child_and_writes_json(tiny_model: Path, tmp_path: Path):
-    out = tmp_path / "loop.json"
-    rc = bench_loop.main(["--model", str(tiny_model), "--sides", "ours", "--prompts-per-step", "2",
-                          "--group-size", "2", "--max-new-tokens", "4", "--warmup", "0", "--steps", "1",
-                          "--threads", "1", "--no-matmul", "--json", str(out)])
-    data = json.loads(out.read_text())
-    ours = data["sides"]["ours"]
-    assert rc == 0 and data["comparison"] is None and data["spec"]["group_size"] == 2
-    assert ours["peak_rss_mib"] >= ours["import_rss_mib"] > 50 and ours["completions_per_s"] > 0
+def test_gguf_marker_is_dropped_in_a_linked_copy(tmp_path: Path):
+    src = tmp_path / "cache"
+    src.mkdir()
+    (src / "model.safetensors").write_bytes(b"weights")
+    (src / "config.json").write_text(json.dumps({"model_type": "llama", "quantization_config": {"quant_method": "gguf"}}))
+    out = bench_loop.without_gguf_marker(src, tmp_path / "plain")
+    assert out == tmp_path / "plain" and (out / "model.safetensors").read_bytes() == b"weights"
+    assert json.loads((out / "config.json").read_text()) == {"model_type": "llama"}
+    assert "quantization_config" in json.loads((src / "config.json").read_text())  # the cache is untouched
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    (clean / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    assert bench_loop.without_gguf_marker(clean, tmp_path / "unused") == clean

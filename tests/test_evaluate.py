@@ -294,3 +294,21 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("ceiling: error: ") for line in err)
     assert "config.json" in err[1] and "'ks'" in err[2]
+
+
+def test_checkpoint_discovery_and_steps(tmp_path):
+    from ceiling.evaluate import run_checkpoints, run_compute, step_of
+
+    ck = tmp_path / "checkpoints"
+    for name in ("step_000000", "step_000010", "step_000005", ".step_000020.abc.tmp", "step_000030"):
+        (ck / name).mkdir(parents=True)
+        if name != "step_000030":  # a folder without config.json is incomplete
+            (ck / name / "config.json").write_text("{}")
+    assert [(s, p.name) for s, p in run_checkpoints(tmp_path)] == [(5, "step_000005"), (10, "step_000010")]
+    trl = tmp_path / "checkpoint-250"
+    trl.mkdir()
+    assert step_of(trl, 1) == 250
+    (trl / "trainer_state.json").write_text(json.dumps({"global_step": 240}))
+    assert step_of(trl, 1) == 240 and step_of(tmp_path / "final", 3) == 3
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "compute/flops": 5.0}\n{"step": 2}\n{"step": 3, "compute/f')
+    assert run_compute(tmp_path) == {0: 0.0, 1: 5.0}

@@ -170,3 +170,16 @@ def test_real_length_collapse_log_is_not_read_as_a_ceiling() -> None:
     assert cut is not None and 180 <= cut <= 240  # the window ends before the length collapse
     assert report.ceiling.data["x_max"] <= cut
     assert isinstance(report.collapse, NotAvailable) and isinstance(report.entropy_law, NotAvailable)
+
+
+def test_per_family_rows_are_averaged_when_no_aggregate_row_exists() -> None:
+    rng = np.random.default_rng(4)
+    frame = synthetic_run("fam", rng)
+    rew = frame[frame["metric"] == "verified/reward"]
+    fam_a = rew.assign(family="add", value=rew["value"] + 0.05)
+    fam_b = rew.assign(family="mul", value=rew["value"] - 0.05)
+    frame = pd.concat([frame[frame["metric"] != "verified/reward"], fam_a, fam_b], ignore_index=True)
+    report = fit_frame(frame, n_boot=100, across=False)
+    assert isinstance(report.ceiling, CurveFit)
+    assert abs(report.ceiling.estimate - 0.6) < 0.03  # the mean of the two families
+    assert report.across_runs is None and report.to_dict()["across_runs"] is None

@@ -84,8 +84,12 @@ class EvalConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "EvalConfig":
+        """An EvalConfig from a dict (e.g. a run preset's "eval" settings); unknown keys are an error."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: (tuple(v) if k == "ks" and v is not None else v) for k, v in d.items() if k in names})
+        for key in d:
+            if key not in names:
+                raise error_at(None, f"unknown evaluation setting; known: {', '.join(sorted(names))}", field=key)
+        return cls(**{k: (tuple(v) if k == "ks" and v is not None else v) for k, v in d.items()})
 
     def fingerprint(self, **context: Any) -> str:
         """A short hash of everything that changes the numbers (all fields plus `context`, e.g. base and tasks)."""

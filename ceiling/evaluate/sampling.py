@@ -16,8 +16,10 @@ from ceiling.evaluate.config import EvalConfig
 from ceiling.evaluate.measures import SampleArrays
 from ceiling.models import LoadedModel, format_prompts, sample, token_logprobs
 
-SCORE_TOKENS = 2 ** 17
+SCORE_TOKENS = 2 ** 16
 """Most tokens (rows x width) run through one scoring forward pass, to bound activation memory."""
+SCORE_ROWS = 256
+"""Most rows per scoring pass: rows of similar completion length are scored together, cut to their longest."""
 
 
 @dataclass
@@ -47,18 +49,28 @@ class ModelSamples:
 
 def _score_rows(loaded: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
                 entropy: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """token_logprobs in row batches of at most SCORE_TOKENS tokens (the LM head is chunked inside)."""
-    rows = max(1, SCORE_TOKENS // max(1, input_ids.shape[1]))
+    """token_logprobs over rows [B, P+T] -> numpy (logp [B, T], entropy [B, T] or None).
+
+    Rows are sorted by completion length and scored in batches of SCORE_ROWS rows (at most SCORE_TOKENS
+    tokens), each cut to its longest completion, so padding after short completions costs little.
+    """
+    n_rows, width = input_ids.shape[0], input_ids.shape[1] - prompt_len
+    lengths = attention_mask[:, prompt_len:].sum(dim=1).cpu()
+    order = torch.argsort(lengths, stable=True)
+    logp = np.zeros((n_rows, width))
+    ent = np.zeros((n_rows, width)) if entropy else None
     dev = loaded.model.device
-    lps, ents = [], []
+    step = max(1, min(SCORE_ROWS, SCORE_TOKENS // input_ids.shape[1]))
     with torch.no_grad():
-        for i in range(0, input_ids.shape[0], rows):
-            lp, ent = token_logprobs(loaded.model, input_ids[i:i + rows].to(dev), attention_mask[i:i + rows].to(dev),
-                                     prompt_len, entropy=entropy)
-            lps.append(lp.double().cpu().numpy())
-            if entropy:
-                ents.append(ent.double().cpu().numpy())
-    return np.concatenate(lps), (np.concatenate(ents) if entropy else None)
+        for start in range(0, n_rows, step):
+            idx = order[start:start + step]
+            t = max(1, int(lengths[idx].max()))
+            lp, en = token_logprobs(loaded.model, input_ids[idx, : prompt_len + t].to(dev),
+                                    attention_mask[idx, : prompt_len + t].to(dev), prompt_len, entropy=entropy)
+            logp[idx.numpy(), :t] = lp.double().cpu().numpy()
+            if ent is not None and en is not None:
+                ent[idx.numpy(), :t] = en.double().cpu().numpy()
+    return logp, ent
 
 
 def draw(loaded: LoadedModel, prompts: Sequence[str], verify: Callable[[int, str], float],

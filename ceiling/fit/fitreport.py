@@ -126,9 +126,16 @@ def _aggregate_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _metric_series(df: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """(step, compute, value) of one metric, aggregate rows, k NaN, mean over duplicated steps."""
+    """(step, compute, value) of one metric (k NaN), mean over duplicated steps.
+
+    Aggregate rows (family NaN, "all", "verified", "unverified") are used when present; otherwise the
+    per-family rows are averaged per step.
+    """
     sub = df[(df["metric"] == metric) & df["k"].isna()]
     sub = sub[np.isfinite(sub["value"])]
+    agg = _aggregate_rows(sub)
+    if not agg.empty:
+        sub = agg
     if sub.empty:
         return sub[["step", "compute", "value"]]
     return sub.groupby("step", as_index=False).agg(compute=("compute", "mean"), value=("value", "mean"))
@@ -184,7 +191,7 @@ def fit_frame(frame: pd.DataFrame, run: str | None = None, x: str = "compute", m
         run = runs[0]
     if run not in runs:
         raise CeilingError(f"fit: run {run!r} is not in the frame (runs: {', '.join(runs[:10])})")
-    rdf = _aggregate_rows(df[df["run"] == run])
+    rdf = df[df["run"] == run]
     kw: dict[str, Any] = {} if exclude_frac is None else {"exclude_frac": exclude_frac}
     meta: dict[str, Any] = {"x_requested": x, "fingerprint": fingerprint(rdf["step"].to_numpy(),
                                                                         rdf["value"].to_numpy()),
@@ -304,7 +311,7 @@ def _fit_across(df: pd.DataFrame, runs: list[str], x: str, metric: str | None, n
                 kw: dict[str, Any]) -> AcrossRunsFit:
     rows = []
     for r in runs:
-        rdf = _aggregate_rows(df[df["run"] == r])
+        rdf = df[df["run"] == r]
         row: dict[str, Any] = {"run": r, **base_measures(df, r)}
         try:
             _, s = _verified(rdf, metric, 8)

@@ -1,0 +1,521 @@
+"""Aggregating a sweep: one row per cell from its own fits.json and eval.csv, the across-run regression of the
+fitted ceilings on the base's diversity, leave-one-base-out predictions, and the verdicts on the claim.
+
+Every per-run number is read, not refitted: the ceiling A and its interval come from the cell's fits.json
+(`ceiling` section), the KL threshold from its `collapse` section, rewards, pass@k and KL from its eval.csv
+(held-out evaluation, step 0 = the base). The base's diversity floor is read at step 0 of eval.csv
+(`ceiling.fit.base_measures`, the measures the per-run fits use) and, where the base folder has one, from
+the diversity.json written at pretraining.
+
+The claim under test has two parts:
+  1. verified reward saturates at a ceiling set by the base's diversity;
+  2. past a critical KL, verified gains cost unverified reasoning.
+`verdicts()` says for each part whether the numbers support it, contradict it or cannot decide, and why.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from ceiling.errors import CeilingError
+from ceiling.fit import base_measures, fit_across_runs
+from ceiling.frame import normalize_frame
+from ceiling.sweep.config import Cell, SweepConfig
+from ceiling.sweep.engine import cell_dir, is_complete
+
+SCHEMA_VERSION = 1
+MEASURES = ("base_pass@kmax", "base_entropy", "base_distinct_answers")
+MEASURE_NAMES = {"base_pass@kmax": "base pass@k at the largest k", "base_entropy": "base token entropy (nats)",
+                 "base_distinct_answers": "base distinct answers per prompt"}
+KL_METRIC = "kl/policy_base_k3"
+LEVEL = 0.95
+
+
+# ------------------------------------------------------------------------------------------ reading a cell
+def read_eval(run_dir: Path) -> pd.DataFrame | None:
+    """The cell's eval.csv as a canonical frame (None when missing)."""
+    path = run_dir / "eval.csv"
+    if not path.is_file():
+        return None
+    return normalize_frame(pd.read_csv(path), where=str(path))
+
+
+def _aggregate_rows(ev: pd.DataFrame, metric: str, family: str | None) -> pd.DataFrame:
+    rows = ev[(ev["metric"] == metric) & np.isfinite(ev["value"])]
+    fam = rows["family"]
+    pick = fam.isna() | fam.isin(["all", "verified", "unverified"]) if family is None else fam == family
+    return rows[pick]
+
+
+def value_at(ev: pd.DataFrame, metric: str, step: int, family: str | None = None,
+             k: float | None = None) -> tuple[float, float, float]:
+    """(value, ci_low, ci_high) of an aggregate row of `metric` at `step` (NaN when absent)."""
+    rows = _aggregate_rows(ev, metric, family)
+    rows = rows[rows["step"] == step]
+    rows = rows[rows["k"] == k] if k is not None else rows[rows["k"].isna()]
+    if rows.empty:
+        return (np.nan, np.nan, np.nan)
+    r = rows.iloc[0]
+    return float(r["value"]), float(r["ci_low"]), float(r["ci_high"])
+
+
+def base_folder(base: str) -> Path | None:
+    """The folder of a base (a shipped name under data/bases, or a model folder); None when not found."""
+    p = Path(base)
+    if p.is_dir():
+        return p
+    from ceiling.models.loading import bases_dir
+
+    q = bases_dir() / base
+    return q if q.is_dir() else None
+
+
+def diversity_record(base: str) -> dict[str, Any]:
+    """The base's diversity.json (measured at pretraining), {} when it has none."""
+    folder = base_folder(base)
+    if folder is None or not (folder / "diversity.json").is_file():
+        return {}
+    try:
+        return json.loads((folder / "diversity.json").read_text())
+    except ValueError:
+        return {}
+
+
+def _section(fits: dict[str, Any], name: str) -> dict[str, Any]:
+    sec = fits.get(name)
+    return sec if isinstance(sec, dict) else {}
+
+
+def _num(v: Any) -> float:
+    try:
+        return float(v) if v is not None else np.nan
+    except (TypeError, ValueError):
+        return np.nan
+
+
+def cell_row(cell: Cell, run_dir: Path) -> dict[str, Any]:
+    """One row of sweep.csv: the cell's coordinates, its fitted ceiling and threshold, its base's diversity
+    floor, and base-vs-final numbers from its evaluation."""
+    row: dict[str, Any] = cell.coordinates()
+    complete = is_complete(run_dir, cell)
+    row["status"] = "complete" if complete else ("incomplete" if run_dir.exists() else "missing")
+    fits: dict[str, Any] = {}
+    if complete:
+        fits = json.loads((run_dir / "fits.json").read_text())
+    ceil, col = _section(fits, "ceiling"), _section(fits, "collapse")
+    fitted = ceil.get("kind") == "curve"
+    row.update({"ceiling": _num(ceil.get("estimate")) if fitted else np.nan,
+                "ceiling_low": _num(ceil.get("ci_low")) if fitted else np.nan,
+                "ceiling_high": _num(ceil.get("ci_high")) if fitted else np.nan,
+                "ceiling_identifiable": bool(ceil.get("identifiable")) if fitted else False,
+                "ceiling_form": ceil.get("form") if fitted else None,
+                "ceiling_note": "; ".join(ceil.get("reasons") or [])[:300] if complete else None})
+    detected = bool(col.get("detected")) and col.get("kind") == "collapse"
+    row.update({"threshold_detected": detected,
+                "threshold": _num(col.get("estimate")) if detected else np.nan,
+                "threshold_low": _num(col.get("ci_low")) if detected else np.nan,
+                "threshold_high": _num(col.get("ci_high")) if detected else np.nan,
+                "threshold_p": _num(col.get("p_value")) if col.get("kind") == "collapse" else np.nan,
+                "threshold_x": col.get("x") if col.get("kind") == "collapse" else None})
+    ev = read_eval(run_dir) if complete else None
+    if ev is not None and not ev.empty:
+        ev = ev.assign(run=cell.name)
+        first, last = int(ev["step"].min()), int(ev["step"].max())
+        row.update(base_measures(ev, cell.name))
+        pk = _aggregate_rows(ev, "verified/pass@k", "verified")
+        kmax = float(pk["k"].max()) if not pk.empty else np.nan
+        row.update({"k_max": kmax, "final_step": last})
+        for key, metric, fam, k in (("reward", "verified/reward", "verified", None),
+                                    ("pass@kmax", "verified/pass@k", "verified", kmax),
+                                    ("pass@1", "verified/pass@k", "verified", 1.0),
+                                    ("unverified", "unverified/score", "unverified", None)):
+            for when, step in (("base", first), ("final", last)):
+                v, lo, hi = value_at(ev, metric, step, fam, k)
+                row.update({f"{when}_{key}": v, f"{when}_{key}_low": lo, f"{when}_{key}_high": hi})
+        kl = _aggregate_rows(ev, KL_METRIC, "all")
+        row["max_kl"] = float(kl["value"].max()) if not kl.empty else np.nan
+        row["gain"] = row["final_reward"] - row["base_reward"]
+        row["unverified_change"] = row["final_unverified"] - row["base_unverified"]
+        row["coverage_change"] = row["final_pass@kmax"] - row["base_pass@kmax"]
+    div = diversity_record(cell.base)
+    kdiv = (div.get("settings") or {}).get("k")
+    row.update({"div_entropy": _num(div.get("entropy")),
+                "div_pass@k": _num(div.get(f"pass@{kdiv}")) if kdiv else np.nan, "div_k": _num(kdiv),
+                "div_distinct_answers": _num(div.get("distinct_answers"))})
+    return row
+
+
+COLUMNS = ["cell", "base", "seed", "beta", "lr", "reward", "status", "ceiling", "ceiling_low", "ceiling_high",
+           "ceiling_identifiable", "ceiling_form", "base_pass@kmax", "k_max", "base_entropy", "base_distinct_answers",
+           "div_pass@k", "div_k", "div_entropy", "div_distinct_answers", "final_step", "base_reward",
+           "base_reward_low", "base_reward_high", "final_reward", "final_reward_low", "final_reward_high", "gain",
+           "base_pass@kmax_low", "base_pass@kmax_high", "final_pass@kmax", "final_pass@kmax_low",
+           "final_pass@kmax_high", "coverage_change", "base_pass@1", "final_pass@1", "base_unverified",
+           "base_unverified_low", "base_unverified_high", "final_unverified", "final_unverified_low",
+           "final_unverified_high", "unverified_change", "max_kl", "threshold_detected", "threshold",
+           "threshold_low", "threshold_high", "threshold_p", "threshold_x", "ceiling_note"]
+
+
+def collect(config: SweepConfig, runs_dir: str | Path) -> pd.DataFrame:
+    """One row per cell (config order), columns `COLUMNS`."""
+    rows = [cell_row(c, cell_dir(runs_dir, config, c)) for c in config.cells]
+    df = pd.DataFrame(rows)
+    for c in COLUMNS:
+        if c not in df.columns:
+            df[c] = np.nan
+    return df[COLUMNS]
+
+
+# ------------------------------------------------------------------------------------------ statistics
+@dataclass
+class Interval:
+    """A mean over runs with its interval; `method` says how the interval was obtained."""
+
+    estimate: float
+    low: float
+    high: float
+    n: int
+    method: str
+
+    def excludes_zero(self) -> bool:
+        return bool(np.isfinite(self.low) and np.isfinite(self.high) and (self.low > 0 or self.high < 0))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"estimate": _finite(self.estimate), "ci_low": _finite(self.low), "ci_high": _finite(self.high),
+                "n": self.n, "method": self.method}
+
+
+def _finite(v: float) -> float | None:
+    return float(v) if v is not None and np.isfinite(v) else None
+
+
+def mean_interval(values: Any, half_widths: Any = None, level: float = LEVEL) -> Interval:
+    """Mean of per-run values with a t interval over runs (n >= 2); for a single run, its own interval
+    (`half_widths`, e.g. from the evaluation's bootstrap), else none."""
+    v = np.asarray(values, dtype=float)
+    ok = np.isfinite(v)
+    v = v[ok]
+    if v.size == 0:
+        return Interval(np.nan, np.nan, np.nan, 0, "no runs")
+    if v.size >= 2:
+        half = sps.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
+        return Interval(float(v.mean()), float(v.mean() - half), float(v.mean() + half), int(v.size),
+                        f"mean over {v.size} runs, {level:.0%} t interval")
+    h = np.asarray(half_widths, dtype=float)[ok] if half_widths is not None else np.array([np.nan])
+    if h.size and np.isfinite(h[0]):
+        return Interval(float(v[0]), float(v[0] - h[0]), float(v[0] + h[0]), 1,
+                        "a single run: its evaluation intervals combined (no seed-to-seed variation)")
+    return Interval(float(v[0]), np.nan, np.nan, 1, "a single run: no interval")
+
+
+def _diff_half(df: pd.DataFrame, a: str, b: str) -> np.ndarray:
+    """Half-width of (a - b) from the two evaluation intervals, combined as if independent."""
+    ha = (df[f"{a}_high"] - df[f"{a}_low"]) / 2
+    hb = (df[f"{b}_high"] - df[f"{b}_low"]) / 2
+    return np.sqrt(ha.to_numpy(float) ** 2 + hb.to_numpy(float) ** 2)
+
+
+def difference(a: Interval, b: Interval) -> Interval:
+    """a - b with half-widths combined in quadrature (independent groups)."""
+    if not (np.isfinite(a.estimate) and np.isfinite(b.estimate)):
+        return Interval(np.nan, np.nan, np.nan, 0, "not available")
+    ha, hb = (a.high - a.low) / 2, (b.high - b.low) / 2
+    h = float(np.sqrt(ha**2 + hb**2)) if np.isfinite(ha) and np.isfinite(hb) else np.nan
+    d = a.estimate - b.estimate
+    return Interval(d, d - h, d + h, a.n + b.n, "difference of the two means, half-widths combined in quadrature")
+
+
+# ------------------------------------------------------------------------------------------ the analyses
+def regression_table(df: pd.DataFrame, config: SweepConfig) -> pd.DataFrame:
+    """The runs of the across-run regression: complete real-reward cells at the reference beta and lr."""
+    sel = df[(df["reward"] == "verified") & (df["status"] == "complete") & (df["beta"] == config.reference_beta)
+             & (df["lr"] == config.reference_lr)]
+    out = sel.rename(columns={"cell": "run", "ceiling_low": "ci_low", "ceiling_high": "ci_high",
+                              "ceiling_identifiable": "identifiable"})
+    return out[["run", "base", "ceiling", "ci_low", "ci_high", "identifiable", *MEASURES]].reset_index(drop=True)
+
+
+def across(table: pd.DataFrame) -> tuple[Any | None, str | None]:
+    """(AcrossRunsFit, None) or (None, the reason it could not be fitted)."""
+    measures = [m for m in MEASURES if m in table.columns and table[m].notna().any()]
+    if table.empty:
+        return None, "no complete real-reward run at the reference beta"
+    if not measures:
+        return None, "no base diversity measures at step 0 of the evaluations"
+    try:
+        return fit_across_runs(table.drop(columns=["base"]), measures=measures, level=LEVEL), None
+    except CeilingError as exc:
+        return None, str(exc)
+
+
+def leave_one_base_out(table: pd.DataFrame, measure: str) -> dict[str, Any]:
+    """Predict each base's ceiling from the other bases' runs alone (regression on `measure`), against the
+    ceilings its runs realized. Only identifiable ceilings take part, as in the regression."""
+    t = table[table["identifiable"].astype(bool) & np.isfinite(table["ceiling"].astype(float))]
+    rows, reasons = [], []
+    for base in sorted(t["base"].unique()):
+        train, test = t[t["base"] != base], t[t["base"] == base]
+        try:
+            fit = fit_across_runs(train.drop(columns=["base"]), measures=[measure], level=LEVEL)
+        except CeilingError as exc:
+            reasons.append(f"{base}: {exc}")
+            continue
+        x = float(test[measure].iloc[0])
+        center, lo, hi = fit.predict([x], band="prediction")
+        for r in test.itertuples(index=False):
+            rows.append({"run": r.run, "base": base, "x": x, "predicted": float(center[0]), "low": float(lo[0]),
+                         "high": float(hi[0]), "realized": float(r.ceiling), "realized_low": float(r.ci_low),
+                         "realized_high": float(r.ci_high), "error": float(center[0] - r.ceiling),
+                         "covered": bool(lo[0] <= r.ceiling <= hi[0])})
+    err = np.array([r["error"] for r in rows])
+    return {"method": f"leave one base out: regress the other bases' ceilings on {measure}, predict this base's "
+                      f"ceiling with a {LEVEL:.0%} prediction band",
+            "measure": measure, "rows": rows, "rmse": _finite(float(np.sqrt(np.mean(err**2)))) if err.size else None,
+            "mean_error": _finite(float(err.mean())) if err.size else None,
+            "coverage": _finite(float(np.mean([r["covered"] for r in rows]))) if rows else None,
+            "reasons": reasons}
+
+
+def control_comparison(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """Each random-reward control against the real-reward runs of the same base, beta and lr."""
+    out = []
+    done = df[df["status"] == "complete"]
+    for (base, beta, lr), ctrl in done[done["reward"] == "random"].groupby(["base", "beta", "lr"], sort=True):
+        real = done[(done["reward"] == "verified") & (done["base"] == base) & (done["beta"] == beta)
+                    & (done["lr"] == lr)]
+        g_real = mean_interval(real["gain"], _diff_half(real, "final_reward", "base_reward"))
+        g_ctrl = mean_interval(ctrl["gain"], _diff_half(ctrl, "final_reward", "base_reward"))
+        out.append({"base": base, "beta": float(beta), "lr": float(lr), "real": g_real.to_dict(),
+                    "control": g_ctrl.to_dict(), "difference": difference(g_real, g_ctrl).to_dict(),
+                    "real_runs": real["cell"].tolist(), "control_runs": ctrl["cell"].tolist()})
+    return out
+
+
+# ------------------------------------------------------------------------------------------ verdicts
+SUPPORT, CONTRADICT, UNDECIDED = "supported", "contradicted", "cannot decide"
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    from ceiling.report.results import fmt
+
+    return fmt(v, digits)
+
+
+def _ci(d: dict[str, Any] | Interval) -> str:
+    d = d.to_dict() if isinstance(d, Interval) else d
+    return f"{_fmt(d['estimate'])} [{_fmt(d['ci_low'])}, {_fmt(d['ci_high'])}]"
+
+
+@dataclass
+class Finding:
+    """One statement about the claim: its verdict and the numbers behind it, in words."""
+
+    claim: str
+    verdict: str
+    text: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"claim": self.claim, "verdict": self.verdict, "text": self.text}
+
+
+@dataclass
+class SweepAnalysis:
+    """Everything the aggregated report shows (`to_dict()` is sweep_fits.json, minus the table)."""
+
+    name: str
+    table: pd.DataFrame
+    reference_beta: float
+    reference_lr: float
+    across: Any | None
+    across_reason: str | None
+    prediction: dict[str, Any]
+    coverage: dict[str, Any]
+    unverified: dict[str, Any]
+    thresholds: dict[str, Any]
+    controls: list[dict[str, Any]]
+    findings: list[Finding] = field(default_factory=list)
+    verdicts: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        runs = self.table.replace({np.nan: None}).to_dict(orient="records")
+        return {"schema_version": SCHEMA_VERSION, "sweep": self.name, "level": LEVEL,
+                "reference": {"beta": self.reference_beta, "lr": self.reference_lr},
+                "runs": runs,
+                "across_runs": self.across.to_dict() if self.across is not None else
+                {"kind": "not_available", "reason": self.across_reason},
+                "prediction_from_base": self.prediction, "coverage": self.coverage,
+                "unverified": self.unverified, "thresholds": self.thresholds, "controls": self.controls,
+                "conclusion": {"verdicts": self.verdicts, "findings": [f.to_dict() for f in self.findings]}}
+
+
+def _seeds_note(df: pd.DataFrame) -> str:
+    per_base = df.groupby("base")["seed"].nunique()
+    if per_base.empty:
+        return "no runs"
+    lo, hi = int(per_base.min()), int(per_base.max())
+    return f"{len(per_base)} base(s), {lo if lo == hi else f'{lo}-{hi}'} seed(s) each"
+
+
+def _claim1(a: SweepAnalysis, reg: pd.DataFrame) -> list[Finding]:
+    out: list[Finding] = []
+    c = "1. ceiling set by base diversity"
+    n_all = len(reg)
+    ident = reg[reg["identifiable"].astype(bool)]
+    n_id = len(ident)
+    scope = f"real-reward runs at beta {a.reference_beta:g} ({_seeds_note(reg)})"
+    out.append(Finding(c, SUPPORT if n_id >= max(1, (n_all + 1) // 2) else UNDECIDED,
+                       f"Saturation: {n_id} of {n_all} {scope} have an identifiable ceiling (a plateau with a "
+                       "narrow interval)." + ("" if n_id else " Without identifiable ceilings nothing below can "
+                                              "be decided; longer runs would be needed.")))
+    if a.across is None:
+        out.append(Finding(c, UNDECIDED, f"Across-run regression not available: {a.across_reason}."))
+    else:
+        r = a.across.regressions[a.across.primary]
+        slope = {"estimate": r["slope"], "ci_low": r["slope_ci"][0], "ci_high": r["slope_ci"][1]}
+        name = MEASURE_NAMES.get(a.across.primary, a.across.primary)
+        if not a.across.detected:
+            v, what = UNDECIDED, "its interval includes 0: no relation is detected"
+        elif r["slope"] > 0:
+            v, what = SUPPORT, "ceilings rise with the base's diversity"
+        else:
+            v, what = CONTRADICT, "ceilings fall as the base's diversity rises"
+        extra = "" if a.across.identifiable else f" (only {r['k']} runs: few degrees of freedom)"
+        out.append(Finding(c, v, f"Regression of the fitted ceiling on {name}: slope {_ci(slope)} over "
+                                 f"{r['k']} runs{extra}; {what}."))
+    p = a.prediction
+    if p.get("rows"):
+        spread = float(np.ptp(ident["ceiling"].astype(float))) if n_id else np.nan
+        cov = p.get("coverage")
+        v = SUPPORT if (cov is not None and cov >= 0.5 and p["rmse"] is not None and np.isfinite(spread)
+                        and p["rmse"] < spread / 2) else UNDECIDED
+        out.append(Finding(c, v, f"Predicted from the base alone (leave one base out): error RMSE "
+                                 f"{_fmt(p['rmse'])} against a spread of ceilings of {_fmt(spread)}; "
+                                 f"{_fmt(100 * cov if cov is not None else None, 0)}% of realized ceilings fall in "
+                                 "the prediction band."))
+    else:
+        why = "; ".join(p.get("reasons") or []) or "too few bases with identifiable ceilings"
+        out.append(Finding(c, UNDECIDED, f"No prediction from the base alone: {why}."))
+    if n_id:
+        above = ident[ident["ci_low"] > ident["base_pass@kmax"]]
+        below = ident[ident["ci_high"] <= ident["base_pass@kmax"]]
+        v = CONTRADICT if len(above) else (SUPPORT if len(below) == n_id else UNDECIDED)
+        out.append(Finding(c, v, f"Cap: {len(below)} of {n_id} identifiable ceilings lie at or below the base's "
+                                 f"pass@k at the largest k (what the base can reach at all), {len(above)} lie "
+                                 "above it."))
+    return out
+
+
+def _claim2(a: SweepAnalysis, real: pd.DataFrame) -> list[Finding]:
+    out: list[Finding] = []
+    c = "2. past a critical KL, verified gains cost unverified reasoning"
+    t = a.thresholds
+    n, d = t["n_runs"], t["n_detected"]
+    by_beta = ", ".join(f"beta {b:g}: {v['detected']} of {v['runs']}" for b, v in sorted(
+        ((float(k), v) for k, v in t["by_beta"].items())))
+    u = a.unverified["change"]
+    g = a.unverified["verified_gain"]
+    if n == 0:
+        return [Finding(c, UNDECIDED, "No complete real-reward run to test it on.")]
+    loss = u["ci_high"] is not None and u["ci_high"] < 0
+    no_loss = u["ci_low"] is not None and u["ci_low"] >= 0
+    gain = g["ci_low"] is not None and g["ci_low"] > 0
+    if d >= max(1, (n + 1) // 2) and loss:
+        v = SUPPORT
+    elif d == 0 and no_loss:
+        v = CONTRADICT
+    else:
+        v = UNDECIDED
+    out.append(Finding(c, v, f"KL threshold detected in {d} of {n} real-reward runs ({by_beta}); the largest KL "
+                             f"reached was {_fmt(t['max_kl'])} nats (KL(policy || base), k3, per sequence)."))
+    out.append(Finding(c, SUPPORT if (loss and gain) else CONTRADICT if no_loss and gain else UNDECIDED,
+                       f"From base to final checkpoint, verified reward changed by {_ci(g)} and the never-rewarded "
+                       f"(unverified) score by {_ci(u)} ({u['method']})."
+                       + (" Verified gains came with unverified losses." if loss and gain else
+                          " Unverified score did not fall." if no_loss else
+                          " The unverified change is within noise." if not loss else "")))
+    return out
+
+
+def _coverage_finding(a: SweepAnalysis) -> Finding:
+    cv = a.coverage
+    ch = cv["change"]
+    v = UNDECIDED
+    if ch["ci_high"] is not None and ch["ci_high"] < 0:
+        v = SUPPORT
+    elif ch["ci_low"] is not None and ch["ci_low"] >= 0:
+        v = CONTRADICT
+    return Finding("coverage (Yue et al. 2025: RL narrows pass@k at large k)", v,
+                   f"pass@k at the largest k, final minus base: {_ci(ch)} over {ch['n']} real-reward runs; "
+                   f"{cv['n_lower']} run(s) end clearly below their base (intervals apart), {cv['n_higher']} "
+                   "clearly above.")
+
+
+def _control_findings(a: SweepAnalysis) -> list[Finding]:
+    out = []
+    c = "control: random reward"
+    if not a.controls:
+        return [Finding(c, UNDECIDED, "No complete random-reward control: genuine learning cannot be separated "
+                                      "from side effects of the update.")]
+    for k in a.controls:
+        d = k["difference"]
+        if d["ci_low"] is not None and d["ci_low"] > 0:
+            v, what = SUPPORT, "the verified reward teaches more than a random one"
+        elif d["ci_high"] is not None and d["ci_high"] <= 0:
+            v, what = CONTRADICT, "random rewards did as well: the gains are side effects of the update"
+        else:
+            v, what = UNDECIDED, "the difference is within noise"
+        out.append(Finding(c, v, f"{k['base']} at beta {k['beta']:g}: verified-reward gain {_ci(k['real'])} "
+                                 f"({k['real']['n']} run(s)) vs random-reward gain {_ci(k['control'])} "
+                                 f"({k['control']['n']} run(s)); difference {_ci(d)}: {what}."))
+    return out
+
+
+def _overall(findings: list[Finding], claim_prefix: str) -> str:
+    vs = [f.verdict for f in findings if f.claim.startswith(claim_prefix)]
+    if CONTRADICT in vs and SUPPORT in vs:
+        return "mixed: some numbers support it, others contradict it"
+    if CONTRADICT in vs:
+        return CONTRADICT
+    if vs and all(v == SUPPORT for v in vs):
+        return SUPPORT
+    if SUPPORT in vs:
+        return "partly supported (the other parts cannot be decided)"
+    return UNDECIDED
+
+
+def analyse(config: SweepConfig, table: pd.DataFrame) -> SweepAnalysis:
+    """The across-run fits, predictions, comparisons and verdicts of a collected sweep table."""
+    reg = regression_table(table, config)
+    fit, reason = across(reg)
+    primary = fit.primary if fit is not None else "base_pass@kmax"
+    prediction = leave_one_base_out(reg, primary) if reg[primary].notna().any() else {
+        "method": "leave one base out", "measure": primary, "rows": [], "rmse": None, "mean_error": None,
+        "coverage": None, "reasons": [reason or "no base measures"]}
+    real = table[(table["reward"] == "verified") & (table["status"] == "complete")]
+    cov_change = mean_interval(real["coverage_change"], _diff_half(real, "final_pass@kmax", "base_pass@kmax"))
+    coverage = {"change": cov_change.to_dict(),
+                "n_lower": int((real["final_pass@kmax_high"] < real["base_pass@kmax_low"]).sum()),
+                "n_higher": int((real["final_pass@kmax_low"] > real["base_pass@kmax_high"]).sum())}
+    unverified = {"change": mean_interval(real["unverified_change"],
+                                          _diff_half(real, "final_unverified", "base_unverified")).to_dict(),
+                  "verified_gain": mean_interval(real["gain"], _diff_half(real, "final_reward", "base_reward")).to_dict()}
+    by_beta = {f"{b:g}": {"runs": len(g), "detected": int(g["threshold_detected"].sum())}
+               for b, g in real.groupby("beta", sort=True)}
+    thresholds = {"n_runs": len(real), "n_detected": int(real["threshold_detected"].sum()),
+                  "by_beta": by_beta, "max_kl": _finite(float(real["max_kl"].max())) if len(real) else None}
+    a = SweepAnalysis(name=config.name, table=table, reference_beta=config.reference_beta,
+                      reference_lr=config.reference_lr, across=fit, across_reason=reason, prediction=prediction,
+                      coverage=coverage, unverified=unverified, thresholds=thresholds,
+                      controls=control_comparison(table))
+    a.findings = _claim1(a, reg) + _claim2(a, real) + [_coverage_finding(a)] + _control_findings(a)
+    a.verdicts = {"claim 1: verified reward saturates at a ceiling set by base diversity": _overall(a.findings, "1."),
+                  "claim 2: past a critical KL, verified gains cost unverified reasoning": _overall(a.findings, "2."),
+                  "RL narrows coverage (pass@k at large k)": _overall(a.findings, "coverage"),
+                  "gains are genuine (beat the random-reward control)": _overall(a.findings, "control")}
+    return a

@@ -1,0 +1,181 @@
+"""`ceiling sweep`: the CI miniature (configs/sweep_smoke.json) end to end, resume, aggregation, config errors.
+
+The miniature runs on three tiny bases pretrained here in seconds (placed where the shipped ones live, via
+$CEILING_DATA), so the test does not depend on the shipped weights and the three bases really differ in
+diversity.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ceiling.cli import main as cli_main
+from ceiling.errors import CeilingError
+from ceiling.sweep import build_sweep_report, cell_dir, is_complete, load_sweep, parse_sweep, run_sweep
+from ceiling.sweep.aggregate import mean_interval
+from ceiling.sweep.engine import CELL_JSON
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "configs" / "sweep_smoke.json"
+DEFAULT = ROOT / "configs" / "sweep_default.json"
+
+
+@pytest.fixture(scope="module")
+def bases(tmp_path_factory) -> Path:
+    """tiny-low / tiny-medium / tiny-high: miniature pretrained bases with a measured diversity.json."""
+    from ceiling.io import atomic_write_json
+    from ceiling.models import load
+    from ceiling.pretrain import PRESETS, CorpusSpec, TrainConfig, measure_diversity, pretrain
+
+    data = tmp_path_factory.mktemp("data")
+    cfg = TrainConfig(steps=40, batch_size=32, lr=1e-2, warmup=4, hidden_size=32, num_layers=1, num_heads=2,
+                      log_every=0)
+    for name, diversity in PRESETS.items():
+        out = pretrain(data / "bases" / name, diversity, seed=0, cfg=cfg, tasks="smoke", measure=False)
+        taskset = CorpusSpec(diversity=diversity, seed=0, tasks="smoke").taskset()
+        measured = measure_diversity(load(out, device="cpu"), taskset, n_prompts=4, n_samples=8, k=8)
+        atomic_write_json(out / "diversity.json", measured)
+    return data
+
+
+@pytest.fixture(scope="module")
+def swept(bases, tmp_path_factory):
+    """The miniature sweep, run once through the CLI with two parallel workers."""
+    old = os.environ.get("CEILING_DATA")
+    os.environ["CEILING_DATA"] = str(bases)
+    try:
+        root = tmp_path_factory.mktemp("sweep")
+        runs, reports = root / "runs", root / "reports"
+        code = cli_main(["sweep", "--config", str(SMOKE), "--jobs", "2", "--runs-dir", str(runs),
+                         "--reports-dir", str(reports)])
+        yield load_sweep(SMOKE), runs, reports, code
+    finally:
+        if old is None:
+            os.environ.pop("CEILING_DATA", None)
+        else:
+            os.environ["CEILING_DATA"] = old
+
+
+def test_smoke_sweep_makes_every_cell_and_the_report(swept):
+    config, runs, reports, code = swept
+    assert code == 0
+    assert [c.name for c in config.cells] == ["tiny-low-s0-b0", "tiny-medium-s0-b0", "tiny-high-s0-b0",
+                                              "tiny-medium-s0-b0-random"]
+    for c in config.cells:
+        d = cell_dir(runs, config, c)
+        assert (d / "fits.json").is_file() and (d / "eval.csv").is_file()
+        assert json.loads((d / "config.json").read_text())["random_reward"] is c.control
+        assert is_complete(d, c)
+    out = reports / config.name
+    html = (out / "index.html").read_text()
+    md = (out / "report.md").read_text()
+    assert "Conclusion" in html and "## Conclusion" in md
+    for claim in ("claim 1", "claim 2"):
+        assert claim in md
+    pngs = sorted(p.stem for p in out.glob("*.png"))
+    assert {"coverage", "threshold_vs_beta", "unverified_vs_kl", "control_gain"} <= set(pngs)
+    for name in pngs:  # every written figure is on the page and linked from the Markdown
+        assert f'id="{name}"' in html and f"({name}.png)" in md
+
+
+def test_aggregation_equals_each_runs_fits_and_eval(swept):
+    config, runs, reports, _ = swept
+    table = pd.read_csv(reports / config.name / "sweep.csv")
+    stored = json.loads((reports / config.name / "sweep_fits.json").read_text())
+    assert len(table) == len(stored["runs"]) == 4 and set(table["status"]) == {"complete"}
+    for c in config.cells:
+        row = table[table["cell"] == c.name].iloc[0]
+        fits = json.loads((cell_dir(runs, config, c) / "fits.json").read_text())
+        ceiling = fits["ceiling"]
+        if ceiling["kind"] == "curve":
+            assert row["ceiling"] == pytest.approx(ceiling["estimate"], rel=1e-12)
+            assert row["ceiling_low"] == pytest.approx(ceiling["ci_low"], rel=1e-12)
+            assert bool(row["ceiling_identifiable"]) is bool(ceiling["identifiable"])
+        else:
+            assert math.isnan(row["ceiling"])
+        assert bool(row["threshold_detected"]) is bool(fits["collapse"].get("detected", False))
+        ev = pd.read_csv(cell_dir(runs, config, c) / "eval.csv")
+        rew = ev[(ev["metric"] == "verified/reward") & (ev["family"] == "verified")].sort_values("step")
+        assert row["base_reward"] == pytest.approx(rew["value"].iloc[0])
+        assert row["final_reward"] == pytest.approx(rew["value"].iloc[-1])
+        assert row["gain"] == pytest.approx(rew["value"].iloc[-1] - rew["value"].iloc[0])
+    # the diversity floor comes from each base: the three bases differ, the control shares tiny-medium's
+    floor = table.set_index("cell")["base_pass@kmax"]
+    assert floor["tiny-medium-s0-b0"] == floor["tiny-medium-s0-b0-random"]
+    assert table["div_entropy"].notna().all()
+    assert stored["conclusion"]["findings"] and len(stored["conclusion"]["verdicts"]) == 4
+    assert stored["controls"][0]["control_runs"] == ["tiny-medium-s0-b0-random"]
+
+
+def test_resume_skips_complete_cells_and_reruns_a_damaged_one(swept, bases, monkeypatch, capsys):
+    config, runs, reports, _ = swept
+    monkeypatch.setenv("CEILING_DATA", str(bases))
+    out = reports / config.name
+    before = (out / "index.html").read_bytes(), (out / "sweep.csv").read_bytes()
+    damaged = config.cells[0]
+    d = cell_dir(runs, config, damaged)
+    (d / "fits.json").unlink()
+    mtimes = {c.name: (cell_dir(runs, config, c) / "fits.json").stat().st_mtime_ns for c in config.cells[1:]}
+    outcome = run_sweep(config, runs, reports, jobs=1)
+    assert [r.status for r in outcome.results] == ["ran", "done", "done", "done"]
+    for c in config.cells[1:]:  # untouched
+        assert (cell_dir(runs, config, c) / "fits.json").stat().st_mtime_ns == mtimes[c.name]
+    assert "== RL" in (d / "sweep_cell.log").read_text()
+    # the damaged cell was finished from its checkpoints, giving the same numbers: the report is unchanged
+    assert (out / "sweep.csv").read_bytes() == before[1]
+    assert (out / "index.html").read_bytes() == before[0]
+
+
+def test_a_failed_cell_is_reported_and_the_others_go_on(swept, bases, monkeypatch, tmp_path):
+    config, runs, reports, _ = swept
+    monkeypatch.setenv("CEILING_DATA", str(bases))
+    data = json.loads(SMOKE.read_text())
+    data["grid"]["base"] = ["tiny-low", str(tmp_path / "no-such-model")]
+    data.pop("controls")
+    broken = parse_sweep(data, SMOKE)
+    # reuse the finished tiny-low cell: copy nothing, point the sweep at the same runs folder
+    outcome = run_sweep(broken, runs, tmp_path / "reports", jobs=1)
+    status = {r.cell: r.status for r in outcome.results}
+    assert status == {"tiny-low-s0-b0": "done", "no-such-model-s0-b0": "failed"}
+    assert outcome.failed[0].error and "\n" not in outcome.failed[0].error
+    md = (tmp_path / "reports" / config.name / "report.md").read_text()
+    assert "no-such-model-s0-b0: incomplete" in md
+
+
+def test_config_errors_name_the_field(tmp_path):
+    base = json.loads(SMOKE.read_text())
+    cases = [({"grid": {"base": ["tiny-low"], "seed": [-1]}}, "grid[0].seed"),
+             ({"grid": {"base": ["tiny-low"], "beta": ["x"]}}, "grid[0].beta"),
+             ({"grid": {"base": ["tiny-low"], "temperature": [1]}}, "grid[0].temperature"),
+             ({"train": {"beta": 0.1}}, "train.beta"),
+             ({"colour": 1}, "colour"),
+             ({"reference_beta": 0.3}, "reference_beta")]
+    for change, field in cases:
+        with pytest.raises(CeilingError, match=f"field '{field}'"):
+            parse_sweep({**base, **change}, tmp_path / "s.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"name": "x",\n "grid": }')
+    with pytest.raises(CeilingError, match=r"bad.json:2"):
+        load_sweep(bad)
+
+
+def test_default_config_is_a_real_grid_with_a_control():
+    config = load_sweep(DEFAULT)
+    real, ctrl = config.real_cells(), config.control_cells()
+    assert {c.base for c in real} == {"tiny-low", "tiny-medium", "tiny-high"}
+    assert len({c.seed for c in real}) >= 2 and 0.0 in {c.beta for c in real} and len({c.beta for c in real}) >= 2
+    assert ctrl and all(c.spec.train["random_reward"] for c in ctrl)
+    assert len({c.name for c in config.cells}) == len(config.cells)
+
+
+def test_mean_interval():
+    one = mean_interval([0.2], [0.05])
+    assert (one.low, one.high, one.n) == (pytest.approx(0.15), pytest.approx(0.25), 1)
+    two = mean_interval([0.1, 0.3])
+    assert two.estimate == pytest.approx(0.2) and two.low < 0.1 and two.high > 0.3  # t with 1 dof is wide
+    assert not mean_interval([float("nan")]).n
