@@ -182,3 +182,15 @@ def test_config_errors_name_the_field():
     assert cfg.beta == 0.04 and cfg.steps == 3
     assert cfg.config_hash() == GRPOConfig(beta=0.04, steps=99, out="elsewhere").config_hash()
     assert cfg.config_hash() != GRPOConfig(beta=0.05).config_hash()
+
+
+def test_length_buckets_minimise_padding():
+    from ceiling.rl.grpo import length_buckets
+
+    # one long completion gets its own forward pass instead of padding three short ones to its length
+    assert length_buckets([1, 1, 1, 30], prompt_len=5, max_rows=4, overhead_tokens=1) == [(0, 3), (3, 4)]
+    # with a large per-call overhead everything goes in one pass
+    assert length_buckets([1, 1, 1, 30], prompt_len=5, max_rows=4, overhead_tokens=1000) == [(0, 4)]
+    spans = length_buckets([2] * 5, prompt_len=3, max_rows=2, overhead_tokens=10)
+    assert len(spans) == 3 and all(b - a <= 2 for a, b in spans)
+    assert [a for a, _ in spans][1:] == [b for _, b in spans][:-1] and spans[0][0] == 0 and spans[-1][1] == 5

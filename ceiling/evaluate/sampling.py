@@ -1,7 +1,9 @@
 """The model side of the evaluator: draw samples once per model, score them under another model.
 
-A model's samples are kept as `Chunk`s (one `ceiling.models.sample` call each, whole prompt groups), so the
-same tensors can be re-scored by the other model for KL in both directions without re-padding.
+All n samples per prompt feed reward, pass@k and diversity; the first `score_samples` of each prompt are
+kept as tensors (`Chunk`s, one per `ceiling.models.sample` call) and scored by the model itself (log-probs,
+entropy) and by the other model (KL in both directions, NLL fallback). Scoring is memory-bounded and
+skips most padding (`_score_rows`).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import numpy as np
 import torch
 
 from ceiling.evaluate.config import EvalConfig
+from ceiling.evaluate.estimators import kl_sequence
 from ceiling.evaluate.measures import SampleArrays
 from ceiling.models import LoadedModel, format_prompts, sample, token_logprobs
 
@@ -150,8 +153,6 @@ def score_under(other: LoadedModel, samples: ModelSamples) -> list[np.ndarray]:
 
 def sequence_kl(samples: ModelSamples, other_logp: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Per-sequence k1 and k3 estimates of KL(sampler || other), in the order of `samples.arrays`."""
-    from ceiling.evaluate.estimators import kl_sequence
-
     k1s, k3s = [], []
     for ch, lq in zip(samples.chunks, other_logp, strict=True):
         k1, k3 = kl_sequence(ch.logp, lq, ch.completion_mask.numpy())
@@ -167,25 +168,16 @@ def sequence_nll(other_logp: list[np.ndarray], samples: ModelSamples) -> tuple[n
     return nll, tok
 
 
-def document_nll(loaded: LoadedModel, documents: Sequence[Sequence[int]],
-                 batch_rows: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Summed NLL and token count of each tokenised document (first token = context, the rest scored)."""
-    pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
-    nll, tok = [], []
-    for start in range(0, len(documents), batch_rows):
-        docs = [list(d) for d in documents[start:start + batch_rows] if len(d) >= 2]
-        if not docs:
-            continue
-        width = max(len(d) for d in docs)
-        ids = torch.full((len(docs), width), pad, dtype=torch.long)
-        att = torch.zeros((len(docs), width), dtype=torch.long)
-        for r, d in enumerate(docs):
-            ids[r, :len(d)] = torch.tensor(d)
-            att[r, :len(d)] = 1
-        lp, _ = _score_rows(loaded, ids, att, 1, entropy=False)
-        m = att[:, 1:].numpy().astype(np.float64)
-        nll.append(-(lp * m).sum(axis=1))
-        tok.append(m.sum(axis=1))
-    if not nll:
+def document_nll(loaded: LoadedModel, documents: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Summed NLL and token count of each tokenised document (its first token is context, the rest scored)."""
+    docs = [list(d) for d in documents if len(d) >= 2]
+    if not docs:
         return np.zeros(0), np.zeros(0)
-    return np.concatenate(nll), np.concatenate(tok)
+    pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
+    ids = torch.full((len(docs), max(len(d) for d in docs)), pad, dtype=torch.long)
+    att = torch.zeros_like(ids)
+    for r, d in enumerate(docs):  # right padding: the "prompt" is the first token, the rest a completion
+        ids[r, :len(d)] = torch.tensor(d)
+        att[r, :len(d)] = 1
+    lp, _ = _score_rows(loaded, ids, att, 1, entropy=False)
+    return -lp.sum(axis=1), att[:, 1:].sum(dim=1).numpy().astype(np.float64)

@@ -7,24 +7,24 @@ from ceiling.fit.across import AcrossRunsFit, fit_across_runs
 from ceiling.fit.collapse import CollapseFit, fit_collapse
 from ceiling.fit.common import SCHEMA_VERSION, NotAvailable
 from ceiling.fit.curve import (
-                               DEFAULT_EXCLUDE_FRAC,
-                               DEFAULT_MAX_CI_WIDTH,
-                               DEFAULT_MIN_PROGRESS,
-                               CurveFit,
-                               FormComparison,
-                               backtest,
-                               compare_forms,
-                               fit_curve,
+    DEFAULT_EXCLUDE_FRAC,
+    DEFAULT_MAX_CI_WIDTH,
+    DEFAULT_MIN_PROGRESS,
+    CurveFit,
+    FormComparison,
+    backtest,
+    compare_forms,
+    fit_curve,
 )
 from ceiling.fit.entropy import EntropyLawFit, fit_entropy_law
 from ceiling.fit.fitreport import (
-                               FitReport,
-                               base_measures,
-                               fit_frame,
-                               from_dict,
-                               load_fits,
-                               save_fits,
-                               section_from_dict,
+    FitReport,
+    base_measures,
+    fit_frame,
+    from_dict,
+    load_fits,
+    save_fits,
+    section_from_dict,
 )
 from ceiling.fit.forms import FORMS
 

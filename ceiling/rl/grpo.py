@@ -57,7 +57,7 @@ from ceiling.tasks import Problem, TaskSet
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 STD_SCALINGS = ("group", "batch", "none")
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16")
 AUTO_ACTIVATION_BYTES_CPU = 2**30  # micro_batch_size 0: training activations kept under this on CPU ...
 AUTO_ACTIVATION_SHARE_CUDA = 0.25  # ... and under this share of the GPU's memory on CUDA
 
@@ -102,7 +102,7 @@ class GRPOConfig:
     seed: int = _f(0, "seed of every random choice")
     device: str = _f("auto", "auto | cpu | cuda")
     num_threads: int = _f(0, "CPU threads for torch (0 = torch's default); may change the last bits of results")
-    dtype: str = _f("float32", "compute dtype: float32, or bfloat16/float16 autocast on CUDA (weights stay fp32)")
+    dtype: str = _f("float32", "compute dtype: float32, or bfloat16 autocast on CUDA (weights and optimizer stay fp32)")
     checkpoint_every: int = _f(10, "save a checkpoint every K steps (and always at step 0 and the end)")
     out: str = _f("runs/grpo", "run directory")
     random_reward: bool = _f(False, "control: train on rewards drawn at random, independent of correctness")
@@ -241,9 +241,10 @@ def kl_k2(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 
 
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """k3 = q/p - 1 - log(q/p) per token, x ~ p: unbiased for KL(p || q) and never negative."""
+    """k3 = q/p - 1 - log(q/p) per token, x ~ p: unbiased for KL(p || q) and never negative (computed with
+    expm1, and clamped at 0 against rounding when p and q agree to the last bits)."""
     log_ratio = ref_logp - logp
-    return torch.exp(log_ratio) - 1.0 - log_ratio
+    return (torch.expm1(log_ratio) - log_ratio).clamp(min=0.0)
 
 
 KL_FUNCTIONS = {"k1": kl_k1, "k2": kl_k2, "k3": kl_k3}
@@ -383,17 +384,39 @@ def collect(policy: LoadedModel, taskset: TaskSet, cfg: GRPOConfig, step: int, d
 
 
 def autocast(device: torch.device, dtype: str) -> Any:
-    """bf16/fp16 autocast for forward passes when asked (weights and optimizer stay fp32); else a no-op."""
+    """bf16 autocast for forward passes when asked (weights and optimizer stay fp32); else a no-op."""
     enabled = dtype != "float32"
     return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype), enabled=enabled)
 
 
-def micro_batches(rows: torch.Tensor, lengths: torch.Tensor, size: int) -> list[torch.Tensor]:
-    """Split row indices into chunks of `size` rows, similar completion lengths together (less padding)."""
-    if size >= len(rows):
-        return [rows]
-    rows = rows[torch.argsort(lengths[rows], stable=True)]
-    return list(torch.split(rows, size))
+def length_buckets(lengths: list[int], prompt_len: int, max_rows: int, overhead_tokens: int) -> list[tuple[int, int]]:
+    """Cut rows sorted by completion length into contiguous buckets [(start, end), ...] that minimise the
+    padded tokens computed, sum over buckets of rows x (prompt_len + longest completion), plus
+    `overhead_tokens` per extra forward call; at most `max_rows` rows per bucket. Exact dynamic programme."""
+    n = len(lengths)
+    best = [0.0] + [math.inf] * n  # best[j]: cost of rows [0, j)
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        width = prompt_len + max(lengths[j - 1], 1)  # rows are sorted: row j-1 is the longest of [i, j)
+        for i in range(max(0, j - max_rows), j):
+            cost = best[i] + (j - i) * width + overhead_tokens
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    spans, j = [], n
+    while j > 0:
+        spans.append((cut[j], j))
+        j = cut[j]
+    return spans[::-1]
+
+
+def micro_batches(rows: torch.Tensor, lengths: torch.Tensor, prompt_len: int, max_rows: int,
+                  device: torch.device) -> list[torch.Tensor]:
+    """Row indices in forward-pass chunks: similar completion lengths together, so that little padding is
+    computed (a long truncated completion does not make every short one pay for its length)."""
+    order = rows[torch.argsort(lengths[rows].cpu(), stable=True).to(rows.device)]
+    sorted_lengths = lengths[order].tolist()
+    overhead = 1024 if device.type == "cuda" else 128  # a forward call's fixed cost, in tokens (measured on CPU)
+    return [order[a:b] for a, b in length_buckets(sorted_lengths, prompt_len, max_rows, overhead)]
 
 
 def micro_batch_size(cfg: GRPOConfig, rollout: Rollout, model: Any, device: torch.device, grad: bool = True) -> int:
@@ -431,7 +454,7 @@ def score_all(model: Any, batch: Batch, cfg: GRPOConfig, device: torch.device,
     logp = torch.zeros(r.completion_mask.shape, dtype=torch.float32, device=device)
     ent = torch.zeros_like(logp) if entropy else None
     size = micro_batch_size(cfg, r, model, device, grad=False)
-    for rows in micro_batches(torch.arange(r.batch_size, device=device), r.lengths, size):
+    for rows in micro_batches(torch.arange(r.batch_size, device=device), r.lengths, r.prompt_len, size, device):
         lp, en = forward_logprobs(model, batch, rows, cfg, device, entropy)
         logp[rows, : lp.shape[1]] = lp
         if ent is not None and en is not None:
@@ -468,7 +491,7 @@ def update(model: Any, optimizer: torch.optim.Optimizer, batch: Batch, ref_logp:
         for mb in torch.tensor_split(order.to(device), cfg.minibatches):
             weights = token_weights(mask[mb], cfg.loss_type, cfg.max_new_tokens)
             optimizer.zero_grad(set_to_none=True)
-            for rows in micro_batches(torch.arange(len(mb), device=device), r.lengths[mb], mb_size):
+            for rows in micro_batches(torch.arange(len(mb), device=device), r.lengths[mb], r.prompt_len, mb_size, device):
                 idx = mb[rows]
                 need_ent = fused or cfg.entropy_coef > 0
                 logp, ent = forward_logprobs(model, batch, idx, cfg, device, entropy=need_ent)

@@ -238,7 +238,7 @@ def regression_table(df: pd.DataFrame, config: SweepConfig) -> pd.DataFrame:
              & (df["lr"] == config.reference_lr)]
     out = sel.rename(columns={"cell": "run", "ceiling_low": "ci_low", "ceiling_high": "ci_high",
                               "ceiling_identifiable": "identifiable"})
-    return out[["run", "base", "ceiling", "ci_low", "ci_high", "identifiable", *MEASURES]].reset_index(drop=True)
+    return out[["run", "base", "seed", "ceiling", "ci_low", "ci_high", "identifiable", *MEASURES]].reset_index(drop=True)
 
 
 def across(table: pd.DataFrame) -> tuple[Any | None, str | None]:
@@ -249,7 +249,7 @@ def across(table: pd.DataFrame) -> tuple[Any | None, str | None]:
     if not measures:
         return None, "no base diversity measures at step 0 of the evaluations"
     try:
-        return fit_across_runs(table.drop(columns=["base"]), measures=measures, level=LEVEL), None
+        return fit_across_runs(table.drop(columns=["base", "seed"]), measures=measures, level=LEVEL), None
     except CeilingError as exc:
         return None, str(exc)
 
@@ -262,7 +262,7 @@ def leave_one_base_out(table: pd.DataFrame, measure: str) -> dict[str, Any]:
     for base in sorted(t["base"].unique()):
         train, test = t[t["base"] != base], t[t["base"] == base]
         try:
-            fit = fit_across_runs(train.drop(columns=["base"]), measures=[measure], level=LEVEL)
+            fit = fit_across_runs(train.drop(columns=["base", "seed"]), measures=[measure], level=LEVEL)
         except CeilingError as exc:
             reasons.append(f"{base}: {exc}")
             continue
