@@ -21,7 +21,8 @@ resident memory of the whole process: each side runs in its own child process an
 child's own `ru_maxrss`. Step times are taken around the step only (ours: `speed/seconds_per_step` from
 `metrics.jsonl`; TRL: `on_step_begin` to `on_step_end` of a trainer callback), so start-up, checkpoints
 and logging are outside both. `--repeats R` runs the sides R times in alternating order and reports
-medians, which damps the noise of a shared machine.
+medians, which damps the noise of a shared machine; the fastest step of each side (the least disturbed by
+other processes) is shown beside the mean.
 
 Targets (issues 3 and 8): ours >= 3x TRL's completions/s on a tiny base, >= 2x on SmolLM2-135M, at <= 0.5x
 its peak memory.
@@ -298,7 +299,10 @@ def summarise(records: Sequence[StepRecord]) -> dict[str, float]:
     tokens = sum(r.completion_tokens for r in records)
     return {
         "seconds_per_step": seconds / len(records),
+        "fastest_step_s": min(r.seconds for r in records),
+        "slowest_step_s": max(r.seconds for r in records),
         "completions_per_s": completions / seconds,
+        "best_completions_per_s": max(r.completions / r.seconds for r in records),
         "tokens_per_s": tokens / seconds,
         "completion_tokens_per_step": tokens / len(records),
         "prompt_tokens_per_step": sum(r.prompt_tokens for r in records) / len(records),
@@ -362,7 +366,8 @@ def child_env() -> dict[str, str]:
             "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
 
 
-FIGURES = ("seconds_per_step", "completions_per_s", "tokens_per_s", "peak_rss_mib", "peak_anon_mib", "import_rss_mib")
+FIGURES = ("seconds_per_step", "fastest_step_s", "slowest_step_s", "completions_per_s", "best_completions_per_s",
+           "tokens_per_s", "peak_rss_mib", "peak_anon_mib", "import_rss_mib")
 
 
 def combine(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -402,7 +407,9 @@ def report(spec: LoopSpec, sides: dict[str, dict[str, Any]], comparison: dict[st
     if "trl" in sides:
         lines.append(f"TRL {sides['trl'].get('trl_version')}: " + ", ".join(
             f"{k}={v}" for k, v in sides["trl"].get("trl_settings", {}).items()))
-    rows_spec = [("seconds / step", "seconds_per_step"), ("completions / s", "completions_per_s"),
+    rows_spec = [("seconds / step", "seconds_per_step"), ("fastest step (s)", "fastest_step_s"),
+                 ("slowest step (s)", "slowest_step_s"), ("completions / s", "completions_per_s"),
+                 ("completions / s, fastest step", "best_completions_per_s"),
                  ("generated tokens / s", "tokens_per_s"), ("peak RSS (MiB)", "peak_rss_mib"),
                  ("peak anonymous RSS (MiB)", "peak_anon_mib"), ("RSS after imports (MiB)", "import_rss_mib"),
                  ("completion tokens / step", "completion_tokens_per_step"),

@@ -107,7 +107,7 @@ def knob(diversity: float) -> Knob:
     d = float(diversity)
     if not (0.0 <= d <= 1.0) or math.isnan(d):
         raise error_at(None, f"must be in [0, 1], got {diversity!r}", field="diversity")
-    return Knob(coverage=0.3 + 0.7 * d, p_correct=0.7 - 0.2 * d, wrong_variants=1 + round(3 * d),
+    return Knob(coverage=0.3 + 0.7 * d, p_correct=0.85 - 0.25 * d, wrong_variants=1 + round(3 * d),
                 format_share=0.3 * d)
 
 
@@ -122,7 +122,7 @@ class CorpusSpec:
     """Seed of sub-space order, wrong variants and document draws."""
     tasks: str = "default"
     """Task set (a `TaskSet.parse` spec) whose verified and unverified families make the corpus."""
-    verified_share: float = 0.5
+    verified_share: float = 0.8
     """Share of documents from the verified families (split evenly among them); the rest is split evenly
     among the unverified families."""
 
@@ -138,7 +138,7 @@ class TrainConfig:
     """Optimizer steps."""
     batch_size: int = 64
     """Documents per step."""
-    lr: float = 3e-3
+    lr: float = 5e-3
     """Peak learning rate (AdamW)."""
     min_lr_ratio: float = 0.1
     """Final learning rate as a share of the peak (cosine decay)."""

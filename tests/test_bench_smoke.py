@@ -124,6 +124,7 @@ def test_summarise_divides_work_by_time():
     fig = bench_loop.summarise(records)
     assert fig["seconds_per_step"] == 4.0 and fig["completions_per_s"] == 16.0 and fig["tokens_per_s"] == 200.0
     assert fig["completion_tokens_per_step"] == 800.0 and fig["reward_mean"] == 0.25
+    assert fig["fastest_step_s"] == 2.0 and fig["slowest_step_s"] == 6.0 and fig["best_completions_per_s"] == 32.0
 
 
 def test_trl_rows_follow_our_problem_order():

@@ -46,13 +46,13 @@ def test_small_coverage_and_accuracy_check() -> None:
     cmid, b, a = SCALERL_SETS[0]
     rng = np.random.default_rng(11)
     errs, covered = [], []
-    for r in range(24):
+    for r in range(16):
         c, y = scalerl_curve(cmid, b, a, rng, n=120)
-        fit = fit_curve(c, y, n_boot=200, seed=r)
+        fit = fit_curve(c, y, n_boot=150, seed=r)
         errs.append(abs(fit.estimate - a))
         covered.append(fit.ci_low <= a <= fit.ci_high)
     assert np.median(errs) <= 0.01
-    assert np.mean(covered) >= 0.8
+    assert np.mean(covered) >= 0.75  # 16 draws: a loose floor; the benchmark measures 0.95-0.97
 
 
 def test_curve_stopping_before_midpoint_is_flagged() -> None:
@@ -207,3 +207,13 @@ def test_unknown_form_and_loss() -> None:
         fit_curve(x, x, form="logistic")
     with pytest.raises(CeilingError, match="loss"):
         fit_curve(x, x, loss="cauchy")
+
+
+def test_fixed_r0_is_respected() -> None:
+    rng = np.random.default_rng(12)
+    c, y = scalerl_curve(4242, 1.65, 0.71, rng, n=120)
+    fit = fit_curve(c, y, n_boot=100, r0=R0)
+    assert fit.params["R0"] == R0 and fit.ci["R0"] == (R0, R0)
+    assert abs(fit.estimate - 0.71) < 0.03 and fit.window["r0_fixed"] == R0
+    with pytest.raises(CeilingError, match="no R0"):
+        fit_curve(c, y, form="power", r0=R0)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -156,7 +158,7 @@ def test_config_errors_name_the_field(tmp_path):
              ({"colour": 1}, "colour"),
              ({"reference_beta": 0.3}, "reference_beta")]
     for change, field in cases:
-        with pytest.raises(CeilingError, match=f"field '{field}'"):
+        with pytest.raises(CeilingError, match=re.escape(f"field '{field}'")):
             parse_sweep({**base, **change}, tmp_path / "s.json")
     bad = tmp_path / "bad.json"
     bad.write_text('{"name": "x",\n "grid": }')
@@ -179,3 +181,87 @@ def test_mean_interval():
     two = mean_interval([0.1, 0.3])
     assert two.estimate == pytest.approx(0.2) and two.low < 0.1 and two.high > 0.3  # t with 1 dof is wide
     assert not mean_interval([float("nan")]).n
+
+
+# ---------------------------------------------------------------------------------------------- synthetic sweeps
+def _synthetic_eval(run: str, coverage: float, ceiling: float, seed: int, steps: int = 40) -> pd.DataFrame:
+    """An eval.csv of a run that saturates at `ceiling` from a base of pass@32 `coverage`; the unverified score
+    falls once KL passes 3 nats."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(0, steps + 1, 2):
+        kl = 0.25 * s
+        reward = 0.1 + (ceiling - 0.1) * (1 - np.exp(-s / 6)) + rng.normal(0, 0.004)
+        unverified = 0.5 - 0.04 * max(0.0, kl - 3.0) + rng.normal(0, 0.004)
+        common = {"run": run, "step": s, "compute": 1e12 * s, "n": 64.0, "estimator": "synthetic"}
+        rows += [{**common, "metric": "verified/reward", "value": reward, "ci_low": reward - 0.02,
+                  "ci_high": reward + 0.02, "family": "verified", "k": np.nan},
+                 {**common, "metric": "unverified/score", "value": unverified, "ci_low": unverified - 0.02,
+                  "ci_high": unverified + 0.02, "family": "unverified", "k": np.nan},
+                 {**common, "metric": "kl/policy_base_k3", "value": kl, "ci_low": kl, "ci_high": kl, "family": "all",
+                  "k": np.nan},
+                 {**common, "metric": "policy/entropy", "value": 1.0 + coverage - 0.01 * s, "ci_low": np.nan,
+                  "ci_high": np.nan, "family": "all", "k": np.nan},
+                 {**common, "metric": "diversity/distinct_answers", "value": 2 + 4 * coverage - 0.02 * s,
+                  "ci_low": np.nan, "ci_high": np.nan, "family": "verified", "k": np.nan}]
+        if s in (0, steps):
+            for k, v in ((1, reward), (32, coverage - (0.06 if s else 0.0))):
+                rows.append({**common, "metric": "verified/pass@k", "value": v, "ci_low": v - 0.02,
+                             "ci_high": v + 0.02, "family": "verified", "k": float(k)})
+    return pd.DataFrame(rows)
+
+
+def _fake_sweep(tmp_path, monkeypatch, slope: float):
+    """Cells on disk as a finished sweep would leave them, their fits.json made by the real fit_frame."""
+    from ceiling.fit import fit_frame, save_fits
+    from ceiling.sweep.engine import write_cell_record
+
+    monkeypatch.setenv("CEILING_DATA", str(tmp_path / "no-data"))
+    data = json.loads(SMOKE.read_text())
+    data.update(name="synthetic", grid={"base": ["tiny-low", "tiny-medium", "tiny-high"], "seed": [0, 1],
+                                        "beta": [0.0]})
+    data.pop("controls")
+    config = parse_sweep(data, SMOKE)
+    coverage = {"tiny-low": 0.3, "tiny-medium": 0.5, "tiny-high": 0.7}
+    runs = tmp_path / "runs"
+    for c in config.cells:
+        d = cell_dir(runs, config, c)
+        d.mkdir(parents=True)
+        ceiling = 0.25 + slope * (coverage[c.base] - 0.3) + 0.01 * c.seed
+        ev = _synthetic_eval(c.name, coverage[c.base], ceiling, seed=c.seed + 10 * len(c.base))
+        (d / "config.json").write_text("{}")
+        (d / "metrics.jsonl").write_text("")
+        ev.to_csv(d / "eval.csv", index=False)
+        save_fits(d / "fits.json", fit_frame(ev, run=c.name, n_boot=60, across=False))
+        write_cell_record(d, c, "complete")
+    return config, runs
+
+
+def test_synthetic_sweep_where_diversity_sets_the_ceiling(tmp_path, monkeypatch):
+    config, runs = _fake_sweep(tmp_path, monkeypatch, slope=0.8)
+    assert all(is_complete(cell_dir(runs, config, c), c) for c in config.cells)
+    analysis, index = build_sweep_report(config, runs, tmp_path / "reports")
+    table = pd.read_csv(index.parent / "sweep.csv")
+    for c in config.cells:  # the aggregated numbers are the per-run fits, unchanged
+        fits = json.loads((cell_dir(runs, config, c) / "fits.json").read_text())
+        row = table[table["cell"] == c.name].iloc[0]
+        assert row["ceiling"] == fits["ceiling"]["estimate"] and row["ceiling_high"] == fits["ceiling"]["ci_high"]
+        assert bool(row["threshold_detected"]) is fits["collapse"]["detected"]
+        assert row["base_pass@kmax"] == pytest.approx(0.3 if "low" in c.name else 0.5 if "medium" in c.name else 0.7)
+    assert table["ceiling_identifiable"].all()
+    reg = analysis.across.regressions["base_pass@kmax"]
+    assert reg["slope_ci"][0] > 0.5 and reg["slope_ci"][1] < 1.1 and reg["k"] == 6
+    assert analysis.prediction["rows"] and analysis.prediction["rmse"] < 0.05  # leave one base out
+    verdicts = list(analysis.verdicts.values())
+    assert verdicts[0] == "supported"       # claim 1
+    assert verdicts[2] == "supported"       # coverage shrinks by 0.06 in every run
+    md = (index.parent / "report.md").read_text()
+    assert "slope" in md and "6 runs" in md and "ceiling_vs_diversity.png" in md
+    assert (index.parent / "predicted_vs_realized.png").is_file()
+
+
+def test_synthetic_sweep_where_it_does_not(tmp_path, monkeypatch):
+    config, runs = _fake_sweep(tmp_path, monkeypatch, slope=-0.5)
+    analysis, _ = build_sweep_report(config, runs, tmp_path / "reports")
+    assert analysis.across.regressions["base_pass@kmax"]["slope_ci"][1] < 0
+    assert list(analysis.verdicts.values())[0] == "contradicted"

@@ -209,6 +209,8 @@ def evaluate_checkpoints(base: Any, checkpoints: Sequence[Any], cfg: EvalConfig 
     steps = list(steps) if steps is not None else [step_of(c, i + 1) for i, c in enumerate(checkpoints)]
     if len(steps) != len(checkpoints):
         raise CeilingError(f"{len(checkpoints)} checkpoints but {len(steps)} steps")
+    if len(set(steps)) != len(steps) or any(s <= 0 for s in steps):
+        raise CeilingError(f"checkpoint steps must be distinct and > 0 (step 0 is the base), got {steps}")
     ev = _Evaluator(base, cfg, taskset, timings)
     out: list[tuple[int, list[dict[str, Any]]]] = []
     if include_base:

@@ -255,7 +255,7 @@ def fit_curve(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, 
               x_min: float | None = None, x_max: float | None = None, n_boot: int = 1000, block: int | None = None, level: float = 0.95,
               seed: int = 0, a_bounds: tuple[float, float] | None = None,
               max_ci_width: float = DEFAULT_MAX_CI_WIDTH, min_progress: float = DEFAULT_MIN_PROGRESS,
-              x_label: str = "compute") -> CurveFit:
+              x_label: str = "compute", r0: float | None = None) -> CurveFit:
     """Fit a saturating curve y(x) and bootstrap it.
 
     Args:
@@ -271,6 +271,7 @@ def fit_curve(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, 
         a_bounds: bounds on A and R0 (default [0, 1] for data in [0, 1], else the data range widened 3x).
         max_ci_width, min_progress: identifiability thresholds (see the module doc).
         x_label: what x is ("compute", "step"), recorded in the result.
+        r0: fix R0 (sigmoid and exponential) at a known starting level, as ScaleRL does, instead of fitting it.
     """
     fm = get_form(form)
     if loss not in LOSSES:
@@ -296,6 +297,11 @@ def fit_curve(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, 
         # could equally be read as "has not started rising yet" with any ceiling.
         i0 = fm.theta_names.index("R0")
         hi[i0] = min(hi[i0], max(_start_upper(ya), lo[i0]))
+    if r0 is not None:
+        if "R0" not in fm.theta_names:
+            raise CeilingError(f"r0: the {form} form has no R0")
+        i0 = fm.theta_names.index("R0")
+        lo[i0] = hi[i0] = float(r0)
     theta, fs, converged = _point_fit(fm, u, yf, lo, hi, loss, f_scale)
     yhat = fm.f(u, theta[None, :])[0]
     resid = yf - yhat
@@ -347,7 +353,7 @@ def fit_curve(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, 
               + (f"; circular block bootstrap of residuals (B={n_boot}, block={boot['block']}), "
                  f"percentile {level:.0%} intervals; profile-likelihood check on A" if n_boot > 0
                  else "; no bootstrap"))
-    window = {"rule": (f"x >= {x_min:g}" if x_min is not None else f"x > {exclude_frac:g} * max(x)")
+    window = {"r0_fixed": r0, "rule": (f"x >= {x_min:g}" if x_min is not None else f"x > {exclude_frac:g} * max(x)")
               + (f" and x <= {x_max:g}" if x_max is not None else ""),
               "exclude_frac": exclude_frac, "x_min": x_min, "x_max": x_max, "kept": int(n),
               "excluded_x": [float(v) for v in xa[~keep]]}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -165,7 +166,20 @@ def convert_smollm2(dest: str | Path) -> Path:
     if result.unexpected_keys or on_meta:
         raise CeilingError(f"SmolLM2 conversion failed: unset {on_meta[:3]}, unexpected {result.unexpected_keys[:3]}")
     plain.generation_config = loaded.generation_config
+    # The GGUF origin must not follow the weights: a config that still says quantization_config=gguf makes
+    # every later save_pretrained (RL checkpoints) refuse to serialise the model.
+    for cfg in (plain.config, getattr(plain, "model", plain).config):
+        if hasattr(cfg, "quantization_config"):
+            delattr(cfg, "quantization_config")
     return save(plain, tokenizer, dest)
+
+
+def _stale_smollm2_cache(path: Path) -> bool:
+    """A cache written by an earlier converter that kept the GGUF quantization_config (not re-savable)."""
+    try:
+        return "quantization_config" in json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return True
 
 
 def _invalid_spec(spec: str) -> CeilingError:
@@ -179,7 +193,7 @@ def load(spec: str | Path, device: str | torch.device = "auto", dtype: str | tor
     spec_s = str(spec)
     if spec_s == SMOLLM2:
         path = cache_dir() / SMOLLM2
-        if not _is_model_dir(path):
+        if not _is_model_dir(path) or _stale_smollm2_cache(path):
             convert_smollm2(path)
         model, tokenizer = _load_folder(path, dev, dt)
         return LoadedModel(model, tokenizer, name=SMOLLM2, spec=spec_s, chat=True, path=path)

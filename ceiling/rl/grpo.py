@@ -29,6 +29,12 @@ scaling-law convention: input embedding and output head left out). Per useful (n
 2N for a separate old-policy forward (only when one is needed), and 6N per token per PPO epoch of training.
 Attention-score FLOPs and padding are not counted (the usual 6N approximation).
 
+Speed: generation uses the models' batched KV-cache sampler; the frozen base scores the samples in one
+no-grad pass; with one PPO epoch and one minibatch (the default) the training forward itself gives the
+policy's log-probs, entropy and KL (the ratio is exactly 1, so no separate old-policy pass); forward passes
+group rows of similar completion length (`length_buckets`) so a long completion does not pad the short ones,
+and split them into micro-batches that keep activation memory within a budget (`micro_batch_size`).
+
 Randomness: every random choice of step s (problems, sampling, minibatch order, random-reward control) uses
 a generator seeded from (seed, s), so a resumed run draws exactly what the uninterrupted one drew.
 """

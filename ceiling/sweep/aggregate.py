@@ -27,7 +27,7 @@ from ceiling.errors import CeilingError
 from ceiling.fit import base_measures, fit_across_runs
 from ceiling.frame import normalize_frame
 from ceiling.sweep.config import Cell, SweepConfig
-from ceiling.sweep.engine import cell_dir, is_complete
+from ceiling.sweep.engine import base_folder, cell_dir, is_complete
 
 SCHEMA_VERSION = 1
 MEASURES = ("base_pass@kmax", "base_entropy", "base_distinct_answers")
@@ -63,17 +63,6 @@ def value_at(ev: pd.DataFrame, metric: str, step: int, family: str | None = None
         return (np.nan, np.nan, np.nan)
     r = rows.iloc[0]
     return float(r["value"]), float(r["ci_low"]), float(r["ci_high"])
-
-
-def base_folder(base: str) -> Path | None:
-    """The folder of a base (a shipped name under data/bases, or a model folder); None when not found."""
-    p = Path(base)
-    if p.is_dir():
-        return p
-    from ceiling.models.loading import bases_dir
-
-    q = bases_dir() / base
-    return q if q.is_dir() else None
 
 
 def diversity_record(base: str) -> dict[str, Any]:
@@ -248,6 +237,10 @@ def across(table: pd.DataFrame) -> tuple[Any | None, str | None]:
         return None, "no complete real-reward run at the reference beta"
     if not measures:
         return None, "no base diversity measures at step 0 of the evaluations"
+    n_id = int(table["identifiable"].astype(bool).sum())
+    if n_id < 3:
+        return None, (f"only {n_id} of {len(table)} runs have an identifiable ceiling; the regression needs at "
+                      "least 3 (with distinct bases)")
     try:
         return fit_across_runs(table.drop(columns=["base", "seed"]), measures=measures, level=LEVEL), None
     except CeilingError as exc:
@@ -425,7 +418,9 @@ def _claim2(a: SweepAnalysis, real: pd.DataFrame) -> list[Finding]:
     loss = u["ci_high"] is not None and u["ci_high"] < 0
     no_loss = u["ci_low"] is not None and u["ci_low"] >= 0
     gain = g["ci_low"] is not None and g["ci_low"] > 0
-    if d >= max(1, (n + 1) // 2) and loss:
+    if not gain:
+        v = UNDECIDED  # without a verified gain there is nothing whose cost could be measured
+    elif d >= max(1, (n + 1) // 2) and loss:
         v = SUPPORT
     elif d == 0 and no_loss:
         v = CONTRADICT
@@ -433,27 +428,33 @@ def _claim2(a: SweepAnalysis, real: pd.DataFrame) -> list[Finding]:
         v = UNDECIDED
     out.append(Finding(c, v, f"KL threshold detected in {d} of {n} real-reward runs ({by_beta}); the largest KL "
                              f"reached was {_fmt(t['max_kl'])} nats (KL(policy || base), k3, per sequence)."))
-    out.append(Finding(c, SUPPORT if (loss and gain) else CONTRADICT if no_loss and gain else UNDECIDED,
-                       f"From base to final checkpoint, verified reward changed by {_ci(g)} and the never-rewarded "
-                       f"(unverified) score by {_ci(u)} ({u['method']})."
-                       + (" Verified gains came with unverified losses." if loss and gain else
-                          " Unverified score did not fall." if no_loss else
-                          " The unverified change is within noise." if not loss else "")))
+    if not gain:
+        what, v = " Verified reward did not rise reliably, so there is no gain whose cost could be measured.", UNDECIDED
+    elif loss:
+        what, v = " Verified gains came with unverified losses.", SUPPORT
+    elif no_loss:
+        what, v = " Verified gains came without unverified losses, within the KL range reached.", CONTRADICT
+    else:
+        what, v = " The unverified change is within noise.", UNDECIDED
+    out.append(Finding(c, v, f"From base to final checkpoint, verified reward changed by {_ci(g)} and the "
+                             f"never-rewarded (unverified) score by {_ci(u)} ({u['method']}).{what}"))
     return out
 
 
 def _coverage_finding(a: SweepAnalysis) -> Finding:
     cv = a.coverage
-    ch = cv["change"]
+    ch, g = cv["change"], a.unverified["verified_gain"]
+    learned = g["ci_low"] is not None and g["ci_low"] > 0
     v = UNDECIDED
     if ch["ci_high"] is not None and ch["ci_high"] < 0:
         v = SUPPORT
-    elif ch["ci_low"] is not None and ch["ci_low"] >= 0:
+    elif ch["ci_low"] is not None and (ch["ci_low"] > 0 or (ch["ci_low"] >= 0 and learned)):
         v = CONTRADICT
     return Finding("coverage (Yue et al. 2025: RL narrows pass@k at large k)", v,
                    f"pass@k at the largest k, final minus base: {_ci(ch)} over {ch['n']} real-reward runs; "
                    f"{cv['n_lower']} run(s) end clearly below their base (intervals apart), {cv['n_higher']} "
-                   "clearly above.")
+                   "clearly above." + ("" if learned else " (Verified reward did not rise reliably: RL may not "
+                                                          "have moved far enough to tell.)"))
 
 
 def _control_findings(a: SweepAnalysis) -> list[Finding]:

@@ -67,15 +67,22 @@ def _fingerprint_files(files: tuple[tuple[str, int, int], ...]) -> str:
     return "sha256:" + h.hexdigest()[:16]
 
 
+def base_folder(base: str) -> Path | None:
+    """The folder of a base: a model folder as given, or a shipped name under `$CEILING_DATA/bases` (else the
+    repo's data/bases), as `ceiling.models.load` resolves it (without importing torch); None when not found."""
+    folder = Path(base)
+    if folder.is_dir():
+        return folder
+    data = os.environ.get("CEILING_DATA")
+    shipped = (Path(data) if data else Path(__file__).resolve().parents[2] / "data") / "bases" / base
+    return shipped if shipped.is_dir() else None
+
+
 def base_fingerprint(base: str) -> str:
     """A hash of the base's weights (its *.safetensors files), so that a re-pretrained base reruns its cells;
     the spec itself for a base that is not a folder here (e.g. `smollm2`)."""
-    folder = Path(base)
-    if not folder.is_dir():
-        from ceiling.models.loading import bases_dir
-
-        folder = bases_dir() / base
-    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    folder = base_folder(base)
+    files = sorted(folder.glob("*.safetensors")) if folder is not None else []
     if not files:
         return base
     return _fingerprint_files(tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
@@ -107,10 +114,13 @@ def _one_line(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def _record(cell: Cell, status: str, **extra: Any) -> dict[str, Any]:
-    return {"schema_version": 1, "status": status, "spec_hash": cell.spec_hash(),
-            "base_fingerprint": base_fingerprint(cell.base), **cell.coordinates(),
-            "spec": {"train": cell.spec.train, "eval": cell.spec.eval, "fit": cell.spec.fit}, **extra}
+def write_cell_record(run_dir: Path, cell: Cell, status: str, **extra: Any) -> Path:
+    """Write the cell's sweep_cell.json: `status` (`started` or `complete`), the settings hash, the base's
+    fingerprint, the coordinates and settings, plus `extra` (timings)."""
+    return atomic_write_json(run_dir / CELL_JSON, {
+        "schema_version": 1, "status": status, "spec_hash": cell.spec_hash(),
+        "base_fingerprint": base_fingerprint(cell.base), **cell.coordinates(),
+        "spec": {"train": cell.spec.train, "eval": cell.spec.eval, "fit": cell.spec.fit}, **extra})
 
 
 def run_cell(cell: Cell, runs_dir: str, reports_dir: str, threads: int) -> CellResult:
@@ -128,7 +138,7 @@ def run_cell(cell: Cell, runs_dir: str, reports_dir: str, threads: int) -> CellR
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not stored or stored.get("status") != "complete":
-        atomic_write_json(run_dir / CELL_JSON, _record(cell, "started"))
+        write_cell_record(run_dir, cell, "started")
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
@@ -142,8 +152,7 @@ def run_cell(cell: Cell, runs_dir: str, reports_dir: str, threads: int) -> CellR
                 traceback.print_exc()
                 return CellResult(cell.name, "failed", time.perf_counter() - t0, error=_one_line(exc))
         seconds = time.perf_counter() - t0
-        atomic_write_json(run_dir / CELL_JSON, _record(cell, "complete", timings=out["timings"], seconds=seconds,
-                                                       threads=threads))
+        write_cell_record(run_dir, cell, "complete", timings=out["timings"], seconds=seconds, threads=threads)
         return CellResult(cell.name, "ran", seconds, timings=out["timings"])
     finally:
         torch.set_num_threads(previous)

@@ -87,6 +87,12 @@ def _jitter(df: pd.DataFrame, col: str, span: float) -> np.ndarray:
     return x
 
 
+def _legend(ax, **kw: Any) -> None:
+    """A legend when something is labelled (none otherwise, without matplotlib's warning)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kw)
+
+
 def _diagonal(ax, lo: float, hi: float, label: str) -> None:
     ax.plot([lo, hi], [lo, hi], color="#555555", lw=1, ls="--", label=label)
 
@@ -121,7 +127,7 @@ def _fig_ceiling(a: SweepAnalysis, reg: pd.DataFrame, colors: dict[str, str]) ->
                            label=f"{base} (not identifiable)")
         ax.set_xlabel(MEASURE_NAMES[m])
         ax.set_ylabel("fitted ceiling A of verified reward")
-        ax.legend(loc="best")
+        _legend(ax, loc="best")
     fig.suptitle(f"Fitted RL ceiling against the base's diversity (beta {a.reference_beta:g})", fontsize=11,
                  fontweight="bold")
     return fig
@@ -143,7 +149,7 @@ def _fig_prediction(a: SweepAnalysis, colors: dict[str, str]) -> Figure:
     ax.set_ylabel("realized (fitted) ceiling")
     ax.set_title(f"leave one base out: RMSE {fmt(a.prediction['rmse'])}, mean error {fmt(a.prediction['mean_error'])}",
                  loc="left", fontsize=9, fontweight="normal")
-    ax.legend(loc="best")
+    _legend(ax, loc="best")
     fig.suptitle("Ceiling predicted from the base vs realized", fontsize=11, fontweight="bold")
     return fig
 
@@ -152,7 +158,8 @@ def _fig_coverage(done: pd.DataFrame, colors: dict[str, str]) -> Figure:
     fig, axes = _figure(2, width=9.0)
     kmax = int(done["k_max"].max()) if done["k_max"].notna().any() else 0
     for ax, key, label in ((axes[0], "pass@kmax", f"pass@{kmax}"), (axes[1], "pass@1", "pass@1")):
-        vals = done[[f"base_{key}", f"final_{key}"]].to_numpy(float)
+        cols = [f"{w}_{key}{e}" for w in ("base", "final") for e in ("", "_low", "_high") if f"{w}_{key}{e}" in done]
+        vals = done[cols].to_numpy(float)
         lo, hi = float(np.nanmin(vals)), float(np.nanmax(vals))
         pad = 0.05 * (hi - lo or 1.0)
         _diagonal(ax, lo - pad, hi + pad, "final = base")
@@ -166,7 +173,7 @@ def _fig_coverage(done: pd.DataFrame, colors: dict[str, str]) -> Figure:
         ax.set_xlabel(f"base {label}")
         ax.set_ylabel(f"final checkpoint {label}")
         ax.set_title(label, loc="left", fontsize=9, fontweight="normal")
-    axes[0].legend(loc="best")
+    _legend(axes[0], loc="best")
     fig.suptitle("Does RL shrink coverage? Base vs final checkpoint, held-out verified problems", fontsize=11,
                  fontweight="bold")
     return fig
@@ -191,7 +198,7 @@ def _fig_threshold(done: pd.DataFrame, colors: dict[str, str]) -> Figure:
     ax.set_xticks(range(len(betas)), [f"{b:g}" for b in betas])
     ax.set_xlabel("KL coefficient beta")
     ax.set_ylabel("KL(policy || base), k3, per sequence [nats]")
-    ax.legend(loc="best", fontsize=7.5)
+    _legend(ax, loc="best", fontsize=7.5)
     fig.suptitle("KL threshold of each run against beta", fontsize=11, fontweight="bold")
     return fig
 
@@ -210,7 +217,7 @@ def _fig_unverified(done: pd.DataFrame, cur: pd.DataFrame, colors: dict[str, str
                 color=CONTROL if ctrl else colors[r.base], label=r.cell)
     ax.set_xlabel("KL(policy || base), k3, per sequence [nats]")
     ax.set_ylabel("unverified score (never-rewarded families)")
-    ax.legend(loc="best", fontsize=6.5, ncol=2)
+    _legend(ax, loc="best", fontsize=6.5, ncol=2)
     fig.suptitle("Unverified score against KL, all runs", fontsize=11, fontweight="bold")
     return fig
 
@@ -247,6 +254,10 @@ def sweep_figures(a: SweepAnalysis, cur: pd.DataFrame) -> list[SweepFigure]:
     if reg.empty or not reg[list(MEASURE_NAMES)].notna().any().any():
         out.append(SweepFigure("ceiling_vs_diversity", "Ceiling against base diversity", "",
                                skipped="no complete real-reward run at the reference beta"))
+    elif not np.isfinite(reg["ceiling"].astype(float)).any():
+        out.append(SweepFigure("ceiling_vs_diversity", "Ceiling against base diversity", "",
+                               skipped="no run at the reference beta has a fitted ceiling (see each run's fits.json "
+                                       "for the reason)"))
     else:
         cap = (f"Each dot: the fitted ceiling A of one real-reward run at beta {a.reference_beta:g} with its "
                f"{LEVEL:.0%} interval (from its fits.json), against its base's diversity floor measured at step 0 of "
@@ -309,20 +320,19 @@ def runs_display(t: pd.DataFrame) -> pd.DataFrame:
         return "-" if v is None or not np.isfinite(v) else f"{fmt(v)} {interval(lo, hi)}"
 
     rows = []
-    for r in t.itertuples(index=False):
-        d = r._asdict()
+    for d in t.to_dict(orient="records"):
         rows.append({
-            "run": r.cell, "reward": r.reward, "status": r.status,
-            "ceiling A [95%]": iv(r.ceiling, r.ceiling_low, r.ceiling_high)
-            + ("" if r.ceiling_identifiable or not np.isfinite(r.ceiling) else " (not identifiable)"),
-            "base pass@kmax": fmt(d["base_pass@kmax"]), "base entropy": fmt(r.base_entropy),
-            "base distinct": fmt(r.base_distinct_answers),
-            "reward base -> final": f"{fmt(r.base_reward)} -> {fmt(r.final_reward)}",
+            "run": d["cell"], "reward": d["reward"], "status": d["status"],
+            "ceiling A [95%]": iv(d["ceiling"], d["ceiling_low"], d["ceiling_high"])
+            + ("" if d["ceiling_identifiable"] or not np.isfinite(d["ceiling"]) else " (not identifiable)"),
+            "base pass@kmax": fmt(d["base_pass@kmax"]), "base entropy": fmt(d["base_entropy"]),
+            "base distinct": fmt(d["base_distinct_answers"]),
+            "reward base -> final": f"{fmt(d['base_reward'])} -> {fmt(d['final_reward'])}",
             "pass@kmax base -> final": f"{fmt(d['base_pass@kmax'])} -> {fmt(d['final_pass@kmax'])}",
-            "unverified base -> final": f"{fmt(r.base_unverified)} -> {fmt(r.final_unverified)}",
-            "max KL": fmt(r.max_kl),
-            "KL threshold [95%]": iv(r.threshold, r.threshold_low, r.threshold_high) if r.threshold_detected
-            else "none detected",
+            "unverified base -> final": f"{fmt(d['base_unverified'])} -> {fmt(d['final_unverified'])}",
+            "max KL": fmt(d["max_kl"]),
+            "KL threshold [95%]": iv(d["threshold"], d["threshold_low"], d["threshold_high"])
+            if d["threshold_detected"] else "none detected",
         })
     return pd.DataFrame(rows)
 
