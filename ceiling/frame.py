@@ -46,6 +46,8 @@ METRICS: dict[str, str] = {
     "diversity/distinct_answers": "distinct final answers per prompt",
     "diversity/distinct_2": "distinct bigrams / total bigrams of completions",
     "diversity/duplicate_share": "share of completions identical to another completion of the same prompt",
+    "crossover/k": "smallest k at which the base's pass@k reaches the checkpoint's (log2-interpolated; NaN = no "
+                   "crossover up to the largest k; ci_high may be inf)",
     "compute/flops": "cumulative training FLOPs",
     "compute/wall_seconds": "cumulative wall-clock seconds",
 }

@@ -5,9 +5,9 @@ Corpus
 ------
 Every document is ``<bos> prompt completion <eos>`` (`ceiling.models.encode_document`, the same tokenisation
 RL and evaluation use), with prompts drawn from the *train* split of every family of a task set (verified and
-unverified alike, default preset ``default``: add, sub | mul, mod, sort, parity), the families in equal
-shares. The completion is either a correct answer (`family.solutions`) or a plausible wrong one
-(`family.perturb_answer`), chosen as follows.
+unverified alike, default preset ``default``: add, sub | mul, mod, sort, parity): 80% of documents from
+the verified families, 20% from the unverified ones, evenly within each group (`CorpusSpec.verified_share`). The completion is either a
+correct answer (`family.solutions`) or a plausible wrong one (`family.perturb_answer`), chosen as follows.
 
 Problem sub-spaces. A problem's *sub-space* is the last character of its prompt before the cue (``12+35=``
 -> ``5``, ``47%7=`` -> ``7``, ``parity 1011=`` -> ``1``): a feature a char model reads directly, so what
@@ -25,7 +25,7 @@ The knob. `diversity` d in [0, 1] sets four numbers (`knob(d)`):
   at least one) where correct answers appear at all. In the other sub-spaces every document shows the
   *same* wrong variant 0: the base learns a confident wrong rule there, so its pass@k stays low even at
   large k, and RL (which can only reinforce what it samples) has nothing to find there.
-- ``p_correct`` = 0.7 - 0.2 d: in a covered sub-space, the probability that a document shows the correct
+- ``p_correct`` = 0.85 - 0.25 d: in a covered sub-space, the probability that a document shows the correct
   answer.
 - ``wrong_variants`` = 1 + round(3 d): in a covered sub-space, the other documents show one of this many
   wrong variants, uniformly (the spread of answers: entropy and distinct answers grow with d).
@@ -34,14 +34,15 @@ The knob. `diversity` d in [0, 1] sets four numbers (`knob(d)`):
   answer is written in the same format with the final answer replaced.
 
 So with the same seed the covered sub-spaces are nested (coverage grows with d), and the corpus share of
-correct answers (coverage x p_correct = 0.21 at d = 0, 0.39 at 0.5, 0.50 at 1) and the distinct answers
+correct answers (coverage x p_correct = 0.26 at d = 0, 0.47 at 0.5, 0.60 at 1) and the distinct answers
 per problem (1 in an uncovered sub-space, 1 + wrong_variants in a covered one) both grow with d. Random
 draws use common random numbers across d (the same uniforms per document), so corpora of different d
 differ only by the knob. Measured on the shipped bases: see `diversity.json` in each `data/bases/<name>/`.
 
 Training: a `ceiling.models.tiny_config` Llama (866k parameters), AdamW, linear warm-up then cosine decay,
-fixed steps and batch, padded batches with the loss on every real token after <bos>. With the same seed and
-thread count on CPU it gives bitwise the same weights (deterministic algorithms on, fixed thread count).
+fixed steps and batch, right-padded batches; the loss is on completion tokens and <eos> (prompt tokens,
+random operands, get weight `prompt_loss_weight`, default 0). With the same seed and thread count on CPU
+it gives bitwise the same weights (deterministic algorithms on, fixed thread count, default 1).
 
 Public API: `knob`, `Knob`, `CorpusSpec`, `TrainConfig`, `build_corpus`, `corpus_stats`, `pretrain`,
 `pretrain_preset`, `PRESETS`, `measure_diversity`, `heldout_documents`, `heldout_pairs`, `subspace_of`.
@@ -476,7 +477,7 @@ def _answers(family: TaskFamily, texts: Sequence[str]) -> list[str | None]:
     return [family.extract_answer(t) for t in texts]
 
 
-def measure_diversity(loaded: LoadedModel, taskset: TaskSet, n_prompts: int = 48, n_samples: int = 64,
+def measure_diversity(loaded: LoadedModel, taskset: TaskSet, n_prompts: int = 32, n_samples: int = 64,
                       k: int = 64, seed: int = 0, max_new_tokens: int = 24, temperature: float = 1.0,
                       batch_prompts: int = 32) -> dict[str, Any]:
     """A base model's diversity on held-out (test split) problems.
@@ -584,5 +585,5 @@ def with_steps(cfg: TrainConfig, steps: int) -> TrainConfig:
 __all__ = [
     "PRESETS", "Knob", "knob", "CorpusSpec", "TrainConfig", "CorpusPlan", "Document", "subspace_of",
     "build_corpus", "corpus_stats", "pretrain", "pretrain_preset", "train_model", "measure_diversity",
-    "heldout_documents", "heldout_pairs", "with_steps",
+    "heldout_documents", "heldout_pairs", "with_steps", "deterministic_cpu", "family_weights",
 ]

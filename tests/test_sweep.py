@@ -30,17 +30,20 @@ DEFAULT = ROOT / "configs" / "sweep_default.json"
 @pytest.fixture(scope="module")
 def bases(tmp_path_factory) -> Path:
     """tiny-low / tiny-medium / tiny-high: miniature pretrained bases with a measured diversity.json."""
+    import torch
+
     from ceiling.io import atomic_write_json
     from ceiling.models import load
     from ceiling.pretrain import PRESETS, CorpusSpec, TrainConfig, measure_diversity, pretrain
 
+    torch.set_num_threads(1)
     data = tmp_path_factory.mktemp("data")
     cfg = TrainConfig(steps=40, batch_size=32, lr=1e-2, warmup=4, hidden_size=32, num_layers=1, num_heads=2,
                       log_every=0)
     for name, diversity in PRESETS.items():
         out = pretrain(data / "bases" / name, diversity, seed=0, cfg=cfg, tasks="smoke", measure=False)
         taskset = CorpusSpec(diversity=diversity, seed=0, tasks="smoke").taskset()
-        measured = measure_diversity(load(out, device="cpu"), taskset, n_prompts=4, n_samples=8, k=8)
+        measured = measure_diversity(load(out, device="cpu"), taskset, n_prompts=4, n_samples=8, k=8, max_new_tokens=8)
         atomic_write_json(out / "diversity.json", measured)
     return data
 

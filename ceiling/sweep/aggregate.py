@@ -312,9 +312,11 @@ class Finding:
     claim: str
     verdict: str
     text: str
+    key: bool = True
+    """Whether the finding decides the claim's overall verdict (False: context, e.g. saturation alone)."""
 
-    def to_dict(self) -> dict[str, str]:
-        return {"claim": self.claim, "verdict": self.verdict, "text": self.text}
+    def to_dict(self) -> dict[str, Any]:
+        return {"claim": self.claim, "verdict": self.verdict, "text": self.text, "key": self.key}
 
 
 @dataclass
@@ -365,7 +367,7 @@ def _claim1(a: SweepAnalysis, reg: pd.DataFrame) -> list[Finding]:
     out.append(Finding(c, SUPPORT if n_id >= max(1, (n_all + 1) // 2) else UNDECIDED,
                        f"Saturation: {n_id} of {n_all} {scope} have an identifiable ceiling (a plateau with a "
                        "narrow interval)." + ("" if n_id else " Without identifiable ceilings nothing below can "
-                                              "be decided; longer runs would be needed.")))
+                                              "be decided; longer runs would be needed."), key=False))
     if a.across is None:
         out.append(Finding(c, UNDECIDED, f"Across-run regression not available: {a.across_reason}."))
     else:
@@ -390,17 +392,17 @@ def _claim1(a: SweepAnalysis, reg: pd.DataFrame) -> list[Finding]:
         out.append(Finding(c, v, f"Predicted from the base alone (leave one base out): error RMSE "
                                  f"{_fmt(p['rmse'])} against a spread of ceilings of {_fmt(spread)}; "
                                  f"{_fmt(100 * cov if cov is not None else None, 0)}% of realized ceilings fall in "
-                                 "the prediction band."))
+                                 "the prediction band.", key=False))
     else:
         why = "; ".join(p.get("reasons") or []) or "too few bases with identifiable ceilings"
-        out.append(Finding(c, UNDECIDED, f"No prediction from the base alone: {why}."))
+        out.append(Finding(c, UNDECIDED, f"No prediction from the base alone: {why}.", key=False))
     if n_id:
         above = ident[ident["ci_low"] > ident["base_pass@kmax"]]
         below = ident[ident["ci_high"] <= ident["base_pass@kmax"]]
         v = CONTRADICT if len(above) else (SUPPORT if len(below) == n_id else UNDECIDED)
         out.append(Finding(c, v, f"Cap: {len(below)} of {n_id} identifiable ceilings lie at or below the base's "
                                  f"pass@k at the largest k (what the base can reach at all), {len(above)} lie "
-                                 "above it."))
+                                 "above it.", key=v == CONTRADICT))  # staying under the cap is expected anyway
     return out
 
 
@@ -478,7 +480,9 @@ def _control_findings(a: SweepAnalysis) -> list[Finding]:
 
 
 def _overall(findings: list[Finding], claim_prefix: str) -> str:
-    vs = [f.verdict for f in findings if f.claim.startswith(claim_prefix)]
+    """The claim's verdict from its key findings: all supported -> supported; contradicted (and nothing
+    supported) -> contradicted; both -> mixed; some supported, the rest undecided -> partly supported."""
+    vs = [f.verdict for f in findings if f.claim.startswith(claim_prefix) and f.key]
     if CONTRADICT in vs and SUPPORT in vs:
         return "mixed: some numbers support it, others contradict it"
     if CONTRADICT in vs:
