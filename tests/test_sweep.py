@@ -18,7 +18,15 @@ import pytest
 
 from ceiling.cli import main as cli_main
 from ceiling.errors import CeilingError
-from ceiling.sweep import build_sweep_report, cell_dir, is_complete, load_sweep, parse_sweep, run_sweep
+from ceiling.sweep import (
+    build_sweep_report,
+    cell_dir,
+    is_complete,
+    load_sweep,
+    parse_sweep,
+    run_sweep,
+    threads_per_worker,
+)
 from ceiling.sweep.aggregate import mean_interval
 from ceiling.sweep.engine import CELL_JSON
 
@@ -34,7 +42,13 @@ def bases(tmp_path_factory) -> Path:
 
     from ceiling.io import atomic_write_json
     from ceiling.models import load
-    from ceiling.pretrain import PRESETS, CorpusSpec, TrainConfig, measure_diversity, pretrain
+    from ceiling.pretrain import (
+        PRESETS,
+        CorpusSpec,
+        TrainConfig,
+        measure_diversity,
+        pretrain,
+    )
 
     torch.set_num_threads(1)
     data = tmp_path_factory.mktemp("data")
@@ -76,6 +90,7 @@ def test_smoke_sweep_makes_every_cell_and_the_report(swept):
         assert (d / "fits.json").is_file() and (d / "eval.csv").is_file()
         assert json.loads((d / "config.json").read_text())["random_reward"] is c.control
         assert is_complete(d, c)
+        assert json.loads((d / CELL_JSON).read_text())["threads"] == threads_per_worker(2)
     out = reports / config.name
     html = (out / "index.html").read_text()
     md = (out / "report.md").read_text()
@@ -137,7 +152,7 @@ def test_resume_skips_complete_cells_and_reruns_a_damaged_one(swept, bases, monk
 
 
 def test_a_failed_cell_is_reported_and_the_others_go_on(swept, bases, monkeypatch, tmp_path):
-    config, runs, reports, _ = swept
+    config, runs, _reports, _ = swept
     monkeypatch.setenv("CEILING_DATA", str(bases))
     data = json.loads(SMOKE.read_text())
     data["grid"]["base"] = ["tiny-low", str(tmp_path / "no-such-model")]
@@ -267,4 +282,4 @@ def test_synthetic_sweep_where_it_does_not(tmp_path, monkeypatch):
     config, runs = _fake_sweep(tmp_path, monkeypatch, slope=-0.5)
     analysis, _ = build_sweep_report(config, runs, tmp_path / "reports")
     assert analysis.across.regressions["base_pass@kmax"]["slope_ci"][1] < 0
-    assert list(analysis.verdicts.values())[0] == "contradicted"
+    assert next(iter(analysis.verdicts.values())) == "contradicted"

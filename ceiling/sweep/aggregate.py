@@ -381,8 +381,9 @@ def _claim1(a: SweepAnalysis, reg: pd.DataFrame) -> list[Finding]:
         else:
             v, what = CONTRADICT, "ceilings fall as the base's diversity rises"
         extra = "" if a.across.identifiable else f" (only {r['k']} runs: few degrees of freedom)"
+        n_bases = int(ident["base"].nunique())
         out.append(Finding(c, v, f"Regression of the fitted ceiling on {name}: slope {_ci(slope)} over "
-                                 f"{r['k']} runs{extra}; {what}."))
+                                 f"{r['k']} runs of {n_bases} distinct bases{extra}; {what}."))
     p = a.prediction
     if p.get("rows"):
         spread = float(np.ptp(ident["ceiling"].astype(float))) if n_id else np.nan
@@ -391,7 +392,7 @@ def _claim1(a: SweepAnalysis, reg: pd.DataFrame) -> list[Finding]:
                         and p["rmse"] < spread / 2) else UNDECIDED
         out.append(Finding(c, v, f"Predicted from the base alone (leave one base out): error RMSE "
                                  f"{_fmt(p['rmse'])} against a spread of ceilings of {_fmt(spread)}; "
-                                 f"{_fmt(100 * cov if cov is not None else None, 0)}% of realized ceilings fall in "
+                                 f"{'-' if cov is None else f'{100 * cov:.0f}%'} of realized ceilings fall in "
                                  "the prediction band.", key=False))
     else:
         why = "; ".join(p.get("reasons") or []) or "too few bases with identifiable ceilings"
@@ -428,8 +429,10 @@ def _claim2(a: SweepAnalysis, real: pd.DataFrame) -> list[Finding]:
         v = CONTRADICT
     else:
         v = UNDECIDED
-    out.append(Finding(c, v, f"KL threshold detected in {d} of {n} real-reward runs ({by_beta}); the largest KL "
-                             f"reached was {_fmt(t['max_kl'])} nats (KL(policy || base), k3, per sequence)."))
+    where = (f" at {_fmt(t['threshold_min'])} to {_fmt(t['threshold_max'])} nats (median {_fmt(t['threshold_median'])})"
+             if d else "")
+    out.append(Finding(c, v, f"KL threshold detected in {d} of {n} real-reward runs{where} ({by_beta}); the largest "
+                             f"KL reached was {_fmt(t['max_kl'])} nats (KL(policy || base), k3, per sequence)."))
     if not gain:
         what, v = " Verified reward did not rise reliably, so there is no gain whose cost could be measured.", UNDECIDED
     elif loss:
@@ -512,7 +515,11 @@ def analyse(config: SweepConfig, table: pd.DataFrame) -> SweepAnalysis:
                   "verified_gain": mean_interval(real["gain"], _diff_half(real, "final_reward", "base_reward")).to_dict()}
     by_beta = {f"{b:g}": {"runs": len(g), "detected": int(g["threshold_detected"].sum())}
                for b, g in real.groupby("beta", sort=True)}
+    found = real.loc[real["threshold_detected"].astype(bool), "threshold"].astype(float)
     thresholds = {"n_runs": len(real), "n_detected": int(real["threshold_detected"].sum()),
+                  "threshold_min": _finite(float(found.min())) if len(found) else None,
+                  "threshold_median": _finite(float(found.median())) if len(found) else None,
+                  "threshold_max": _finite(float(found.max())) if len(found) else None,
                   "by_beta": by_beta, "max_kl": _finite(float(real["max_kl"].max())) if len(real) else None}
     a = SweepAnalysis(name=config.name, table=table, reference_beta=config.reference_beta,
                       reference_lr=config.reference_lr, across=fit, across_reason=reason, prediction=prediction,

@@ -349,6 +349,11 @@ def across_display(a: SweepAnalysis) -> pd.DataFrame | None:
     return pd.DataFrame(rows)
 
 
+RUNS_NOTE = ("Every number per run, unrounded, is in sweep.csv; the across-run fits and the verdicts in "
+             "sweep_fits.json. Each run is an ordinary run directory, <runs-dir>/<sweep>/<run>/, with its own report "
+             "in <runs-dir>/<sweep>/cell-reports/<run>/.")
+
+
 def _html_table(df: pd.DataFrame) -> str:
     head = "".join(f"<th>{_e(c)}</th>" for c in df.columns)
     body = "".join("<tr>" + "".join(f"<td>{_e(v)}</td>" for v in row) + "</tr>" for row in df.itertuples(index=False))
@@ -364,8 +369,9 @@ def _md_table(df: pd.DataFrame) -> str:
 def _subtitle(a: SweepAnalysis, description: str) -> str:
     t = a.table
     n_done = int((t["status"] == "complete").sum())
+    n_ctrl = int((t["reward"] == "random").sum())
     return (f"{len(t)} runs ({int((t['reward'] == 'verified').sum())} verified-reward, "
-            f"{int((t['reward'] == 'random').sum())} random-reward controls), {n_done} complete; "
+            f"{n_ctrl} random-reward control{'' if n_ctrl == 1 else 's'}), {n_done} complete; "
             f"{t['base'].nunique()} bases, seeds {', '.join(str(s) for s in sorted(t['seed'].unique()))}, "
             f"beta {', '.join(f'{b:g}' for b in sorted(t['beta'].unique()))}. " + description).strip()
 
@@ -410,8 +416,7 @@ def render_html(a: SweepAnalysis, figs: list[SweepFigure], description: str) -> 
         out.append(f"<p>{_e(a.across.method)}.</p>" + _html_table(acr))
     else:
         out.append(f"<p class=\"skip\">Not available: {_e(a.across_reason)}</p>")
-    out.append("<h2>Runs</h2><p>Every number per run, unrounded, is in <code>sweep.csv</code>; the fits in "
-               "<code>sweep_fits.json</code>.</p>" + _html_table(runs_display(a.table)))
+    out.append(f"<h2>Runs</h2><p>{_e(RUNS_NOTE)}</p>" + _html_table(runs_display(a.table)))
     out.append(f"<footer>{_e(_footer())}</footer></body></html>")
     return "\n".join(out) + "\n"
 
@@ -431,7 +436,7 @@ def render_markdown(a: SweepAnalysis, figs: list[SweepFigure], description: str)
     out += ["## Across-run regression", ""]
     acr = across_display(a)
     out += [a.across.method + ".", "", _md_table(acr)] if acr is not None else [f"*Not available: {a.across_reason}*"]
-    out += ["", "## Runs", "", _md_table(runs_display(a.table)), "", "---", "", _footer(), ""]
+    out += ["", "## Runs", "", RUNS_NOTE, "", _md_table(runs_display(a.table)), "", "---", "", _footer(), ""]
     return "\n".join(out)
 
 
