@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import os
 import platform
-from importlib import metadata
 import resource
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -197,7 +198,7 @@ class MemorySampler:
         while not self._stop.wait(self.interval):
             self.peak_bytes = max(self.peak_bytes, proc_status_bytes(self.field) or 0)
 
-    def __enter__(self) -> "MemorySampler":
+    def __enter__(self) -> MemorySampler:
         self._thread.start()
         return self
 
@@ -225,7 +226,7 @@ class ChildResult:
     def peak_rss_mib(self) -> float:
         return self.peak_rss_bytes / 2**20
 
-    def check(self, what: str = "child") -> "ChildResult":
+    def check(self, what: str = "child") -> ChildResult:
         """Raise RuntimeError with the tail of stderr if the child failed."""
         if self.returncode != 0:
             tail = "\n".join(self.stderr.strip().splitlines()[-25:])

@@ -37,14 +37,23 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `_common` next to this script
 
-from _common import (MemorySampler, describe_machine, format_table, machine, peak_rss_self_bytes,  # noqa: E402
-                     proc_status_bytes, ratio, run_child)
+from _common import (
+    MemorySampler,
+    describe_machine,
+    format_table,
+    machine,
+    peak_rss_self_bytes,
+    proc_status_bytes,
+    ratio,
+    run_child,
+)
 
 SIDES = ("ours", "trl")
 TARGETS = {"tiny": {"completions_per_s": 3.0, "peak_rss_mib": 0.5},

@@ -14,8 +14,8 @@ import torch
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
-import _common  # noqa: E402
-import bench_loop  # noqa: E402
+import _common
+import bench_loop
 
 HAS_TRL = importlib.util.find_spec("trl") is not None
 

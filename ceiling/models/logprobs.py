@@ -1,8 +1,8 @@
 """Per-token log-probabilities and full-vocabulary entropy of completions, memory-bounded.
 
-The decoder runs once over prompt + completion; the LM head is applied only to the hidden states that
-predict completion tokens (and only where the completion mask is 1), in chunks of `chunk` token rows, so
-a 49k-vocabulary model never holds a [B, T, V] logits tensor. With autograd on, each chunk is
+The decoder runs once over prompt + completion (each distinct prompt only once: `ceiling.models.prefix`);
+the LM head is applied only to the hidden states that predict completion tokens (and only where the
+completion mask is 1), in chunks of `chunk` token rows, so a 49k-vocabulary model never holds a [B, T, V] logits tensor. With autograd on, each chunk is
 checkpointed: its logits are recomputed in backward instead of being kept.
 
 Assumes the usual causal-LM layout `logits = lm_head(decoder(x).last_hidden_state)` (Llama, SmolLM2, ...).
@@ -13,6 +13,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 
+from ceiling.models.prefix import can_share, distinct_prompts, shared_prefix_hidden
 from ceiling.models.sampling import position_ids_from_mask
 
 
@@ -35,25 +36,31 @@ def token_logprobs(
     prompt_len: int,
     entropy: bool = True,
     chunk: int = 1024,
+    share_prompts: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-prob of each completion token and the entropy of the model's next-token distribution there.
 
     input_ids / attention_mask: [B, P+T] with prompts left-padded to `prompt_len` = P (a `Rollout`'s layout).
     Returns (logp [B, T], entropy [B, T] or None), float32, zero where `attention_mask[:, P:]` is 0.
-    Differentiable when autograd is on; cheap under `torch.no_grad()`.
+    Differentiable when autograd is on; cheap under `torch.no_grad()`. With `share_prompts`, rows whose
+    prompt part (ids and mask) is identical (a GRPO group) share one prompt pass: see `ceiling.models.prefix`.
     """
     if prompt_len < 1:
         raise ValueError("prompt_len must be >= 1 (the first completion token needs a context)")
     decoder, head = model.get_decoder(), model.get_output_embeddings()
-    hidden = decoder(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids_from_mask(attention_mask),
-        use_cache=False,
-    ).last_hidden_state
+    first, inverse = distinct_prompts(input_ids, attention_mask, prompt_len)
+    if share_prompts and can_share(decoder, input_ids.shape[0], first.shape[0], input_ids.shape[1] - prompt_len):
+        hidden = shared_prefix_hidden(model, input_ids, attention_mask, prompt_len, first, inverse)
+    else:
+        hidden = decoder(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask),
+            use_cache=False,
+        ).last_hidden_state[:, prompt_len - 1 : -1]
     targets = input_ids[:, prompt_len:]
     keep = attention_mask[:, prompt_len:].bool()
-    rows = hidden[:, prompt_len - 1 : -1][keep]  # [N, H]: the states that predict completion tokens
+    rows = hidden[keep]  # [N, H]: the states that predict completion tokens
     wanted = targets[keep]
     use_ckpt = torch.is_grad_enabled() and rows.requires_grad and rows.shape[0] > chunk
     logps, ents = [], []

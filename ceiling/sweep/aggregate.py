@@ -429,8 +429,8 @@ def _claim2(a: SweepAnalysis, real: pd.DataFrame) -> list[Finding]:
         v = CONTRADICT
     else:
         v = UNDECIDED
-    where = (f" at {_fmt(t['threshold_min'])} to {_fmt(t['threshold_max'])} nats (median {_fmt(t['threshold_median'])})"
-             if d else "")
+    where = ("" if not d else f" at {_fmt(t['threshold_min'])} nats" if d == 1 else
+             f" at {_fmt(t['threshold_min'])} to {_fmt(t['threshold_max'])} nats (median {_fmt(t['threshold_median'])})")
     out.append(Finding(c, v, f"KL threshold detected in {d} of {n} real-reward runs{where} ({by_beta}); the largest "
                              f"KL reached was {_fmt(t['max_kl'])} nats (KL(policy || base), k3, per sequence)."))
     if not gain:

@@ -196,6 +196,7 @@ def _fig_threshold(done: pd.DataFrame, colors: dict[str, str]) -> Figure:
             ax.scatter(x[~det], s["max_kl"][~det], marker="v", facecolors="none", edgecolors=color, s=45,
                        label=f"{base}{' (random)' if ctrl else ''}: none detected (at max KL reached)")
     ax.set_xticks(range(len(betas)), [f"{b:g}" for b in betas])
+    ax.set_xlim(-0.5, len(betas) - 0.5)
     ax.set_xlabel("KL coefficient beta")
     ax.set_ylabel("KL(policy || base), k3, per sequence [nats]")
     _legend(ax, loc="best", fontsize=7.5)
@@ -337,6 +338,25 @@ def runs_display(t: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _int(v: Any) -> str:
+    return str(int(v)) if v is not None and np.isfinite(v) else "-"
+
+
+def bases_display(t: pd.DataFrame) -> pd.DataFrame:
+    """Each base's diversity floor: at step 0 of the sweep's evaluation, and as measured at pretraining."""
+    rows = []
+    for base, g in t.groupby("base", sort=False):
+        d = g.iloc[0].to_dict()
+        k, kd = d.get("k_max"), d.get("div_k")
+        rows.append({"base": base,
+                     "eval: pass@k (k)": f"{fmt(d['base_pass@kmax'])} ({_int(k)})",
+                     "eval: entropy": fmt(d["base_entropy"]), "eval: distinct answers": fmt(d["base_distinct_answers"]),
+                     "pretraining: pass@k (k)": f"{fmt(d['div_pass@k'])} ({_int(kd)})",
+                     "pretraining: entropy": fmt(d["div_entropy"]),
+                     "pretraining: distinct answers": fmt(d["div_distinct_answers"])})
+    return pd.DataFrame(rows)
+
+
 def across_display(a: SweepAnalysis) -> pd.DataFrame | None:
     if a.across is None:
         return None
@@ -349,6 +369,9 @@ def across_display(a: SweepAnalysis) -> pd.DataFrame | None:
     return pd.DataFrame(rows)
 
 
+BASES_NOTE = ("Measured on the sweep's held-out evaluation at step 0 (what the regression uses: pass@k at the "
+              "largest k of the verified families, token entropy in nats, distinct final answers per prompt), and as "
+              "recorded in the base's diversity.json at pretraining (its own prompts and k).")
 RUNS_NOTE = ("Every number per run, unrounded, is in sweep.csv; the across-run fits and the verdicts in "
              "sweep_fits.json. Each run is an ordinary run directory, <runs-dir>/<sweep>/<run>/, with its own report "
              "in <runs-dir>/<sweep>/cell-reports/<run>/.")
@@ -410,6 +433,7 @@ def render_html(a: SweepAnalysis, figs: list[SweepFigure], description: str) -> 
         out.append(f"<figure id=\"{_e(fig.name)}\"><h3>{i}. {_e(fig.title)}</h3>"
                    f"<img alt=\"{_e(fig.title)}\" src=\"data:image/png;base64,{data}\">"
                    f"<figcaption>{_e(fig.caption)}</figcaption></figure>")
+    out.append(f"<h2>The bases' diversity floor</h2><p>{_e(BASES_NOTE)}</p>" + _html_table(bases_display(a.table)))
     acr = across_display(a)
     out.append("<h2>Across-run regression</h2>")
     if acr is not None:
@@ -433,6 +457,7 @@ def render_markdown(a: SweepAnalysis, figs: list[SweepFigure], description: str)
         out += [f"### {i}. {fig.title}", ""]
         out += ([f"*Skipped: {fig.skipped}*"] if fig.png is None else [f"![{fig.title}]({fig.name}.png)", "", fig.caption])
         out.append("")
+    out += ["## The bases' diversity floor", "", BASES_NOTE, "", _md_table(bases_display(a.table)), ""]
     out += ["## Across-run regression", ""]
     acr = across_display(a)
     out += [a.across.method + ".", "", _md_table(acr)] if acr is not None else [f"*Not available: {a.across_reason}*"]
