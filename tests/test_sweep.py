@@ -10,6 +10,7 @@ import json
 import math
 import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -137,16 +138,20 @@ def test_resume_skips_complete_cells_and_reruns_a_damaged_one(swept, bases, monk
     monkeypatch.setenv("CEILING_DATA", str(bases))
     out = reports / config.name
     before = (out / "index.html").read_bytes(), (out / "sweep.csv").read_bytes()
-    damaged = config.cells[0]
+    damaged = config.cells[0]  # half-finished: the last checkpoint and the fits are gone
     d = cell_dir(runs, config, damaged)
     (d / "fits.json").unlink()
+    last = d / "checkpoints" / "step_000008"
+    shutil.rmtree(last)
+    n_lines = len((d / "metrics.jsonl").read_text().splitlines())
     mtimes = {c.name: (cell_dir(runs, config, c) / "fits.json").stat().st_mtime_ns for c in config.cells[1:]}
     outcome = run_sweep(config, runs, reports, jobs=1)
     assert [r.status for r in outcome.results] == ["ran", "done", "done", "done"]
     for c in config.cells[1:]:  # untouched
         assert (cell_dir(runs, config, c) / "fits.json").stat().st_mtime_ns == mtimes[c.name]
     assert "== RL" in (d / "sweep_cell.log").read_text()
-    # the damaged cell was finished from its checkpoints, giving the same numbers: the report is unchanged
+    assert last.is_dir() and len((d / "metrics.jsonl").read_text().splitlines()) == n_lines
+    # the cell was finished from its step-7 checkpoint, exactly as before: the report is unchanged
     assert (out / "sweep.csv").read_bytes() == before[1]
     assert (out / "index.html").read_bytes() == before[0]
 

@@ -27,17 +27,18 @@ from ceiling.errors import CeilingError, error_at
 # Each preset: train = GRPOConfig overrides, eval = EvalConfig overrides, fit = fit_frame overrides.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {
-        "description": "tiny-medium base, beta 0 (free drift), 60 steps of 64 completions, CPU, ~3 min",
-        "train": {"base": "tiny-medium", "tasks": "default", "steps": 60, "prompts_per_step": 8, "group_size": 8,
-                  "max_new_tokens": 8, "beta": 0.0, "lr": 3e-4, "warmup_steps": 2, "checkpoint_every": 5,
-                  "seed": 0},
-        "eval": {"n_samples": 32, "n_prompts": 24, "n_boot": 400, "nll_documents": 128, "seed": 0},
+        "description": "tiny-medium base, RL on modular arithmetic (tiny-rl tasks), beta 0 (free drift), "
+                       "100 steps of 128 completions, CPU, ~3 min",
+        "train": {"base": "tiny-medium", "tasks": "tiny-rl", "steps": 100, "prompts_per_step": 16, "group_size": 8,
+                  "max_new_tokens": 8, "beta": 0.0, "lr": 2e-4, "warmup_steps": 2, "checkpoint_every": 5,
+                  "seed": 0, "num_threads": 1},
+        "eval": {"n_samples": 32, "n_prompts": 12, "n_boot": 400, "nll_documents": 128, "seed": 0},
         "fit": {"x": "compute", "n_boot": 400, "seed": 0},
     },
     "smoke": {
         "description": "a miniature of the default for tests and CI (seconds, numbers not meaningful)",
-        "train": {"base": "tiny-medium", "tasks": "default", "steps": 6, "prompts_per_step": 4, "group_size": 4,
-                  "max_new_tokens": 8, "beta": 0.0, "lr": 3e-4, "checkpoint_every": 2, "seed": 0},
+        "train": {"base": "tiny-medium", "tasks": "tiny-rl", "steps": 6, "prompts_per_step": 4, "group_size": 4,
+                  "max_new_tokens": 8, "beta": 0.0, "lr": 3e-4, "checkpoint_every": 2, "seed": 0, "num_threads": 1},
         "eval": {"n_samples": 8, "n_prompts": 6, "n_boot": 50, "nll_documents": 16, "seed": 0},
         "fit": {"x": "compute", "n_boot": 50, "seed": 0},
     },

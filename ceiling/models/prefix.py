@@ -16,7 +16,7 @@ from transformers import PreTrainedModel
 
 from ceiling.models.sampling import position_ids_from_mask
 
-SHARE_AT = 0.5  # share prompts when there are at most this many distinct prompts per row
+MIN_SAVING = 0.2  # share prompts when that skips at least this share of the tokens of a plain forward
 
 
 def distinct_prompts(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,13 +38,16 @@ def _cache_keyword(decoder_cls: type) -> str | None:
     return None
 
 
-def can_share(decoder: torch.nn.Module, batch: int, n_distinct: int, completion_len: int) -> bool:
-    """Sharing pays and applies: repeated prompts, some completion tokens, a decoder with a usable cache."""
+def can_share(decoder: torch.nn.Module, batch: int, n_distinct: int, prompt_len: int, completion_len: int) -> bool:
+    """Sharing pays and applies: it skips >= MIN_SAVING of the tokens ((batch - n_distinct) prompts of
+    `prompt_len` out of batch x (prompt_len + completion_len)), some completion tokens, a decoder whose
+    forward takes a KV cache, and no gradient checkpointing (transformers turns the cache off there)."""
+    saved = (batch - n_distinct) * prompt_len
     checkpointing = bool(getattr(decoder, "gradient_checkpointing", False)) and decoder.training
     return (
         completion_len > 0
-        and n_distinct <= SHARE_AT * batch
-        and not checkpointing  # transformers turns the cache off under gradient checkpointing
+        and saved >= MIN_SAVING * batch * (prompt_len + completion_len)
+        and not checkpointing
         and _cache_keyword(type(decoder)) is not None
     )
 

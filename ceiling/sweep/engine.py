@@ -5,8 +5,10 @@
     <runs-dir>/<sweep>/cell-reports/<cell>/   each cell's own run report
 
 Resuming: a cell is *done* when its fits.json exists, is newer than its inputs (config.json, metrics.jsonl,
-eval.csv) and sweep_cell.json records the same settings hash; done cells are skipped. Any other cell is run
-through `run()`, which resumes training from the last checkpoint and evaluates only new checkpoints.
+eval.csv) and its sweep_cell.json says `complete` with the same settings hash and the same base weights (a
+hash of the base's safetensors); done cells are skipped. Any other cell is run through `run()`, which resumes
+training from the last checkpoint and evaluates only new checkpoints (a cell started from other base weights
+is cleared first).
 
 Parallel cells (`jobs` > 1) run in spawned worker processes (`concurrent.futures.ProcessPoolExecutor`), each
 with max(1, cores // jobs) torch threads. A cell that fails is recorded (its error in one line, the
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ceiling.io import atomic_write_json, read_jsonl
+from ceiling.io import atomic_write_json
 from ceiling.sweep.config import Cell, SweepConfig
 
 CELL_JSON = "sweep_cell.json"
@@ -223,12 +225,3 @@ def cell_record(run_dir: Path) -> dict[str, Any]:
         return json.loads((run_dir / CELL_JSON).read_text())
     except (OSError, ValueError):
         return {}
-
-
-def last_step(run_dir: Path) -> int | None:
-    """The last step logged in metrics.jsonl (None when there is none)."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return None
-    rows = read_jsonl(path, strict=False)
-    return int(rows[-1]["step"]) if rows else None
