@@ -40,6 +40,17 @@ def dumps(obj: Any, indent: int | None = None) -> str:
     return json.dumps(_plain(obj), indent=indent, allow_nan=False)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish_mode(path: str | Path, is_dir: bool) -> None:
+    """mkstemp/mkdtemp create private (0600/0700) entries; give them the usual umask-based modes."""
+    os.chmod(path, (0o777 if is_dir else 0o666) & ~_umask())
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,6 +60,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        _publish_mode(tmp, is_dir=False)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -76,6 +88,13 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        _publish_mode(tmp, is_dir=True)
+        for root, dirs, files in os.walk(tmp):
+            for name in dirs:
+                _publish_mode(os.path.join(root, name), is_dir=True)
+            for name in files:
+                if os.stat(os.path.join(root, name)).st_mode & 0o077 == 0:  # private temp files inside
+                    _publish_mode(os.path.join(root, name), is_dir=False)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -48,8 +48,9 @@ def token_logprobs(
     if prompt_len < 1:
         raise ValueError("prompt_len must be >= 1 (the first completion token needs a context)")
     decoder, head = model.get_decoder(), model.get_output_embeddings()
-    first, inverse = distinct_prompts(input_ids, attention_mask, prompt_len)
-    if share_prompts and can_share(decoder, input_ids.shape[0], first.shape[0], prompt_len, input_ids.shape[1] - prompt_len):
+    batch, completion_len = input_ids.shape[0], input_ids.shape[1] - prompt_len
+    first, inverse = distinct_prompts(input_ids, attention_mask, prompt_len) if share_prompts else (None, None)
+    if first is not None and inverse is not None and can_share(decoder, batch, len(first), prompt_len, completion_len):
         hidden = shared_prefix_hidden(model, input_ids, attention_mask, prompt_len, first, inverse)
     else:
         hidden = decoder(
