@@ -133,6 +133,21 @@ def repair_jsonl(path: str | Path) -> int:
     return len(data) - keep
 
 
+def read_json(path: str | Path, what: str = "file") -> Any:
+    """Parse a JSON file; a missing or malformed file is a one-line CeilingError naming it (and the line)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error_at(path, f"{what} not found (no such file)") from None
+    except IsADirectoryError:
+        raise error_at(path, f"{what} is a folder, not a file") from None
+    except UnicodeDecodeError:
+        raise error_at(path, f"{what} is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise error_at(path, f"not valid JSON ({exc.msg})", line=exc.lineno) from None
+
+
 def read_jsonl(path: str | Path, strict: bool = True) -> list[dict]:
     """Read complete JSON lines; a final line without newline is a crash remnant and is skipped.
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ceiling.errors import CeilingError, error_at
+from ceiling.io import read_json
 
 # Each preset: train = GRPOConfig overrides, eval = EvalConfig overrides, fit = fit_frame overrides.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -87,13 +87,7 @@ def preset(name: str) -> RunSpec:
 def spec_from_file(path: str | Path) -> RunSpec:
     """A RunSpec from a JSON config file (sections train / eval / fit, optional `preset` to start from)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise error_at(path, "config file not found") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        line = getattr(exc, "lineno", None)
-        raise error_at(path, f"not valid JSON ({getattr(exc, 'msg', exc.__class__.__name__)})", line=line) from None
+    data = read_json(path, what="run config")
     if not isinstance(data, dict):
         raise error_at(path, "a run config must be a JSON object")
     unknown = set(data) - {"name", "preset", "train", "eval", "fit", "description"}

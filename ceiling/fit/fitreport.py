@@ -11,7 +11,6 @@ at least three runs). A section that cannot be fitted is a `NotAvailable` with t
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from ceiling.fit.common import SCHEMA_VERSION, NotAvailable, fingerprint
 from ceiling.fit.curve import CurveFit, backtest, compare_forms, detect_collapse, fit_curve
 from ceiling.fit.entropy import EntropyLawFit, fit_entropy_law
 from ceiling.frame import normalize_frame
-from ceiling.io import atomic_write_json
+from ceiling.io import atomic_write_json, read_json
 
 VERIFIED_METRICS = ("verified/reward", "verified/greedy_acc", "verified/eval_acc")
 UNVERIFIED_METRICS = ("unverified/score", "unverified/greedy_acc")
@@ -107,12 +106,7 @@ def save_fits(path: str | Path, report: FitReport) -> Path:
 def load_fits(path: str | Path) -> FitReport:
     """Read a fits.json written by `save_fits` (a one-line CeilingError naming the file otherwise)."""
     p = Path(path)
-    try:
-        d = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise error_at(p, "no such file") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise error_at(p, f"not valid JSON ({exc.__class__.__name__})") from None
+    d = read_json(p, what="fits file")
     try:
         return FitReport.from_dict(d)
     except CeilingError as exc:
