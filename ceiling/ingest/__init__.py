@@ -77,7 +77,7 @@ def read_log(path: str | Path, format: str = "auto", mapping: dict[str, str] | N
     user = check_mapping(mapping)
     name = run or run_name(path)
     if fmt == "ceiling":
-        result = read_ceiling_run(path, name, user)
+        result = read_ceiling_run(path, name, user, run_given=run is not None)
     else:
         if fmt == "trl":
             path = _trl_path(path)

@@ -39,13 +39,23 @@ def read_eval_csv(path: Path, run: str) -> pd.DataFrame:
     return df
 
 
-def read_ceiling_run(path: Path, run: str, mapping: dict[str, str]) -> IngestResult:
-    """Read a run directory (or its metrics.jsonl / eval.csv) into one canonical frame."""
+def read_ceiling_run(path: Path, run: str, mapping: dict[str, str], run_given: bool = False) -> IngestResult:
+    """Read a run directory (or its metrics.jsonl / eval.csv) into one canonical frame.
+
+    One run name for both files: the caller's `run` when given (`run_given`), else the single run name that
+    eval.csv records (a copied run folder keeps its name), else `run` (from the folder name).
+    """
     metrics, evals = run_files(path)
     if metrics is None and evals is None:
         raise CeilingError(f"{path}: not a ceiling run directory (no metrics.jsonl or eval.csv)")
     parts: list[IngestResult] = []
     eval_frame = read_eval_csv(evals, run) if evals is not None else None
+    if eval_frame is not None:
+        recorded = eval_frame["run"].unique()
+        if run_given:
+            eval_frame["run"] = run
+        elif len(recorded) == 1:
+            run = str(recorded[0])
     notes: list[str] = []
     if eval_frame is not None and metrics is not None:
         for metric in set(mapping) & set(eval_frame["metric"]):  # the user maps a metrics.jsonl key to it

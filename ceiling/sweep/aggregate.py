@@ -469,8 +469,10 @@ def _control_findings(a: SweepAnalysis) -> list[Finding]:
         return [Finding(c, UNDECIDED, "No complete random-reward control: genuine learning cannot be separated "
                                       "from side effects of the update.")]
     for k in a.controls:
-        d = k["difference"]
-        if d["ci_low"] is not None and d["ci_low"] > 0:
+        d, real = k["difference"], k["real"]
+        if real["ci_low"] is None or real["ci_low"] <= 0:
+            v, what = UNDECIDED, "the verified-reward runs did not gain reliably, so there is nothing to explain"
+        elif d["ci_low"] is not None and d["ci_low"] > 0:
             v, what = SUPPORT, "the verified reward teaches more than a random one"
         elif d["ci_high"] is not None and d["ci_high"] <= 0:
             v, what = CONTRADICT, "random rewards did as well: the gains are side effects of the update"
