@@ -29,6 +29,12 @@ def test_run_smoke_end_to_end(tmp_path, capsys):
     before = (run_dir / "metrics.jsonl").read_text(), (run_dir / "eval.csv").read_text()
     assert main(["run", "--preset", "smoke", "--name", "s", "--runs-dir", str(runs), "--reports-dir", str(reports)]) == 0
     assert ((run_dir / "metrics.jsonl").read_text(), (run_dir / "eval.csv").read_text()) == before
+    # ... but a changed setting is refused, naming the field, and nothing is lost
+    capsys.readouterr()
+    assert main(["run", "--preset", "smoke", "--name", "s", "--beta", "0.1", "--runs-dir", str(runs),
+                 "--reports-dir", str(reports)]) == 2
+    assert "beta" in capsys.readouterr().err
+    assert ((run_dir / "metrics.jsonl").read_text(), (run_dir / "eval.csv").read_text()) == before
 
 
 def test_presets_resolve_and_config_errors(tmp_path, capsys):

@@ -146,7 +146,7 @@ def run(spec: RunSpec, runs_dir: str | Path = "runs", reports_dir: str | Path = 
     from ceiling.fit import fit_frame, save_fits
     from ceiling.ingest import read_log
     from ceiling.report import build_report, summary_lines
-    from ceiling.rl import GRPOConfig, train
+    from ceiling.rl import GRPOConfig, latest_checkpoint, train
 
     run_dir = Path(runs_dir) / spec.name
     report_dir = Path(reports_dir) / spec.name
@@ -163,7 +163,13 @@ def run(spec: RunSpec, runs_dir: str | Path = "runs", reports_dir: str | Path = 
     cfg = GRPOConfig.from_dict({**spec.train, "out": str(run_dir)}, where=f"train settings of run {spec.name!r}")
     stage(f"RL: {cfg.steps} steps on {cfg.base}, beta={cfg.beta}, {cfg.prompts_per_step}x{cfg.group_size} completions/step")
     t0 = time.perf_counter()
-    train(cfg, resume=(run_dir / "config.json").exists())
+    done = latest_checkpoint(run_dir) if (run_dir / "config.json").exists() else None
+    same = done is not None and GRPOConfig.from_dict(read_json(run_dir / "config.json")).config_hash() == cfg.config_hash()
+    if same and done[0] >= cfg.steps:  # a different config goes to train(), which refuses it naming the field
+        if log:
+            print(f"training already complete ({run_dir}, step {done[0]}): not repeated")
+    else:
+        train(cfg, resume=(run_dir / "config.json").exists())
     timings["rl"] = time.perf_counter() - t0
 
     stage("evaluate checkpoints")
