@@ -425,9 +425,7 @@ def _claim2(a: SweepAnalysis, real: pd.DataFrame) -> list[Finding]:
         v = UNDECIDED  # without a verified gain there is nothing whose cost could be measured
     elif d >= max(1, (n + 1) // 2) and loss:
         v = SUPPORT
-    elif d == 0 and no_loss:
-        v = CONTRADICT
-    else:
+    else:  # no threshold in range with no loss is what the claim expects below a threshold not yet reached
         v = UNDECIDED
     where = ("" if not d else f" at {_fmt(t['threshold_min'])} nats" if d == 1 else
              f" at {_fmt(t['threshold_min'])} to {_fmt(t['threshold_max'])} nats (median {_fmt(t['threshold_median'])})")
@@ -438,7 +436,9 @@ def _claim2(a: SweepAnalysis, real: pd.DataFrame) -> list[Finding]:
     elif loss:
         what, v = " Verified gains came with unverified losses.", SUPPORT
     elif no_loss:
-        what, v = " Verified gains came without unverified losses, within the KL range reached.", CONTRADICT
+        what = (" Verified gains came without unverified losses up to this KL: no cost below it, which the claim "
+                "allows when its critical KL lies beyond the range reached.")
+        v = CONTRADICT if d else UNDECIDED  # past a detected threshold, no loss would contradict it
     else:
         what, v = " The unverified change is within noise.", UNDECIDED
     out.append(Finding(c, v, f"From base to final checkpoint, verified reward changed by {_ci(g)} and the "
@@ -528,8 +528,11 @@ def analyse(config: SweepConfig, table: pd.DataFrame) -> SweepAnalysis:
                       coverage=coverage, unverified=unverified, thresholds=thresholds,
                       controls=control_comparison(table))
     a.findings = _claim1(a, reg) + _claim2(a, real) + [_coverage_finding(a)] + _control_findings(a)
+    claim2 = _overall(a.findings, "2.")
+    if claim2 == UNDECIDED and thresholds["n_detected"] == 0 and thresholds["max_kl"] is not None:
+        claim2 += f" (no threshold and no unverified loss up to KL {_fmt(thresholds['max_kl'])} nats)"
     a.verdicts = {"claim 1: verified reward saturates at a ceiling set by base diversity": _overall(a.findings, "1."),
-                  "claim 2: past a critical KL, verified gains cost unverified reasoning": _overall(a.findings, "2."),
+                  "claim 2: past a critical KL, verified gains cost unverified reasoning": claim2,
                   "RL narrows coverage (pass@k at large k)": _overall(a.findings, "coverage"),
                   "gains are genuine (beat the random-reward control)": _overall(a.findings, "control")}
     return a
