@@ -252,7 +252,10 @@ def leave_one_base_out(table: pd.DataFrame, measure: str) -> dict[str, Any]:
     ceilings its runs realized. Only identifiable ceilings take part, as in the regression."""
     t = table[table["identifiable"].astype(bool) & np.isfinite(table["ceiling"].astype(float))]
     rows, reasons = [], []
-    for base in sorted(t["base"].unique()):
+    if t["base"].nunique() < 3:
+        reasons.append(f"identifiable ceilings on {t['base'].nunique()} base(s) only; predicting a base from the "
+                       "others needs at least 3 bases with identifiable ceilings")
+    for base in sorted(t["base"].unique()) if not reasons else []:
         train, test = t[t["base"] != base], t[t["base"] == base]
         try:
             fit = fit_across_runs(train.drop(columns=["base", "seed"]), measures=[measure], level=LEVEL)
