@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import html
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -113,15 +113,7 @@ def render_html(page: Page) -> str:
         out.append("<div class=\"warn\"><strong>Warnings</strong><ul>")
         out += [f"<li>{_e(w)}</li>" for w in page.warnings]
         out.append("</ul></div>")
-    out.append("<h2>Figures</h2>")
-    for i, fig in enumerate(page.figures, start=1):
-        if fig.png is None:
-            out.append(f"<h3>{i}. {_e(fig.title)}</h3><p class=\"skip\">Skipped: {_e(fig.skipped)}</p>")
-            continue
-        data = base64.b64encode(fig.png).decode("ascii")
-        out.append(f"<figure id=\"{_e(fig.name)}\"><h3>{i}. {_e(fig.title)}</h3>"
-                   f"<img alt=\"{_e(fig.title)}\" src=\"data:image/png;base64,{data}\">"
-                   f"<figcaption>{_e(fig.caption)}</figcaption></figure>")
+    out += figures_html(page.figures)
     out.append("<h2>Fitted numbers</h2>")
     out.append(_html_table(page.table, numeric={"estimate", "95% interval"}))
     if page.predictions is not None and len(page.predictions):
@@ -155,3 +147,18 @@ def render_markdown(page: Page) -> str:
                 _md_table(predictions_display(page.predictions)), ""]
     out += ["---", "", page.footer, ""]
     return "\n".join(out)
+
+
+def figures_html(figures: Sequence[Any]) -> list[str]:
+    """A "Figures" section: each figure (name, title, caption, png bytes or None and a `skipped` reason)
+    numbered, embedded as base64 PNG, or its reason for being skipped."""
+    out = ["<h2>Figures</h2>"]
+    for i, fig in enumerate(figures, start=1):
+        if fig.png is None:
+            out.append(f"<h3>{i}. {_e(fig.title)}</h3><p class=\"skip\">Skipped: {_e(fig.skipped)}</p>")
+            continue
+        data = base64.b64encode(fig.png).decode("ascii")
+        out.append(f"<figure id=\"{_e(fig.name)}\"><h3>{i}. {_e(fig.title)}</h3>"
+                   f"<img alt=\"{_e(fig.title)}\" src=\"data:image/png;base64,{data}\">"
+                   f"<figcaption>{_e(fig.caption)}</figcaption></figure>")
+    return out

@@ -4,7 +4,6 @@ is written, so the same cells give byte-identical files.
 """
 from __future__ import annotations
 
-import base64
 import html
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from matplotlib.figure import Figure
 import ceiling
 from ceiling.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ceiling.report import figures as F
-from ceiling.report.page import CSS
+from ceiling.report.page import CSS, figures_html
 from ceiling.report.results import fmt, interval
 from ceiling.sweep.aggregate import (
     KL_METRIC,
@@ -424,15 +423,7 @@ def render_html(a: SweepAnalysis, figs: list[SweepFigure], description: str) -> 
     if warns:
         out.append("<div class=\"warn\"><strong>Warnings</strong><ul>" + "".join(f"<li>{_e(w)}</li>" for w in warns)
                    + "</ul></div>")
-    out.append("<h2>Figures</h2>")
-    for i, fig in enumerate(figs, start=1):
-        if fig.png is None:
-            out.append(f"<h3>{i}. {_e(fig.title)}</h3><p class=\"skip\">Skipped: {_e(fig.skipped)}</p>")
-            continue
-        data = base64.b64encode(fig.png).decode("ascii")
-        out.append(f"<figure id=\"{_e(fig.name)}\"><h3>{i}. {_e(fig.title)}</h3>"
-                   f"<img alt=\"{_e(fig.title)}\" src=\"data:image/png;base64,{data}\">"
-                   f"<figcaption>{_e(fig.caption)}</figcaption></figure>")
+    out += figures_html(figs)
     out.append(f"<h2>The bases' diversity floor</h2><p>{_e(BASES_NOTE)}</p>" + _html_table(bases_display(a.table)))
     acr = across_display(a)
     out.append("<h2>Across-run regression</h2>")
