@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from ceiling.errors import CeilingError, error_at
 from ceiling.evaluate import measures as ms
@@ -215,7 +216,9 @@ def evaluate_checkpoints(base: Any, checkpoints: Sequence[Any], cfg: EvalConfig 
     out: list[tuple[int, list[dict[str, Any]]]] = []
     if include_base:
         out.append((0, ev.base_rows()))
-    for step, ck in zip(steps, checkpoints, strict=True):
+    bar = tqdm(zip(steps, checkpoints, strict=True), total=len(steps), desc="evaluate", unit="checkpoint",
+               disable=None, leave=False)  # a progress bar on a terminal, silent in logs
+    for step, ck in bar:
         out.append((step, ev.checkpoint_rows(ck)))
     return _frame(out, run, compute)
 
