@@ -1,7 +1,6 @@
 """analysis.ipynb executes top to bottom on the committed example run (small bootstrap)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
