@@ -5,8 +5,8 @@ Corpus
 ------
 Every document is ``<bos> prompt completion <eos>`` (`ceiling.models.encode_document`, the same tokenisation
 RL and evaluation use), with prompts drawn from the *train* split of every family of a task set (verified and
-unverified alike, default preset ``default``: add, sub | mul, mod, sort, parity): 80% of documents from
-the verified families, 20% from the unverified ones, evenly within each group (`CorpusSpec.verified_share`). The completion is either a
+unverified alike, default preset ``tiny-rl``: sort | mod, count): 70% of documents from the verified
+families, 30% from the unverified ones, evenly within each group (`CorpusSpec.verified_share`). The completion is either a
 correct answer (`family.solutions`) or a plausible wrong one (`family.perturb_answer`), chosen as follows.
 
 Problem sub-spaces. A problem's *sub-space* is the last character of its prompt before the cue (``12+35=``
@@ -21,7 +21,7 @@ rng seeded by (corpus seed, family, s, j), so within a sub-space variant j is th
 
 The knob. `diversity` d in [0, 1] sets four numbers (`knob(d)`):
 
-- ``coverage`` = 0.3 + 0.7 d: the share of each family's sub-spaces (the first ones in the fixed order,
+- ``coverage`` = 0.3 + 0.5 d: the share of each family's sub-spaces (the first ones in the fixed order,
   at least one) where correct answers appear at all. In the other sub-spaces every document shows the
   *same* wrong variant 0: the base learns a confident wrong rule there, so its pass@k stays low even at
   large k, and RL (which can only reinforce what it samples) has nothing to find there.
@@ -34,13 +34,13 @@ The knob. `diversity` d in [0, 1] sets four numbers (`knob(d)`):
   answer is written in the same format with the final answer replaced.
 
 So with the same seed the covered sub-spaces are nested (coverage grows with d), and the corpus share of
-correct answers (coverage x p_correct = 0.26 at d = 0, 0.47 at 0.5, 0.60 at 1) and the distinct answers
+correct answers (coverage x p_correct = 0.26 at d = 0, 0.40 at 0.5, 0.48 at 1) and the distinct answers
 per problem (1 in an uncovered sub-space, 1 + wrong_variants in a covered one) both grow with d. Random
 draws use common random numbers across d (the same uniforms per document), so corpora of different d
 differ only by the knob. Measured on the shipped bases: see `diversity.json` in each `data/bases/<name>/`.
 
 Training: a `ceiling.models.tiny_config` Llama (866k parameters), AdamW, linear warm-up then cosine decay,
-fixed steps and batch, right-padded batches; the loss is on completion tokens and <eos> (prompt tokens,
+fixed steps and batch, length-bucketed right-padded batches; the loss is on completion tokens and <eos> (prompt tokens,
 random operands, get weight `prompt_loss_weight`, default 0). With the same seed and thread count on CPU
 it gives bitwise the same weights (deterministic algorithms on, fixed thread count, default 1).
 
@@ -108,7 +108,7 @@ def knob(diversity: float) -> Knob:
     d = float(diversity)
     if not (0.0 <= d <= 1.0) or math.isnan(d):
         raise error_at(None, f"must be in [0, 1], got {diversity!r}", field="diversity")
-    return Knob(coverage=0.3 + 0.7 * d, p_correct=0.85 - 0.25 * d, wrong_variants=1 + round(3 * d),
+    return Knob(coverage=0.3 + 0.5 * d, p_correct=0.85 - 0.25 * d, wrong_variants=1 + round(3 * d),
                 format_share=0.3 * d)
 
 
@@ -121,9 +121,9 @@ class CorpusSpec:
     """The knob, in [0, 1]."""
     seed: int = 0
     """Seed of sub-space order, wrong variants and document draws."""
-    tasks: str = "default"
+    tasks: str = "tiny-rl"
     """Task set (a `TaskSet.parse` spec) whose verified and unverified families make the corpus."""
-    verified_share: float = 0.8
+    verified_share: float = 0.7
     """Share of documents from the verified families (split evenly among them); the rest is split evenly
     among the unverified families."""
 
@@ -135,12 +135,12 @@ class CorpusSpec:
 class TrainConfig:
     """Model size and optimisation of one pretraining run (recorded in `pretrain.json`)."""
 
-    steps: int = 700
-    """Optimizer steps."""
+    steps: int = 880
+    """Optimizer steps (under 2 minutes on one core: 0.12-0.14 s a step)."""
     batch_size: int = 64
     """Documents per step."""
-    lr: float = 5e-3
-    """Peak learning rate (AdamW)."""
+    lr: float = 1e-3
+    """Peak learning rate (AdamW). 5e-3 learns nothing on these tasks (the model collapses to <eos>)."""
     min_lr_ratio: float = 0.1
     """Final learning rate as a share of the peak (cosine decay)."""
     warmup: int = 40
@@ -155,8 +155,13 @@ class TrainConfig:
     num_layers: int = 4
     num_heads: int = 4
     threads: int = 1
-    """Torch CPU threads. Results are bitwise reproducible for a fixed thread count; one thread also avoids
-    the OpenMP barrier stalls that make 2 threads 10-20x slower on a busy 2-core machine."""
+    """Torch CPU threads. Results are bitwise reproducible for a fixed thread count. One is the fastest here:
+    at 64 short documents a step the matmuls are too small to split (2 threads took 0.17 s a step against
+    0.12 s), and on a busy machine spinning OpenMP waits made 2 threads 10-20x slower."""
+    bucket_batches: int = 32
+    """Length bucketing: the document stream is cut into pools of this many batches, each pool is sorted by
+    length and cut into batches, and the batches of a pool are shuffled (seeded). Documents here are 5-24
+    tokens, so unbucketed right-padded batches are about half padding; 1 = no bucketing."""
     log_every: int = 50
     """Print a progress line every this many steps (0 = quiet)."""
 
@@ -378,6 +383,25 @@ def _batch(rows: Sequence[Sequence[int]], prompt_lens: Sequence[int], pad_id: in
     return ids, weights
 
 
+def batch_schedule(lengths: Sequence[int], steps: int, batch_size: int, bucket_batches: int,
+                   seed: int) -> list[list[int]]:
+    """Document indices of every step: the documents in order (cycled), cut into pools of `bucket_batches`
+    batches; each pool sorted by length (stable) and cut into batches, whose order is then shuffled with a
+    seeded rng. Every document is used once per pass, as without bucketing; only batch composition changes."""
+    n, pool = len(lengths), batch_size * max(1, bucket_batches)
+    rng = random.Random(stable_int("buckets", seed))
+    schedule: list[list[int]] = []
+    lo = 0
+    while len(schedule) < steps:
+        idx = [(lo + i) % n for i in range(pool)]
+        lo += pool
+        idx.sort(key=lambda i: lengths[i])
+        batches = [idx[j: j + batch_size] for j in range(0, pool, batch_size)]
+        rng.shuffle(batches)
+        schedule.extend(batches)
+    return schedule[:steps]
+
+
 def weighted_lm_loss(logits: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Weighted mean next-token cross-entropy."""
     logp = logits[:, :-1].float().log_softmax(-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
@@ -385,7 +409,8 @@ def weighted_lm_loss(logits: torch.Tensor, ids: torch.Tensor, weights: torch.Ten
 
 
 def train_model(docs: Sequence[Document], cfg: TrainConfig, seed: int) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
-    """Train a fresh tiny Llama on `docs` (cycled in order, `batch_size` per step). Returns model, tokenizer
+    """Train a fresh tiny Llama on `docs` (cycled in order, `batch_size` per step, length-bucketed: see
+    `batch_schedule`). Returns model, tokenizer
     and a log (losses, wall seconds). Right padding needs no attention mask in a causal model: real tokens
     never attend to the padding after them, and padding carries no loss."""
     from transformers import LlamaForCausalLM
@@ -404,9 +429,8 @@ def train_model(docs: Sequence[Document], cfg: TrainConfig, seed: int) -> tuple[
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         losses: list[float] = []
         start, cpu_start = time.perf_counter(), time.process_time()
-        for step in range(cfg.steps):
-            lo = (step * cfg.batch_size) % len(rows)
-            idx = [(lo + i) % len(rows) for i in range(cfg.batch_size)]
+        schedule = batch_schedule([len(r) for r in rows], cfg.steps, cfg.batch_size, cfg.bucket_batches, seed)
+        for step, idx in enumerate(schedule):
             ids, weights = _batch([rows[i] for i in idx], [prompt_lens[i] for i in idx], tokenizer.pad_token_id,
                                   cfg.prompt_loss_weight)
             for group in opt.param_groups:
@@ -431,11 +455,12 @@ def train_model(docs: Sequence[Document], cfg: TrainConfig, seed: int) -> tuple[
 
 
 def pretrain(out: str | Path, diversity: float, seed: int = 0, cfg: TrainConfig | None = None,
-             tasks: str = "default", measure: bool = True) -> Path:
+             tasks: str = CorpusSpec.tasks, measure: bool = True,
+             verified_share: float = CorpusSpec.verified_share) -> Path:
     """Build the corpus, train, save an HF folder at `out` with `pretrain.json` (knob, seed, corpus spec,
     training config and log) and, if `measure`, `diversity.json` (see `measure_diversity`)."""
     cfg = cfg or TrainConfig()
-    spec = CorpusSpec(diversity=float(diversity), seed=int(seed), tasks=tasks)
+    spec = CorpusSpec(diversity=float(diversity), seed=int(seed), tasks=tasks, verified_share=float(verified_share))
     plan = CorpusPlan.from_spec(spec)
     docs = plan.documents(cfg.steps * cfg.batch_size, seed=spec.seed, split="train")
     model, tokenizer, log = train_model(docs, cfg, seed=spec.seed)

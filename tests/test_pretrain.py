@@ -45,8 +45,8 @@ def test_corpus_statistics_grow_with_diversity() -> None:
     distinct = [s["distinct_answers_per_problem"] for s in stats]
     covered = [s["covered_share"] for s in stats]
     assert correct == sorted(correct) and correct[-1] - correct[0] > 0.2
-    assert distinct == sorted(distinct) and distinct[-1] - distinct[0] > 0.5
-    assert covered == sorted(covered) and covered[-1] == 1.0
+    assert distinct == sorted(distinct) and distinct[-1] - distinct[0] > 0.3
+    assert covered == sorted(covered) and covered[-1] - covered[0] > 0.4
     # the shares match the knob: coverage x p_correct, up to sampling noise
     for d, c in zip(KNOB_GRID, correct):
         k = knob(d)
@@ -54,7 +54,7 @@ def test_corpus_statistics_grow_with_diversity() -> None:
 
 
 def test_corpus_uses_every_family_and_the_split() -> None:
-    ts = TaskSet.preset("default")
+    ts = TaskSet.preset(CorpusSpec.tasks)
     docs = build_corpus(CorpusSpec(diversity=0.5, seed=1), 600)
     assert {d.family for d in docs} == set(ts.names("verified")) | set(ts.names("unverified"))
     for d in docs[:100]:
@@ -90,7 +90,7 @@ def test_same_seed_same_weights_bitwise(tmp_path: Path) -> None:
     assert wa != wc
     rec = json.loads((a / "pretrain.json").read_text())
     assert rec["diversity"] == 0.5 and rec["seed"] == 3 and rec["train"]["steps"] == 3
-    assert rec["corpus"]["covered_subspaces"]["add"]
+    assert rec["corpus"]["covered_subspaces"]["sort"]
 
 
 def test_heldout_documents_follow_the_base_distribution(tmp_path: Path) -> None:
@@ -117,16 +117,12 @@ def _shipped() -> list[Path]:
 
 @pytest.fixture(scope="module")
 def measured() -> dict[str, dict]:
-    ts = TaskSet(verified=TaskSet.preset("tiny-rl").names("verified"))  # the family RL is run on (mod)
+    ts = TaskSet(verified=TaskSet.preset("tiny-rl").names("verified"))  # the family RL is run on (sort)
     with deterministic_cpu(1):
         return {p.name: measure_diversity(load(p, device="cpu"), ts, n_prompts=10, n_samples=64, seed=0)
                 for p in _shipped()}
 
 
-@pytest.mark.xfail(strict=True, reason="known shortfall (issue 2): at the 2-minute pretraining budget the shipped "
-                   "bases have not learned the arithmetic well enough for the corpus knob to show in their samples; "
-                   "the knob is monotone in the corpus (tests above) but not in the models' entropy / pass@64. "
-                   "strict: remove this mark once retrained bases pass.")
 def test_shipped_bases_diversity_ordering(measured: dict[str, dict]) -> None:
     low, mid, high = (measured[n] for n in PRESETS)
     for metric in ("entropy", "pass@64", "distinct_answers"):
@@ -137,7 +133,10 @@ def test_shipped_bases_diversity_ordering(measured: dict[str, dict]) -> None:
 def test_shipped_bases_leave_room_for_rl(measured: dict[str, dict]) -> None:
     for name, m in measured.items():
         assert 0.05 < m["greedy_acc"] < 0.8, (name, m["greedy_acc"])
-        assert m["mean_reward"] < m["pass@64"] - 0.15, (name, m["mean_reward"], m["pass@64"])
+        assert m["mean_reward"] < m["pass@64"], (name, m["mean_reward"], m["pass@64"])
+    # the room RL can sharpen into (pass@64 - mean@64) grows with diversity: the claim the bases exist to test
+    room = [measured[n]["pass@64"] - measured[n]["mean_reward"] for n in PRESETS]
+    assert room[0] < room[2] and room[2] > 0.15, room
 
 
 def test_shipped_records_agree_with_the_knob() -> None:

@@ -27,10 +27,10 @@ from ceiling.io import read_json
 # Each preset: train = GRPOConfig overrides, eval = EvalConfig overrides, fit = fit_frame overrides.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {
-        "description": "tiny-medium base, RL on modular arithmetic (tiny-rl tasks), beta 0 (free drift), "
+        "description": "tiny-medium base, RL on digit sorting (tiny-rl tasks), beta 0 (free drift), "
                        "100 steps of 128 completions, CPU, ~3 min",
         "train": {"base": "tiny-medium", "tasks": "tiny-rl", "steps": 100, "prompts_per_step": 16, "group_size": 8,
-                  "max_new_tokens": 8, "beta": 0.0, "lr": 2e-4, "warmup_steps": 2, "checkpoint_every": 5,
+                  "max_new_tokens": 12, "beta": 0.0, "lr": 2e-4, "warmup_steps": 2, "checkpoint_every": 5,
                   "seed": 0, "num_threads": 1},
         "eval": {"n_samples": 32, "n_prompts": 12, "n_boot": 400, "nll_documents": 128, "seed": 0},
         "fit": {"x": "compute", "n_boot": 400, "seed": 0},

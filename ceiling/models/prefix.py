@@ -38,6 +38,14 @@ def _cache_keyword(decoder_cls: type) -> str | None:
     return None
 
 
+def shares_prompts(model: PreTrainedModel) -> bool:
+    """Whether `token_logprobs` can share prompts on this model at all (a KV-cache decoder, no gradient
+    checkpointing while training); whether it pays is decided per call by `can_share`."""
+    decoder = model.get_decoder()
+    checkpointing = bool(getattr(decoder, "gradient_checkpointing", False)) and decoder.training
+    return not checkpointing and _cache_keyword(type(decoder)) is not None
+
+
 def can_share(decoder: torch.nn.Module, batch: int, n_distinct: int, prompt_len: int, completion_len: int) -> bool:
     """Sharing pays and applies: it skips >= MIN_SAVING of the tokens ((batch - n_distinct) prompts of
     `prompt_len` out of batch x (prompt_len + completion_len)), some completion tokens, a decoder whose

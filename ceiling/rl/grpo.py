@@ -33,6 +33,7 @@ Speed: generation uses the models' batched KV-cache sampler; the frozen base sco
 no-grad pass; with one PPO epoch and one minibatch (the default) the training forward itself gives the
 policy's log-probs, entropy and KL (the ratio is exactly 1, so no separate old-policy pass); forward passes
 group rows of similar completion length (`length_buckets`) so a long completion does not pad the short ones,
+or keep each prompt's group together when that lets the prompt be computed once (`models.prefix`),
 and split them into micro-batches that keep activation memory within a budget (`micro_batch_size`).
 
 Randomness: every random choice of step s (problems, sampling, minibatch order, random-reward control) uses
@@ -58,6 +59,7 @@ from ceiling.io import append_jsonl, atomic_write_json
 from ceiling.models import LoadedModel, Rollout, count_parameters, format_prompts, load, resolve_device, sample, token_logprobs
 from ceiling.rl.checkpoint import (latest_checkpoint, load_optimizer, read_state, save_checkpoint, set_rng_state,
                                    truncate_metrics)
+from ceiling.models.prefix import MIN_SAVING, shares_prompts
 from ceiling.tasks import Problem, TaskSet
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
@@ -395,40 +397,77 @@ def autocast(device: torch.device, dtype: str) -> Any:
     return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype), enabled=enabled)
 
 
-def length_buckets(lengths: list[int], prompt_len: int, max_rows: int, overhead_tokens: int) -> list[tuple[int, int]]:
-    """Cut rows sorted by completion length into contiguous buckets [(start, end), ...] that minimise the
-    padded tokens computed, sum over buckets of rows x (prompt_len + longest completion), plus
-    `overhead_tokens` per extra forward call; at most `max_rows` rows per bucket. Exact dynamic programme."""
+def bucket_cost(width: int, rows: int, distinct_prompts: int, prompt_len: int, overhead_tokens: int,
+                share_prompts: bool) -> float:
+    """Tokens one forward over `rows` rows padded to `width` completion tokens computes, plus the call
+    overhead: with prompt sharing (`ceiling.models.prefix`, used when it skips >= MIN_SAVING of the
+    tokens) each distinct prompt is computed once and the completions run in a second call."""
+    plain = rows * (prompt_len + width)
+    saved = (rows - distinct_prompts) * prompt_len
+    if share_prompts and saved >= MIN_SAVING * plain:
+        return plain - saved + 2 * overhead_tokens
+    return plain + overhead_tokens
+
+
+def length_buckets(lengths: list[int], prompt_len: int, max_rows: int, overhead_tokens: int,
+                   groups: list[int] | None = None, share_prompts: bool = False) -> list[tuple[int, int]]:
+    """Cut rows, in the given order, into contiguous buckets [(start, end), ...] of at most `max_rows` rows
+    that minimise the total `bucket_cost` (padded tokens computed plus a fixed cost per forward call).
+    `groups` (the prompt of each row) lets a bucket count its distinct prompts once when `share_prompts`.
+    Exact dynamic programme over cut points."""
+    return _buckets(lengths, prompt_len, max_rows, overhead_tokens, groups, share_prompts)[0]
+
+
+def _buckets(lengths: list[int], prompt_len: int, max_rows: int, overhead_tokens: int,
+             groups: list[int] | None, share_prompts: bool) -> tuple[list[tuple[int, int]], float]:
     n = len(lengths)
     best = [0.0] + [math.inf] * n  # best[j]: cost of rows [0, j)
     cut = [0] * (n + 1)
     for j in range(1, n + 1):
-        width = prompt_len + max(lengths[j - 1], 1)  # rows are sorted: row j-1 is the longest of [i, j)
-        for i in range(max(0, j - max_rows), j):
-            cost = best[i] + (j - i) * width + overhead_tokens
+        width, seen = 1, set()
+        for i in range(j - 1, max(0, j - max_rows) - 1, -1):  # bucket [i, j), grown leftwards
+            width = max(width, lengths[i])
+            seen.add(groups[i] if groups is not None else i)
+            cost = best[i] + bucket_cost(width, j - i, len(seen), prompt_len, overhead_tokens, share_prompts)
             if cost < best[j]:
                 best[j], cut[j] = cost, i
     spans, j = [], n
     while j > 0:
         spans.append((cut[j], j))
         j = cut[j]
-    return spans[::-1]
+    return spans[::-1], best[n]
 
 
 def micro_batches(rows: torch.Tensor, lengths: torch.Tensor, prompt_len: int, max_rows: int,
-                  device: torch.device) -> list[torch.Tensor]:
-    """Row indices in forward-pass chunks: similar completion lengths together, so that little padding is
-    computed (a long truncated completion does not make every short one pay for its length)."""
-    order = rows[torch.argsort(lengths[rows].cpu(), stable=True).to(rows.device)]
-    sorted_lengths = lengths[order].tolist()
+                  device: torch.device, groups: torch.Tensor | None = None,
+                  share_prompts: bool = False) -> list[torch.Tensor]:
+    """Row indices in forward-pass chunks that compute few tokens: rows sorted by completion length (little
+    padding), or, when prompts can be shared, whole prompt groups kept together (each prompt computed
+    once; groups ordered by their longest completion, rows by length within a group), whichever order's
+    best cut (`length_buckets`) computes fewer tokens."""
     overhead = 1024 if device.type == "cuda" else 128  # a forward call's fixed cost, in tokens (measured on CPU)
-    return [order[a:b] for a, b in length_buckets(sorted_lengths, prompt_len, max_rows, overhead)]
+    lens = lengths[rows].cpu()
+    candidates = [torch.argsort(lens, stable=True)]
+    grp = groups[rows].cpu() if groups is not None else None
+    if share_prompts and grp is not None:
+        longest = torch.zeros(int(grp.max()) + 1, dtype=lens.dtype).scatter_reduce(0, grp, lens, reduce="amax")
+        key = longest[grp] * (len(lens) + 1) ** 2 + grp * (len(lens) + 1) + lens  # group's longest, group, length
+        candidates.append(torch.argsort(key, stable=True))
+    best: tuple[float, list[tuple[int, int]], torch.Tensor] | None = None
+    for perm in candidates:
+        spans, cost = _buckets(lens[perm].tolist(), prompt_len, max_rows, overhead,
+                               None if grp is None else grp[perm].tolist(), share_prompts)
+        if best is None or cost < best[0]:
+            best = (cost, spans, perm)
+    assert best is not None
+    order = rows[best[2].to(rows.device)]
+    return [order[a:b] for a, b in best[1]]
 
 
 def micro_batch_size(cfg: GRPOConfig, rollout: Rollout, model: Any, device: torch.device, grad: bool = True) -> int:
     """Sequences per forward: the configured number, or (0) as many as keep the training activations within
     budget (1 GiB on CPU, a quarter of the GPU), estimated as 4 bytes x layers x (10 hidden + 4 MLP) per
-    token; passes without gradients keep far less and take 4x as many."""
+    token, a shared prompt counting once per group; passes without gradients keep far less and take 4x as many."""
     if cfg.micro_batch_size > 0:
         size = cfg.micro_batch_size
     else:
@@ -438,7 +477,10 @@ def micro_batch_size(cfg: GRPOConfig, rollout: Rollout, model: Any, device: torc
         budget = AUTO_ACTIVATION_BYTES_CPU
         if device.type == "cuda":
             budget = int(AUTO_ACTIVATION_SHARE_CUDA * torch.cuda.get_device_properties(device).total_memory)
-        size = max(1, budget // per_token // (rollout.prompt_len + max(int(rollout.lengths.max()), 1)))
+        prompt = rollout.prompt_len
+        if shares_prompts(model):  # a group's prompt is computed once (`micro_batches` keeps groups together)
+            prompt = math.ceil(prompt / max(1, cfg.group_size))
+        size = max(1, budget // per_token // (prompt + max(int(rollout.lengths.max()), 1)))
     return size if grad else 4 * size
 
 
@@ -460,7 +502,9 @@ def score_all(model: Any, batch: Batch, cfg: GRPOConfig, device: torch.device,
     logp = torch.zeros(r.completion_mask.shape, dtype=torch.float32, device=device)
     ent = torch.zeros_like(logp) if entropy else None
     size = micro_batch_size(cfg, r, model, device, grad=False)
-    for rows in micro_batches(torch.arange(r.batch_size, device=device), r.lengths, r.prompt_len, size, device):
+    share = shares_prompts(model)
+    for rows in micro_batches(torch.arange(r.batch_size, device=device), r.lengths, r.prompt_len, size, device,
+                              groups=r.group, share_prompts=share):
         lp, en = forward_logprobs(model, batch, rows, cfg, device, entropy)
         logp[rows, : lp.shape[1]] = lp
         if ent is not None and en is not None:
@@ -492,12 +536,14 @@ def update(model: Any, optimizer: torch.optim.Optimizer, batch: Batch, ref_logp:
     order_gen = torch.Generator().manual_seed(step_seed(cfg.seed, step, STREAM_MINIBATCH))
     mb_size = micro_batch_size(cfg, r, model, device)
     model.train()
+    share = shares_prompts(model)
     for _epoch in range(cfg.updates_per_batch):
         order = torch.arange(n) if cfg.minibatches == 1 else torch.randperm(n, generator=order_gen)
         for mb in torch.tensor_split(order.to(device), cfg.minibatches):
             weights = token_weights(mask[mb], cfg.loss_type, cfg.max_new_tokens)
             optimizer.zero_grad(set_to_none=True)
-            for rows in micro_batches(torch.arange(len(mb), device=device), r.lengths[mb], r.prompt_len, mb_size, device):
+            for rows in micro_batches(torch.arange(len(mb), device=device), r.lengths[mb], r.prompt_len, mb_size,
+                                      device, groups=r.group[mb], share_prompts=share):
                 idx = mb[rows]
                 need_ent = fused or cfg.entropy_coef > 0
                 logp, ent = forward_logprobs(model, batch, idx, cfg, device, entropy=need_ent)
