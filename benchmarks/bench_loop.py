@@ -445,7 +445,8 @@ def report(spec: LoopSpec, sides: dict[str, dict[str, Any]], comparison: dict[st
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny-medium", help="tiny-low | tiny-medium | tiny-high | smollm2 | a model folder")
-    p.add_argument("--tasks", default="default", help="task set spec (verified families are rewarded)")
+    p.add_argument("--tasks", default=None,
+                   help="task set spec (verified families are rewarded; default tiny-rl on tiny bases, default otherwise)")
     p.add_argument("--prompts-per-step", type=int, default=8)
     p.add_argument("--group-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=None, help="completion length (default 32 tiny, 64 smollm2)")
@@ -476,7 +477,8 @@ def make_spec(args: argparse.Namespace, path: str, note: str) -> LoopSpec:
     """The shared settings from the command line, with per-model defaults."""
     chat_model = args.model == "smollm2"
     return LoopSpec(
-        model=args.model, path=path, note=note, tasks=args.tasks, prompts_per_step=args.prompts_per_step,
+        model=args.model, path=path, note=note,
+        tasks=args.tasks or ("default" if chat_model else "tiny-rl"), prompts_per_step=args.prompts_per_step,
         group_size=args.group_size,
         max_new_tokens=args.max_new_tokens or (64 if chat_model else 32), temperature=args.temperature,
         lr=args.lr, beta=args.beta, loss_type=args.loss_type,

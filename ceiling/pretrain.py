@@ -42,7 +42,7 @@ differ only by the knob. Measured on the shipped bases: see `diversity.json` in 
 Training: a `ceiling.models.tiny_config` Llama (866k parameters), AdamW, linear warm-up then cosine decay,
 fixed steps and batch, length-bucketed right-padded batches; the loss is on completion tokens and <eos> (prompt tokens,
 random operands, get weight `prompt_loss_weight`, default 0). With the same seed and thread count on CPU
-it gives bitwise the same weights (deterministic algorithms on, fixed thread count, default 1).
+it gives bitwise the same weights (deterministic algorithms on, fixed thread count, default 2).
 
 Public API: `knob`, `Knob`, `CorpusSpec`, `TrainConfig`, `build_corpus`, `corpus_stats`, `pretrain`,
 `pretrain_preset`, `PRESETS`, `measure_diversity`, `heldout_documents`, `heldout_pairs`, `subspace_of`.
@@ -135,8 +135,8 @@ class CorpusSpec:
 class TrainConfig:
     """Model size and optimisation of one pretraining run (recorded in `pretrain.json`)."""
 
-    steps: int = 880
-    """Optimizer steps (under 2 minutes on one core: 0.12-0.14 s a step)."""
+    steps: int = 1100
+    """Optimizer steps (under 2 minutes on two cores: about 0.1 s a step)."""
     batch_size: int = 64
     """Documents per step."""
     lr: float = 1e-3
@@ -154,10 +154,10 @@ class TrainConfig:
     hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
-    threads: int = 1
-    """Torch CPU threads. Results are bitwise reproducible for a fixed thread count. One is the fastest here:
-    at 64 short documents a step the matmuls are too small to split (2 threads took 0.17 s a step against
-    0.12 s), and on a busy machine spinning OpenMP waits made 2 threads 10-20x slower."""
+    threads: int = 2
+    """Torch CPU threads. Results are bitwise reproducible for a fixed thread count. Measured per step here:
+    0.098 s with 2 threads, 0.137 s with 1, 0.177 s with 2 and OMP_WAIT_POLICY=PASSIVE. On a busy machine
+    use 1 (`ceiling pretrain --threads 1`): spinning OpenMP waits made 2 threads 10-20x slower there."""
     bucket_batches: int = 32
     """Length bucketing: the document stream is cut into pools of this many batches, each pool is sorted by
     length and cut into batches, and the batches of a pool are shuffled (seeded). Documents here are 5-24

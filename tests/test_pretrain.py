@@ -119,7 +119,7 @@ def _shipped() -> list[Path]:
 def measured() -> dict[str, dict]:
     ts = TaskSet(verified=TaskSet.preset("tiny-rl").names("verified"))  # the family RL is run on (sort)
     with deterministic_cpu(1):
-        return {p.name: measure_diversity(load(p, device="cpu"), ts, n_prompts=10, n_samples=64, seed=0)
+        return {p.name: measure_diversity(load(p, device="cpu"), ts, n_prompts=32, n_samples=64, seed=0)
                 for p in _shipped()}
 
 

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verified-share", type=float, default=0.7,
                         help="share of corpus documents from the verified families (default 0.7)")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: TrainConfig.steps)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1; fixed for reproducibility)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 2; fixed for reproducibility)")
     parser.add_argument("--no-measure", action="store_true", help="skip writing diversity.json")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 

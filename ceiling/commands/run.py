@@ -32,7 +32,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train": {"base": "tiny-medium", "tasks": "tiny-rl", "steps": 100, "prompts_per_step": 16, "group_size": 8,
                   "max_new_tokens": 12, "beta": 0.0, "lr": 2e-4, "warmup_steps": 2, "checkpoint_every": 5,
                   "seed": 0, "num_threads": 1},
-        "eval": {"n_samples": 32, "n_prompts": 12, "n_boot": 400, "nll_documents": 128, "seed": 0},
+        "eval": {"n_samples": 32, "n_prompts": 24, "n_boot": 400, "nll_documents": 128, "seed": 0},
         "fit": {"x": "compute", "n_boot": 400, "seed": 0},
     },
     "smoke": {
