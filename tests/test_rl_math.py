@@ -219,3 +219,14 @@ def test_micro_batches_keep_prompt_groups_together_when_prompts_are_shared():
     assert cost(shared, True) < cost(plain, True) and cost(shared, True) < 0.8 * cost(plain, False)
     # without sharing the grouped order is never chosen over a cheaper length-sorted one
     assert cost(micro_batches(rows, lengths, 40, 16, cpu, groups=groups, share_prompts=False), False) == cost(plain, False)
+
+
+def test_grouped_order_holds_when_lengths_exceed_the_row_count():
+    from ceiling.rl.grpo import micro_batches
+
+    groups = torch.tensor([0, 0, 1, 1])
+    lengths = torch.tensor([50, 3, 40, 60])  # lengths far above the 4 rows: groups must not interleave
+    chunks = micro_batches(torch.arange(4), lengths, prompt_len=200, max_rows=2, device=torch.device("cpu"),
+                           groups=groups, share_prompts=True)
+    # one group per chunk (its 200-token prompt computed once), group 0 (longest 50) first, by length within
+    assert [c.tolist() for c in chunks] == [[1, 0], [2, 3]]

@@ -451,8 +451,10 @@ def micro_batches(rows: torch.Tensor, lengths: torch.Tensor, prompt_len: int, ma
     grp = groups[rows].cpu() if groups is not None else None
     if share_prompts and grp is not None:
         longest = torch.zeros(int(grp.max()) + 1, dtype=lens.dtype).scatter_reduce(0, grp, lens, reduce="amax")
-        key = longest[grp] * (len(lens) + 1) ** 2 + grp * (len(lens) + 1) + lens  # group's longest, group, length
-        candidates.append(torch.argsort(key, stable=True))
+        perm = torch.argsort(lens, stable=True)  # lexicographic by stable sorts, last key first:
+        perm = perm[torch.argsort(grp[perm], stable=True)]  # length within a group,
+        perm = perm[torch.argsort(longest[grp[perm]], stable=True)]  # groups by their longest completion
+        candidates.append(perm)
     best: tuple[float, list[tuple[int, int]], torch.Tensor] | None = None
     for perm in candidates:
         spans, cost = _buckets(lens[perm].tolist(), prompt_len, max_rows, overhead,
