@@ -252,7 +252,7 @@ with open(report, "w") as f:
 """
 
 
-def run_child(argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: str | Path | None = None,
+def run_child(argv: Sequence[str], env: Mapping[str, str | None] | None = None, cwd: str | Path | None = None,
               timeout: float | None = None, echo: bool = False) -> ChildResult:
     """Run `argv` to completion and return its status, wall time and peak RSS.
 
@@ -262,7 +262,9 @@ def run_child(argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: st
     stderr is copied to ours when it ends. Past `timeout` seconds the child's process group is killed
     (status -9).
     """
-    full_env = {**os.environ, **(env or {})}
+    full_env = {**os.environ, **{k: v for k, v in (env or {}).items() if v is not None}}
+    for key in [k for k, v in (env or {}).items() if v is None]:  # None: remove from the inherited environment
+        full_env.pop(key, None)
     with tempfile.TemporaryDirectory(prefix="run_child_") as tmp:
         report = Path(tmp) / "rusage"
         with open(Path(tmp) / "out", "w+") as out, open(Path(tmp) / "err", "w+") as err:

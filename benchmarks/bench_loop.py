@@ -353,13 +353,14 @@ def child_main(side: str, spec_file: Path, result_file: Path) -> int:
 # The comparison (parent process)
 # ------------------------------------------------------------------------------------------------------
 
-def run_side(side: str, spec_file: Path, scratch: Path, timeout: float | None, verbose: bool) -> dict[str, Any]:
+def run_side(side: str, spec_file: Path, scratch: Path, timeout: float | None, verbose: bool,
+             omp_wait: str | None = None) -> dict[str, Any]:
     """Run one side in a child process and return its figures plus the child's peak RSS and wall time."""
     result_file = scratch / f"result_{side}.json"
     result_file.unlink(missing_ok=True)
     child = run_child([sys.executable, str(Path(__file__).resolve()), "--child", side, "--spec", str(spec_file),
                        "--result", str(result_file)], timeout=timeout, echo=verbose,
-                      env=child_env())
+                      env=child_env(omp_wait))
     child.check(f"{side} side")
     result = json.loads(result_file.read_text())
     result["peak_rss_mib"] = child.peak_rss_mib
@@ -367,12 +368,17 @@ def run_side(side: str, spec_file: Path, scratch: Path, timeout: float | None, v
     return result
 
 
-def child_env() -> dict[str, str]:
-    """Environment of both sides. OpenMP threads wait passively unless the caller chose otherwise: with
-    active (spinning) waits, a CPU shared with other processes slows every multi-threaded torch op by up to
-    15x (measured here: 3 s vs 50 s per tiny-model step), which would measure the neighbours, not the loop."""
+def child_env(omp_wait: str | None = None) -> dict[str, str | None]:
+    """Environment of both sides. OpenMP waits: `omp_wait` (PASSIVE, ACTIVE, or "default" for the OpenMP
+    runtime's own spin-then-sleep), else $OMP_WAIT_POLICY, else PASSIVE. With active (spinning) waits a CPU
+    shared with other processes slows every multi-threaded torch op by up to 15x (measured here: 3 s vs 50 s
+    per tiny-model step), which would measure the neighbours; on a quiet machine passive waits cost small
+    ops a thread wake-up each (SmolLM2: our step 46-71 s with the runtime's default, 73-86 s passive).
+    Setting the policy here rather than in our own environment keeps this process (and its memory
+    sampler) from spinning on a core the children need."""
+    policy = omp_wait or os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
     return {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore",
-            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+            "OMP_WAIT_POLICY": None if policy.lower() == "default" else policy.upper()}
 
 
 FIGURES = ("seconds_per_step", "fastest_step_s", "slowest_step_s", "completions_per_s", "best_completions_per_s",
@@ -413,6 +419,7 @@ def report(spec: LoopSpec, sides: dict[str, dict[str, Any]], comparison: dict[st
              f"clip {spec.epsilon}, {spec.dtype} on {spec.device}, tasks {spec.tasks!r}, "
              f"{spec.warmup} warm-up + {spec.steps} timed steps"
              + (f", medians of {sides[names[0]].get('repeats', 1)} repeats" if sides[names[0]].get("repeats", 1) > 1 else "")]
+    lines.append(f"child processes: OMP_WAIT_POLICY={info.get('omp_wait_policy', '?')}")
     if "trl" in sides:
         lines.append(f"TRL {sides['trl'].get('trl_version')}: " + ", ".join(
             f"{k}={v}" for k, v in sides["trl"].get("trl_settings", {}).items()))
@@ -467,6 +474,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--json", dest="json_out", default=None, help="write all figures to this JSON file")
     p.add_argument("--no-matmul", action="store_true", help="skip measuring the matmul peak")
     p.add_argument("--verbose", action="store_true", help="show each side's stderr")
+    p.add_argument("--omp-wait", default=None, choices=["passive", "active", "default"],
+                   help="OpenMP wait policy of both sides' processes (default: $OMP_WAIT_POLICY, else passive; "
+                        "'default' = the OpenMP runtime's own); this process keeps its own")
     p.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
@@ -499,6 +509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.repeats < 1:
         raise SystemExit("bench_loop: error: --repeats must be >= 1")
     info = machine(measure=not args.no_matmul)
+    info["omp_wait_policy"] = child_env(args.omp_wait)["OMP_WAIT_POLICY"] or "unset (the OpenMP runtime's default)"
     with tempfile.TemporaryDirectory(prefix="bench_loop_") as tmp:
         scratch = Path(tmp)
         path, note = resolve_model(args.model, scratch)
@@ -509,7 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for rep in range(args.repeats):
             for side in (sides if rep % 2 == 0 else sides[::-1]):
                 print(f"bench_loop: running {side} (repeat {rep + 1}/{args.repeats}) ...", file=sys.stderr, flush=True)
-                runs[side].append(run_side(side, spec_file, scratch, args.timeout, args.verbose))
+                runs[side].append(run_side(side, spec_file, scratch, args.timeout, args.verbose, args.omp_wait))
     results = {s: combine(r) for s, r in runs.items()}
     comparison = compare(results["ours"], results["trl"], model_kind(spec)) if set(SIDES) <= set(results) else None
     print(report(spec, results, comparison, info))
