@@ -20,9 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default=None, help="base name: the folder under data/bases/ (default from --out)")
     parser.add_argument("--out", default=None, help="output folder (default data/bases/NAME)")
     parser.add_argument("--seed", type=int, default=0, help="seed of corpus and initialisation (default 0)")
-    parser.add_argument("--tasks", default="tiny-rl", help="task set whose families make the corpus (default 'tiny-rl')")
-    parser.add_argument("--verified-share", type=float, default=0.7,
-                        help="share of corpus documents from the verified families (default 0.7)")
+    parser.add_argument("--tasks", default=None,
+                        help="task set whose families make the corpus (default: CorpusSpec.tasks, 'tiny-rl')")
+    parser.add_argument("--verified-share", type=float, default=None,
+                        help="share of corpus documents from the verified families (default: CorpusSpec, 0.7)")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: TrainConfig.steps)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 2; fixed for reproducibility)")
     parser.add_argument("--no-measure", action="store_true", help="skip writing diversity.json")
@@ -65,6 +66,7 @@ def main(args: argparse.Namespace) -> int:
     from ceiling.pretrain import PRESETS, pretrain
 
     cfg = _config(args)
+    corpus = {k: v for k, v in (("tasks", args.tasks), ("verified_share", args.verified_share)) if v is not None}
     if args.all:
         if args.diversity is not None or args.name or args.out:
             raise error_at(None, "--all builds the shipped bases; do not combine it with --diversity/--name/--out",
@@ -81,7 +83,6 @@ def main(args: argparse.Namespace) -> int:
         jobs = [(Path(args.out) if args.out else bases_dir() / args.name, args.diversity)]
     for out, diversity in jobs:
         start = time.perf_counter()
-        path = pretrain(out, diversity, seed=args.seed, cfg=cfg, tasks=args.tasks, measure=not args.no_measure,
-                        verified_share=args.verified_share)
+        path = pretrain(out, diversity, seed=args.seed, cfg=cfg, measure=not args.no_measure, **corpus)
         print(_summary(path) + f" [{time.perf_counter() - start:.0f} s in all]", flush=True)
     return 0

@@ -397,16 +397,16 @@ def autocast(device: torch.device, dtype: str) -> Any:
     return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype), enabled=enabled)
 
 
-def bucket_cost(width: int, rows: int, distinct_prompts: int, prompt_len: int, overhead_tokens: int,
-                share_prompts: bool) -> float:
+def bucket_cost(width: Any, rows: Any, distinct_prompts: Any, prompt_len: int, overhead_tokens: int,
+                share_prompts: bool) -> Any:
     """Tokens one forward over `rows` rows padded to `width` completion tokens computes, plus the call
     overhead: with prompt sharing (`ceiling.models.prefix`, used when it skips >= MIN_SAVING of the
-    tokens) each distinct prompt is computed once and the completions run in a second call."""
-    plain = rows * (prompt_len + width)
-    saved = (rows - distinct_prompts) * prompt_len
-    if share_prompts and saved >= MIN_SAVING * plain:
-        return plain - saved + 2 * overhead_tokens
-    return plain + overhead_tokens
+    tokens) each distinct prompt is computed once and the completions run in a second call. Elementwise
+    on numpy arrays (the bucketing programme prices all candidate buckets ending at a row at once)."""
+    plain = np.asarray(rows) * (prompt_len + np.asarray(width))
+    saved = (np.asarray(rows) - np.asarray(distinct_prompts)) * prompt_len
+    shared = np.logical_and(share_prompts, saved >= MIN_SAVING * plain)
+    return np.where(shared, plain - saved + 2 * overhead_tokens, plain + overhead_tokens).astype(float)
 
 
 def length_buckets(lengths: list[int], prompt_len: int, max_rows: int, overhead_tokens: int,
@@ -421,21 +421,27 @@ def length_buckets(lengths: list[int], prompt_len: int, max_rows: int, overhead_
 def _buckets(lengths: list[int], prompt_len: int, max_rows: int, overhead_tokens: int,
              groups: list[int] | None, share_prompts: bool) -> tuple[list[tuple[int, int]], float]:
     n = len(lengths)
-    best = [0.0] + [math.inf] * n  # best[j]: cost of rows [0, j)
+    lens = np.maximum(np.asarray(lengths, dtype=np.int64), 1)
+    grp = np.asarray(groups if groups is not None else range(n), dtype=np.int64)
+    best = np.full(n + 1, math.inf)  # best[j]: cost of rows [0, j)
+    best[0] = 0.0
     cut = [0] * (n + 1)
     for j in range(1, n + 1):
-        width, seen = 1, set()
-        for i in range(j - 1, max(0, j - max_rows) - 1, -1):  # bucket [i, j), grown leftwards
-            width = max(width, lengths[i])
-            seen.add(groups[i] if groups is not None else i)
-            cost = best[i] + bucket_cost(width, j - i, len(seen), prompt_len, overhead_tokens, share_prompts)
-            if cost < best[j]:
-                best[j], cut[j] = cost, i
+        lo = max(0, j - max_rows)
+        # candidate buckets [j - 1 - k, j), k = 0 .. j - lo - 1: grown leftwards from row j - 1
+        width = np.maximum.accumulate(lens[lo:j][::-1])
+        seen_first = np.zeros(j - lo, dtype=bool)
+        seen_first[np.unique(grp[lo:j][::-1], return_index=True)[1]] = True
+        rows = np.arange(1, j - lo + 1)
+        total = best[lo:j][::-1] + bucket_cost(width, rows, np.cumsum(seen_first), prompt_len, overhead_tokens,
+                                               share_prompts)
+        k = int(np.argmin(total))  # the first minimum: the shortest bucket among equals
+        best[j], cut[j] = total[k], j - 1 - k
     spans, j = [], n
     while j > 0:
         spans.append((cut[j], j))
         j = cut[j]
-    return spans[::-1], best[n]
+    return spans[::-1], float(best[n])
 
 
 def micro_batches(rows: torch.Tensor, lengths: torch.Tensor, prompt_len: int, max_rows: int,
