@@ -30,7 +30,14 @@ from ceiling.models.loading import (
     save,
 )
 from ceiling.models.logprobs import token_logprobs
-from ceiling.models.sampling import Rollout, eos_ids, left_pad, pick_tokens, position_ids_from_mask, sample
+from ceiling.models.sampling import (
+    Rollout,
+    eos_ids,
+    left_pad,
+    pick_tokens,
+    position_ids_from_mask,
+    sample,
+)
 from ceiling.models.tokenizer import (
     build_char_tokenizer,
     decode_completions,

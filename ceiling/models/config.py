@@ -6,10 +6,14 @@ Default sizes (vocab 100, char tokenizer): hidden 128, 4 layers, 4 heads (head d
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-from transformers import LlamaConfig
 
 from ceiling.models.tokenizer import char_vocab
+
+if TYPE_CHECKING:
+    from transformers import LlamaConfig
 
 
 def tiny_config(
@@ -32,6 +36,8 @@ def tiny_config(
     """
     if hidden_size % num_heads:
         raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
+    from transformers import LlamaConfig
+
     return LlamaConfig(
         vocab_size=len(char_vocab()) if vocab_size is None else vocab_size,
         hidden_size=hidden_size,

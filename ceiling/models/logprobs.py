@@ -9,12 +9,16 @@ Assumes the usual causal-LM layout `logits = lm_head(decoder(x).last_hidden_stat
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch.utils.checkpoint import checkpoint
-from transformers import PreTrainedModel
 
 from ceiling.models.prefix import can_share, distinct_prompts, shared_prefix_hidden
 from ceiling.models.sampling import position_ids_from_mask
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 def _chunk_stats(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import PreTrainedModel
 
 from ceiling.models.sampling import position_ids_from_mask
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 MIN_SAVING = 0.2  # share prompts when that skips at least this share of the tokens of a plain forward
 

@@ -14,15 +14,18 @@ import functools
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ceiling.models.tokenizer import decode_completions, encode_text
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 COMPACT_AT = 0.75  # drop finished rows once at most this share of the batch is still generating
+GROW_FROM = 16  # the lean decoding cache starts with room for this many new tokens and doubles as needed
 
 
 @dataclass
@@ -212,6 +215,8 @@ class HFStepper:
 
 def _fast_path_ok(model: PreTrainedModel) -> bool:
     """The hand-written Llama step applies: plain Llama layers, default RoPE, full attention."""
+    if getattr(model, "lean_llama", False):  # `ceiling.models.llama.Llama`: the same layers by construction
+        return True
     cfg = model.config
     rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
     return (
@@ -230,7 +235,7 @@ class LlamaStepper:
     module dispatch. The prompt's cache comes from one transformers prefill.
     """
 
-    def __init__(self, model: PreTrainedModel, cache: Any, n: int, mask: torch.Tensor, next_pos: torch.Tensor,
+    def __init__(self, model: Any, cache: Any, n: int, mask: torch.Tensor, next_pos: torch.Tensor,
                  max_new_tokens: int) -> None:
         inner = model.get_decoder()
         self.model, self.inner, self.layers = model, inner, list(inner.layers)
@@ -240,9 +245,15 @@ class LlamaStepper:
         self.n_kv = model.config.num_key_value_heads
         self.width = mask.shape[1]
         batch, total = mask.shape[0], mask.shape[1] + max_new_tokens
+        self.total = total
         first_k, _ = _layer_kv(cache.layers[0] if hasattr(cache, "layers") else cache[0])
-        shape = (len(self.layers), 2, batch, self.n_kv, total, self.head_dim)
-        self.kv = torch.zeros(shape, dtype=first_k.dtype, device=first_k.device)
+        # The cache holds `capacity` columns and doubles its completion part when full: most completions stop
+        # long before max_new_tokens, and fresh memory costs page faults on CPU. Columns past the current
+        # one are never read before they are written, so nothing is zeroed.
+        capacity = min(total, self.width + GROW_FROM)
+        shape = (len(self.layers), 2, batch, self.n_kv, capacity, self.head_dim)
+        self.kv = torch.empty(shape, dtype=first_k.dtype, device=first_k.device)
+        self.filled = self.width
         for i in range(len(self.layers)):
             k, v = _layer_kv(cache.layers[i] if hasattr(cache, "layers") else cache[i])
             self.kv[i, 0, :, :, : self.width] = k.repeat_interleave(n, 0)
@@ -256,13 +267,24 @@ class LlamaStepper:
         cos, sin = inner.rotary_emb(probe, positions)
         self.cos, self.sin = cos[0], sin[0]  # [positions, head_dim]
 
+    def _resize(self, idx: torch.Tensor | None, capacity: int) -> None:
+        """Copy the filled columns of the cache (rows `idx`, or all) into a new one of `capacity` columns."""
+        kv = self.kv[:, :, :, :, : self.filled]
+        kv = kv if idx is None else kv.index_select(2, idx)
+        new = kv.new_empty((*kv.shape[:4], capacity, kv.shape[5]))
+        new[:, :, :, :, : self.filled] = kv
+        self.kv = new
+
     def select(self, idx: torch.Tensor) -> None:
-        self.kv = self.kv.index_select(2, idx)
+        self._resize(idx, self.kv.shape[4])
         self.attend, self.next_pos = self.attend[idx], self.next_pos[idx]
         self.padded = not bool(self.attend.all())
 
     def step(self, tokens: torch.Tensor, t: int) -> torch.Tensor:
         col = self.width + t
+        if col >= self.kv.shape[4]:
+            self._resize(None, min(self.total, self.width + 2 * (self.kv.shape[4] - self.width)))
+        self.filled = col + 1
         n = tokens.shape[0]
         pos = self.next_pos + t
         cos, sin = self.cos[pos][:, None, None, :], self.sin[pos][:, None, None, :]

@@ -23,7 +23,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ceiling.errors import error_at
-from ceiling.io import atomic_dir, atomic_write_json, atomic_write_text, dumps, read_jsonl, repair_jsonl
+from ceiling.io import (
+    atomic_dir,
+    atomic_write_json,
+    atomic_write_text,
+    dumps,
+    read_jsonl,
+    repair_jsonl,
+)
 
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -86,7 +93,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 # ---- optimizer state as safetensors ----------------------------------------------------------------
 
-def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def optimizer_tensors(optimizer: Any) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Split `optimizer.state_dict()` into tensors (`state.<i>.<name>`) and JSON metadata (everything else)."""
     sd = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
@@ -101,12 +108,12 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
     return tensors, meta
 
 
-def save_optimizer(optimizer: torch.optim.Optimizer, path: str | Path) -> None:
+def save_optimizer(optimizer: Any, path: str | Path) -> None:
     tensors, meta = optimizer_tensors(optimizer)
     save_file(tensors, str(path), metadata=meta)
 
 
-def load_optimizer(optimizer: torch.optim.Optimizer, path: str | Path) -> None:
+def load_optimizer(optimizer: Any, path: str | Path) -> None:
     """Load what `save_optimizer` wrote into `optimizer` (same parameters, same order)."""
     from safetensors import safe_open
 
@@ -129,7 +136,7 @@ def load_optimizer(optimizer: torch.optim.Optimizer, path: str | Path) -> None:
 # ---- whole checkpoints -----------------------------------------------------------------------------
 
 def save_checkpoint(run_dir: str | Path, step: int, model: Any, tokenizer: Any,
-                    optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> Path:
+                    optimizer: Any, state: dict[str, Any]) -> Path:
     """Write checkpoint `step` atomically: HF model + tokenizer, optimizer tensors, trainer state + RNG."""
     path = checkpoint_path(run_dir, step)
     with atomic_dir(path) as tmp:

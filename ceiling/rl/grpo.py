@@ -47,19 +47,37 @@ import math
 import random
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
 
 from ceiling.errors import CeilingError, error_at
 from ceiling.io import append_jsonl, atomic_write_json
-from ceiling.models import LoadedModel, Rollout, count_parameters, format_prompts, load, resolve_device, sample, token_logprobs
-from ceiling.rl.checkpoint import (latest_checkpoint, load_optimizer, read_state, save_checkpoint, set_rng_state,
-                                   truncate_metrics)
+from ceiling.models import (
+    LoadedModel,
+    Rollout,
+    count_parameters,
+    format_prompts,
+    load,
+    resolve_device,
+    sample,
+    token_logprobs,
+)
+from ceiling.models.loading import BACKENDS
 from ceiling.models.prefix import MIN_SAVING, shares_prompts
+from ceiling.rl.checkpoint import (
+    latest_checkpoint,
+    load_optimizer,
+    read_state,
+    save_checkpoint,
+    set_rng_state,
+    truncate_metrics,
+)
+from ceiling.rl.optim import AdamW
 from ceiling.tasks import Problem, TaskSet
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
@@ -68,6 +86,7 @@ STD_SCALINGS = ("group", "batch", "none")
 DTYPES = ("float32", "bfloat16")
 AUTO_ACTIVATION_BYTES_CPU = 2**30  # micro_batch_size 0: training activations kept under this on CPU ...
 AUTO_ACTIVATION_SHARE_CUDA = 0.25  # ... and under this share of the GPU's memory on CUDA
+CALL_OVERHEAD_FLOPS = {"cpu": 1e8, "cuda": 1e12}  # a forward call's fixed cost (dispatch, launches) in FLOPs
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -109,6 +128,7 @@ class GRPOConfig:
     max_grad_norm: float = _f(1.0, "gradient clipping threshold on the global norm (0 = off)")
     seed: int = _f(0, "seed of every random choice")
     device: str = _f("auto", "auto | cpu | cuda")
+    backend: str = _f("auto", "model code: auto (ceiling's own Llama when the folder is a plain Llama, else transformers) | native | transformers")
     num_threads: int = _f(0, "CPU threads for torch (0 = torch's default); may change the last bits of results")
     dtype: str = _f("float32", "compute dtype: float32, or bfloat16 autocast on CUDA (weights and optimizer stay fp32)")
     checkpoint_every: int = _f(10, "save a checkpoint every K steps (and always at step 0 and the end)")
@@ -118,7 +138,7 @@ class GRPOConfig:
     log: bool = _f(True, "print one progress line per step")
 
     # Fields that may differ between a run and its resumption (everything else must match).
-    RESUMABLE_CHANGES = ("steps", "out", "checkpoint_every", "log", "device", "num_threads")
+    RESUMABLE_CHANGES = ("steps", "out", "checkpoint_every", "log", "device", "num_threads", "backend")
 
     def resolved_std_scaling(self) -> str:
         """The advantage scaling in effect: the explicit choice, or the loss type's default."""
@@ -126,7 +146,7 @@ class GRPOConfig:
             return self.std_scaling
         return "none" if self.loss_type == "dr_grpo" else "group"
 
-    def validate(self, where: str | Path | None = None) -> "GRPOConfig":
+    def validate(self, where: str | Path | None = None) -> GRPOConfig:
         """Raise a one-line CeilingError naming the first bad field."""
         def bad(name: str, msg: str) -> CeilingError:
             return error_at(where, msg, field=name)
@@ -137,6 +157,8 @@ class GRPOConfig:
             raise bad("kl_estimator", f"must be one of {', '.join(KL_ESTIMATORS)}, got {self.kl_estimator!r}")
         if self.std_scaling is not None and self.std_scaling not in STD_SCALINGS:
             raise bad("std_scaling", f"must be one of {', '.join(STD_SCALINGS)}, got {self.std_scaling!r}")
+        if self.backend not in BACKENDS:
+            raise bad("backend", f"must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.dtype not in DTYPES:
             raise bad("dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         for name in ("steps", "warmup_steps", "micro_batch_size", "seed", "num_threads"):
@@ -168,7 +190,7 @@ class GRPOConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str | Path | None = None) -> "GRPOConfig":
+    def from_dict(cls, data: dict[str, Any], where: str | Path | None = None) -> GRPOConfig:
         """Build a config from a JSON object; unknown keys or wrong types give a one-line error naming the field."""
         if not isinstance(data, dict):
             raise error_at(where, "a config must be a JSON object")
@@ -421,37 +443,60 @@ def length_buckets(lengths: list[int], prompt_len: int, max_rows: int, overhead_
 def _buckets(lengths: list[int], prompt_len: int, max_rows: int, overhead_tokens: int,
              groups: list[int] | None, share_prompts: bool) -> tuple[list[tuple[int, int]], float]:
     n = len(lengths)
+    if n == 0:
+        return [], 0.0
+    band = min(max_rows, n)
     lens = np.maximum(np.asarray(lengths, dtype=np.int64), 1)
     grp = np.asarray(groups if groups is not None else range(n), dtype=np.int64)
-    best = np.full(n + 1, math.inf)  # best[j]: cost of rows [0, j)
-    best[0] = 0.0
-    cut = [0] * (n + 1)
+    # Price every candidate bucket [j - d, j] (last row j, d + 1 rows) at once, as arrays [n, band]:
+    # its width (longest completion) and its distinct prompts, grown one row leftwards per column d.
+    order = np.lexsort((np.arange(n), grp))
+    same_next = np.full(n, n, dtype=np.int64)  # the next row of the same prompt group (n: none)
+    follows = grp[order][1:] == grp[order][:-1]
+    same_next[order[:-1][follows]] = order[1:][follows]
+    ends = np.arange(n)
+    width = np.zeros((n, band), dtype=np.int64)
+    distinct = np.zeros((n, band), dtype=np.int64)
+    width[:, 0], distinct[:, 0] = lens, 1
+    for d in range(1, band):
+        start = ends - d
+        ok = start >= 0
+        s_idx = np.where(ok, start, 0)
+        width[:, d] = np.maximum(width[:, d - 1], lens[s_idx])
+        distinct[:, d] = distinct[:, d - 1] + (same_next[s_idx] > ends)  # a prompt not seen further right
+    rows = np.arange(1, band + 1)[None, :]
+    cost = bucket_cost(width, rows, distinct, prompt_len, overhead_tokens, share_prompts)
+    cost[ends[:, None] - rows + 1 < 0] = math.inf  # buckets that would start before row 0
+    best = np.zeros(n + 1)  # best[j]: cost of rows [0, j)
+    cut = np.zeros(n + 1, dtype=np.int64)
     for j in range(1, n + 1):
-        lo = max(0, j - max_rows)
-        # candidate buckets [j - 1 - k, j), k = 0 .. j - lo - 1: grown leftwards from row j - 1
-        width = np.maximum.accumulate(lens[lo:j][::-1])
-        seen_first = np.zeros(j - lo, dtype=bool)
-        seen_first[np.unique(grp[lo:j][::-1], return_index=True)[1]] = True
-        rows = np.arange(1, j - lo + 1)
-        total = best[lo:j][::-1] + bucket_cost(width, rows, np.cumsum(seen_first), prompt_len, overhead_tokens,
-                                               share_prompts)
-        k = int(np.argmin(total))  # the first minimum: the shortest bucket among equals
-        best[j], cut[j] = total[k], j - 1 - k
+        k = min(band, j)  # candidate buckets [j - 1 - d, j), d = 0 .. k - 1
+        total = best[j - 1 - np.arange(k)] + cost[j - 1, :k]
+        d = int(np.argmin(total))  # the first minimum: the shortest bucket among equals
+        best[j], cut[j] = total[d], j - 1 - d
     spans, j = [], n
     while j > 0:
-        spans.append((cut[j], j))
-        j = cut[j]
+        spans.append((int(cut[j]), j))
+        j = int(cut[j])
     return spans[::-1], float(best[n])
+
+
+def call_overhead_tokens(n_params: int, device: torch.device) -> int:
+    """A forward call's fixed cost in tokens of the model: `CALL_OVERHEAD_FLOPS` / 2N. About 1.5 ms of
+    dispatch on this CPU (~70 GFLOP/s on small matmuls) is ~60 tokens of a 0.85M-parameter tiny base and
+    under one token of SmolLM2-135M, where padding is what costs; on a GPU it is thousands of tokens."""
+    flops = CALL_OVERHEAD_FLOPS["cuda" if device.type == "cuda" else "cpu"]
+    return int(min(max(flops / (2 * max(n_params, 1)), 1), 65536))
 
 
 def micro_batches(rows: torch.Tensor, lengths: torch.Tensor, prompt_len: int, max_rows: int,
                   device: torch.device, groups: torch.Tensor | None = None,
-                  share_prompts: bool = False) -> list[torch.Tensor]:
+                  share_prompts: bool = False, overhead_tokens: int = 128) -> list[torch.Tensor]:
     """Row indices in forward-pass chunks that compute few tokens: rows sorted by completion length (little
     padding), or, when prompts can be shared, whole prompt groups kept together (each prompt computed
     once; groups ordered by their longest completion, rows by length within a group), whichever order's
-    best cut (`length_buckets`) computes fewer tokens."""
-    overhead = 1024 if device.type == "cuda" else 128  # a forward call's fixed cost, in tokens (measured on CPU)
+    best cut (`length_buckets`, a call costing `overhead_tokens` besides its tokens) computes fewer tokens."""
+    overhead = overhead_tokens
     lens = lengths[rows].cpu()
     candidates = [torch.argsort(lens, stable=True)]
     grp = groups[rows].cpu() if groups is not None else None
@@ -511,8 +556,9 @@ def score_all(model: Any, batch: Batch, cfg: GRPOConfig, device: torch.device,
     ent = torch.zeros_like(logp) if entropy else None
     size = micro_batch_size(cfg, r, model, device, grad=False)
     share = shares_prompts(model)
+    overhead = call_overhead_tokens(count_parameters(model), device)
     for rows in micro_batches(torch.arange(r.batch_size, device=device), r.lengths, r.prompt_len, size, device,
-                              groups=r.group, share_prompts=share):
+                              groups=r.group, share_prompts=share, overhead_tokens=overhead):
         lp, en = forward_logprobs(model, batch, rows, cfg, device, entropy)
         logp[rows, : lp.shape[1]] = lp
         if ent is not None and en is not None:
@@ -524,7 +570,7 @@ def score_all(model: Any, batch: Batch, cfg: GRPOConfig, device: torch.device,
 # The update: PPO epochs x minibatches of AdamW steps on the clipped surrogate
 # --------------------------------------------------------------------------------------------------------
 
-def update(model: Any, optimizer: torch.optim.Optimizer, batch: Batch, ref_logp: torch.Tensor,
+def update(model: Any, optimizer: AdamW, batch: Batch, ref_logp: torch.Tensor,
            old_logp: torch.Tensor | None, cfg: GRPOConfig, step: int,
            device: torch.device) -> tuple[dict[str, float], torch.Tensor | None, torch.Tensor | None]:
     """Train on one batch. `old_logp` None means on-policy single pass (ratio 1): the training forward
@@ -543,6 +589,7 @@ def update(model: Any, optimizer: torch.optim.Optimizer, batch: Batch, ref_logp:
     n_updates, n_tokens = 0, 0.0
     order_gen = torch.Generator().manual_seed(step_seed(cfg.seed, step, STREAM_MINIBATCH))
     mb_size = micro_batch_size(cfg, r, model, device)
+    overhead = call_overhead_tokens(count_parameters(model), device)
     model.train()
     share = shares_prompts(model)
     for _epoch in range(cfg.updates_per_batch):
@@ -551,7 +598,7 @@ def update(model: Any, optimizer: torch.optim.Optimizer, batch: Batch, ref_logp:
             weights = token_weights(mask[mb], cfg.loss_type, cfg.max_new_tokens)
             optimizer.zero_grad(set_to_none=True)
             for rows in micro_batches(torch.arange(len(mb), device=device), r.lengths[mb], r.prompt_len, mb_size,
-                                      device, groups=r.group[mb], share_prompts=share):
+                                      device, groups=r.group[mb], share_prompts=share, overhead_tokens=overhead):
                 idx = mb[rows]
                 need_ent = fused or cfg.entropy_coef > 0
                 logp, ent = forward_logprobs(model, batch, idx, cfg, device, entropy=need_ent)
@@ -714,10 +761,10 @@ def _run(cfg: GRPOConfig, resume: bool) -> Path:
     seed_everything(cfg.seed)
 
     # Models: the policy (base or last checkpoint), and the frozen base as reference for KL.
-    policy = load(state.get("path", cfg.base), device=device, dtype=torch.float32)
-    ref = load(cfg.base, device=device, dtype=torch.float32 if cfg.dtype == "float32" else cfg.dtype)
+    policy = load(state.get("path", cfg.base), device=device, dtype=torch.float32, backend=cfg.backend)
+    ref = load(cfg.base, device=device, dtype=torch.float32 if cfg.dtype == "float32" else cfg.dtype, backend=cfg.backend)
     ref.model.eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(policy.model.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
+    optimizer = AdamW(policy.model.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
                                   weight_decay=cfg.weight_decay)
     if state:
         load_optimizer(optimizer, Path(state["path"]) / "optimizer.safetensors")
