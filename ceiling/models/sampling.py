@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 COMPACT_AT = 0.75  # drop finished rows once at most this share of the batch is still generating
+FUSE_MAX_HIDDEN = 512  # the lean decoding step fuses projections of models up to this hidden size
 GROW_FROM = 16  # the lean decoding cache starts with room for this many new tokens and doubles as needed
 
 
@@ -265,7 +266,16 @@ class LlamaStepper:
         positions = torch.arange(int(next_pos.max()) + max_new_tokens + 1, device=mask.device)[None]
         probe = torch.zeros((1, 1, 1), dtype=first_k.dtype, device=first_k.device)
         cos, sin = inner.rotary_emb(probe, positions)
-        self.cos, self.sin = cos[0], sin[0]  # [positions, head_dim]
+        # [positions, head_dim]; the sine's first half negated: rotate_half(x) * sin == x.roll(half) * this
+        half = self.head_dim // 2
+        self.cos, self.sin = cos[0], torch.cat((-sin[0, :, :half], sin[0, :, half:]), dim=-1)
+        # Small models: q/k/v and gate/up as one matmul each (weights are fixed while sampling, and per-call
+        # overhead dominates at this size); large ones keep separate calls rather than copy their weights.
+        cfg = model.config
+        self.fused: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        if cfg.hidden_size <= FUSE_MAX_HIDDEN and getattr(cfg, "hidden_act", "silu") == "silu":
+            self.fused = [(torch.cat([b.self_attn.q_proj.weight, b.self_attn.k_proj.weight, b.self_attn.v_proj.weight]),
+                           torch.cat([b.mlp.gate_proj.weight, b.mlp.up_proj.weight])) for b in self.layers]
 
     def _resize(self, idx: torch.Tensor | None, capacity: int) -> None:
         """Copy the filled columns of the cache (rows `idx`, or all) into a new one of `capacity` columns."""
@@ -287,31 +297,38 @@ class LlamaStepper:
         self.filled = col + 1
         n = tokens.shape[0]
         pos = self.next_pos + t
-        cos, sin = self.cos[pos][:, None, None, :], self.sin[pos][:, None, None, :]
-        h = self.inner.embed_tokens(tokens[:, None])  # [N, 1, H]
+        cos, sin = self.cos[pos][:, None, :], self.sin[pos][:, None, :]  # [N, 1, head_dim]; sin sign-folded
+        half = self.head_dim // 2
+        h = self.inner.embed_tokens(tokens)  # [N, H]: one position per row, kept 2-D until attention
         attend = self.attend[:, :, :, : col + 1] if self.padded else None
+        nq, nkv = self.n_heads, self.n_kv
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
             x = layer.input_layernorm(h)
-            q = attn.q_proj(x).view(n, 1, self.n_heads, self.head_dim).transpose(1, 2)
-            k = attn.k_proj(x).view(n, 1, self.n_kv, self.head_dim).transpose(1, 2)
-            v = attn.v_proj(x).view(n, 1, self.n_kv, self.head_dim).transpose(1, 2)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
-            self.kv[i, 0, :, :, col] = k[:, :, 0]
-            self.kv[i, 1, :, :, col] = v[:, :, 0]
+            if self.fused is not None:  # q, k, v in one matmul; RoPE on q and k together
+                qkv = F.linear(x, self.fused[i][0]).view(n, nq + 2 * nkv, self.head_dim)
+                qk = qkv[:, : nq + nkv]
+                qk = qk * cos + qk.roll(half, -1) * sin
+                q, k, v = qk[:, :nq], qk[:, nq:], qkv[:, nq + nkv :]
+            else:
+                q = attn.q_proj(x).view(n, nq, self.head_dim)
+                k = attn.k_proj(x).view(n, nkv, self.head_dim)
+                v = attn.v_proj(x).view(n, nkv, self.head_dim)
+                q, k = q * cos + q.roll(half, -1) * sin, k * cos + k.roll(half, -1) * sin
+            self.kv[i, 0, :, :, col] = k
+            self.kv[i, 1, :, :, col] = v
             o = F.scaled_dot_product_attention(
-                q, self.kv[i, 0, :, :, : col + 1], self.kv[i, 1, :, :, : col + 1], attn_mask=attend,
-                scale=self.scaling, enable_gqa=self.n_kv != self.n_heads,
+                q[:, :, None], self.kv[i, 0, :, :, : col + 1], self.kv[i, 1, :, :, : col + 1], attn_mask=attend,
+                scale=self.scaling, enable_gqa=nkv != nq,
             )
-            h = h + attn.o_proj(o.transpose(1, 2).reshape(n, 1, -1))
-            h = h + layer.mlp(layer.post_attention_layernorm(h))
-        return self.model.get_output_embeddings()(self.inner.norm(h[:, -1]))
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+            h = h + attn.o_proj(o.reshape(n, -1))
+            x = layer.post_attention_layernorm(h)
+            if self.fused is not None:
+                gate, up = F.linear(x, self.fused[i][1]).chunk(2, dim=-1)
+                h = h + layer.mlp.down_proj(F.silu(gate) * up)
+            else:
+                h = h + layer.mlp(x)
+        return self.model.get_output_embeddings()(self.inner.norm(h))
 
 
 def _decode(
