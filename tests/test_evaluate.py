@@ -138,6 +138,8 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from transformers import LlamaForCausalLM  # noqa: E402
 
+from ceiling.models.llama import from_model  # noqa: E402
+
 from ceiling import cli  # noqa: E402
 from ceiling.evaluate import EvalConfig, evaluate_checkpoints, evaluate_run, read_eval  # noqa: E402
 from ceiling.evaluate import sampling as sp  # noqa: E402
@@ -159,7 +161,8 @@ def _tiny(seed: int, spread: float = 0.15) -> LoadedModel:
     """A random 1-layer char model; an init spread wider than the default 0.02 makes it far from uniform."""
     torch.manual_seed(seed)
     cfg = tiny_config(hidden_size=32, num_layers=1, num_heads=2, initializer_range=spread)
-    model = LlamaForCausalLM(cfg).eval()
+    # in the native backend, as `load` gives for this folder: the base and its saved copy then share one code path
+    model = from_model(LlamaForCausalLM(cfg).eval())
     name = f"rand{seed}"
     return LoadedModel(model, build_char_tokenizer(), name, name, False, pathlib.Path("/nonexistent") / name)
 

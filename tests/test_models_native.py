@@ -119,6 +119,9 @@ def test_folder_round_trips_both_ways(tmp_path, pair):
         assert torch.equal(ours(ids, mask, pos).logits[real], nat(ids, mask, pos).logits[real])
     stored = json.loads((tmp_path / "native" / "config.json").read_text())
     assert stored["model_type"] == "llama" and stored["num_key_value_heads"] == hf.config.num_key_value_heads
+    assert stored["architectures"] == ["LlamaForCausalLM"]
+    for folder in ("native", "hf"):  # both folders come back in the native backend
+        assert isinstance(load(tmp_path / folder, device="cpu").model, Llama)
 
 
 def test_backend_choice(tmp_path):
@@ -165,3 +168,43 @@ def test_loop_process_does_not_import_transformers_models_or_dynamo():
                          cwd=Path(__file__).resolve().parents[1])
     assert out.returncode == 0, out.stderr[-2000:]
     assert "LOADED []" in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize("cap", [1 << 22, 40])  # 40: several packed chunks per call
+def test_packed_scoring_equals_padded(pair, cap, monkeypatch):
+    """Packed completions (no padding computed) give the padded forward's log-probs, entropies and gradients."""
+    import ceiling.models.prefix as prefix
+
+    monkeypatch.setattr(prefix, "PACK_MAX_MASK", cap)
+    _, nat = pair
+    tok = build_char_tokenizer()
+    prompts = ["<bos>12+34=", "<bos>a", "<bos>sort: 3 1 2 ->"]
+    r = sample(nat, tok, prompts, n_per_prompt=4, max_new_tokens=10, generator=torch.Generator().manual_seed(3),
+               eos_token_id=list(range(4, 24)))
+    assert r.lengths.min() == 1 and r.lengths.max() > 3  # one-token and longer completions both present
+    results = []
+    for pack in (False, True):
+        nat.zero_grad()
+        logp, ent = token_logprobs(nat, r.input_ids, r.attention_mask, r.prompt_len, pack=pack)
+        (0.7 * logp.sum() + ent.sum()).backward()
+        results.append((logp.detach(), ent.detach(), [p.grad.clone() for p in nat.parameters()]))
+    (lp_a, en_a, g_a), (lp_b, en_b, g_b) = results
+    torch.testing.assert_close(lp_b, lp_a, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(en_b, en_a, atol=1e-5, rtol=1e-5)
+    for a, b in zip(g_a, g_b):
+        torch.testing.assert_close(b, a, atol=2e-4, rtol=1e-4)
+    assert torch.all(lp_b[r.completion_mask == 0] == 0)
+    nat.zero_grad()
+
+
+def test_packed_micro_batches_keep_groups_and_cover_rows():
+    from ceiling.rl.grpo import micro_batches
+
+    lengths = torch.tensor([5, 1, 9, 3, 2, 8, 7, 4, 6, 2, 2, 3])
+    groups = torch.arange(4).repeat_interleave(3)
+    chunks = micro_batches(torch.arange(12), lengths, prompt_len=6, max_rows=6, device=torch.device("cpu"),
+                           groups=groups, packed=True)
+    assert [len(c) for c in chunks] == [6, 6]
+    assert sorted(torch.cat(chunks).tolist()) == list(range(12))
+    for c in chunks:  # whole prompt groups, each prompt computed once per chunk
+        assert all((groups[c] == g).sum() in (0, 3) for g in range(4))

@@ -43,7 +43,7 @@ def unsupported_reason(config: dict[str, Any]) -> str | None:
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
     checks = [
         (config.get("model_type") == "llama", f"model_type {config.get('model_type')!r} is not 'llama'"),
-        (config.get("architectures", ["LlamaForCausalLM"]) == ["LlamaForCausalLM"],
+        ((config.get("architectures") or ["LlamaForCausalLM"]) == ["LlamaForCausalLM"],
          f"architectures {config.get('architectures')} is not ['LlamaForCausalLM']"),
         (config.get("hidden_act", "silu") == "silu", f"hidden_act {config.get('hidden_act')!r} is not 'silu'"),
         (not config.get("attention_bias", False) and not config.get("mlp_bias", False), "linear layers with biases"),
@@ -224,7 +224,7 @@ class Block(nn.Module):
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
-def attention_mask_4d(attention_mask: torch.Tensor | None, query_len: int, past_len: int) -> torch.Tensor | None:
+def causal_mask(attention_mask: torch.Tensor | None, query_len: int, past_len: int) -> torch.Tensor | None:
     """Boolean mask [B, 1, S, past + S] (True = attend): causal, real keys only, and always the token itself
     (so a left-padding query row is never empty, which would give NaN). None when plain causal attention
     over the new tokens alone is exact (no cache, no padding)."""
@@ -258,7 +258,9 @@ class Decoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, past_key_values: KVCache | None = None,
-                use_cache: bool = False, **_: Any) -> Output:
+                use_cache: bool = False, attention_mask_4d: torch.Tensor | None = None, **_: Any) -> Output:
+        """`attention_mask_4d` [B or 1, 1, S, past + S] (True = attend), when given, replaces the causal mask
+        built from `attention_mask` (packed sequences: `ceiling.models.prefix.packed_states`)."""
         b, s = input_ids.shape
         past_len = past_key_values.length() if past_key_values is not None else 0
         if position_ids is None:
@@ -267,7 +269,7 @@ class Decoder(nn.Module):
         h = self.embed_tokens(input_ids)
         cos, sin = self.rotary_emb(h, position_ids)
         sin = signed_sin(sin)
-        mask = attention_mask_4d(attention_mask, s, past_len)
+        mask = attention_mask_4d if attention_mask_4d is not None else causal_mask(attention_mask, s, past_len)
         for i, layer in enumerate(self.layers):
             h = layer(h, cos, sin, mask, cache, i)
         return Output(last_hidden_state=self.norm(h), past_key_values=cache)
@@ -329,6 +331,7 @@ class Llama(nn.Module):
         path.mkdir(parents=True, exist_ok=True)
         raw = self.config.to_dict()
         raw["dtype"] = str(self.dtype).removeprefix("torch.")
+        raw["architectures"] = ["LlamaForCausalLM"]  # what this model is (an in-memory config may say None)
         (path / CONFIG_FILE).write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
         (path / GENERATION_FILE).write_text(json.dumps(self.generation_config.raw, indent=2, sort_keys=True) + "\n")
         save_file({k: v.cpu() for k, v in self.hf_state_dict().items()}, str(path / WEIGHTS_FILE), metadata={"format": "pt"})

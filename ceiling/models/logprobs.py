@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from ceiling.models.prefix import can_share, distinct_prompts, shared_prefix_hidden
+from ceiling.models.prefix import (
+    can_pack,
+    can_share,
+    distinct_prompts,
+    packed_chunks,
+    packed_states,
+    shared_prefix_hidden,
+)
 from ceiling.models.sampling import position_ids_from_mask
 
 if TYPE_CHECKING:
@@ -41,6 +48,7 @@ def token_logprobs(
     entropy: bool = True,
     chunk: int = 1024,
     share_prompts: bool = True,
+    pack: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-prob of each completion token and the entropy of the model's next-token distribution there.
 
@@ -48,24 +56,34 @@ def token_logprobs(
     Returns (logp [B, T], entropy [B, T] or None), float32, zero where `attention_mask[:, P:]` is 0.
     Differentiable when autograd is on; cheap under `torch.no_grad()`. With `share_prompts`, rows whose
     prompt part (ids and mask) is identical (a GRPO group) share one prompt pass: see `ceiling.models.prefix`.
+    With `pack` on a native Llama (`ceiling.models.llama`), the completions are also packed end to end so
+    no padding is computed (`prefix.packed_states`); completion masks must then be contiguous.
     """
     if prompt_len < 1:
         raise ValueError("prompt_len must be >= 1 (the first completion token needs a context)")
     decoder, head = model.get_decoder(), model.get_output_embeddings()
     batch, completion_len = input_ids.shape[0], input_ids.shape[1] - prompt_len
-    first, inverse = distinct_prompts(input_ids, attention_mask, prompt_len) if share_prompts else (None, None)
-    if first is not None and inverse is not None and can_share(decoder, batch, len(first), prompt_len, completion_len):
-        hidden = shared_prefix_hidden(model, input_ids, attention_mask, prompt_len, first, inverse)
-    else:
-        hidden = decoder(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids_from_mask(attention_mask),
-            use_cache=False,
-        ).last_hidden_state[:, prompt_len - 1 : -1]
     targets = input_ids[:, prompt_len:]
     keep = attention_mask[:, prompt_len:].bool()
-    rows = hidden[keep]  # [N, H]: the states that predict completion tokens
+    if pack and can_pack(model) and completion_len > 0:  # no padded token computed (`prefix.packed_states`)
+        parts = []
+        for a, b in packed_chunks(keep.sum(1), batch * prompt_len):
+            ids, mask = input_ids[a:b], attention_mask[a:b]
+            first, inverse = distinct_prompts(ids, mask, prompt_len)
+            parts.append(packed_states(model, ids, mask, prompt_len, first, inverse))
+        rows = torch.cat(parts)  # [N, H]: the states that predict completion tokens
+    else:
+        first, inverse = distinct_prompts(input_ids, attention_mask, prompt_len) if share_prompts else (None, None)
+        if first is not None and inverse is not None and can_share(decoder, batch, len(first), prompt_len, completion_len):
+            hidden = shared_prefix_hidden(model, input_ids, attention_mask, prompt_len, first, inverse)
+        else:
+            hidden = decoder(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids_from_mask(attention_mask),
+                use_cache=False,
+            ).last_hidden_state[:, prompt_len - 1 : -1]
+        rows = hidden[keep]  # [N, H]: the states that predict completion tokens
     wanted = targets[keep]
     use_ckpt = torch.is_grad_enabled() and rows.requires_grad and rows.shape[0] > chunk
     logps, ents = [], []
@@ -77,10 +95,10 @@ def token_logprobs(
         else:
             lp = checkpoint(_chunk_logp, head, h, y, use_reentrant=False) if use_ckpt else _chunk_logp(head, h, y)
         logps.append(lp)
-    logp = hidden.new_zeros(targets.shape, dtype=torch.float32)
+    logp = rows.new_zeros(targets.shape, dtype=torch.float32)
     logp = logp.masked_scatter(keep, torch.cat(logps)) if logps else logp
     ent = None
     if entropy:
-        ent = hidden.new_zeros(targets.shape, dtype=torch.float32)
+        ent = rows.new_zeros(targets.shape, dtype=torch.float32)
         ent = ent.masked_scatter(keep, torch.cat(ents)) if ents else ent
     return logp, ent

@@ -95,3 +95,71 @@ def shared_prefix_hidden(model: PreTrainedModel, input_ids: torch.Tensor, attent
         **{kw: cache},
     ).last_hidden_state
     return torch.cat([last_prompt, tail], dim=1)
+
+
+# ---- packed completions (the native Llama) ---------------------------------------------------------------
+
+PACK_MAX_MASK = 1 << 22  # packed attention masks up to this many entries (queries x keys) per forward call
+
+
+def can_pack(model: PreTrainedModel) -> bool:
+    """Packed scoring applies: the model is `ceiling.models.llama.Llama` (its decoder takes a 4-D mask)."""
+    return bool(getattr(model, "lean_llama", False))
+
+
+def packed_chunks(lengths: torch.Tensor, n_prompt_keys: int) -> list[tuple[int, int]]:
+    """Split rows [0, B) into consecutive chunks whose packed mask (tail tokens x (prompt keys + tail tokens))
+    stays within `PACK_MAX_MASK`; a chunk has at least one row."""
+    tail = (lengths.clamp(min=1) - 1).tolist()
+    chunks, start, tokens = [], 0, 0
+    for i, m in enumerate(tail):
+        if i > start and (tokens + m) * (n_prompt_keys + tokens + m) > PACK_MAX_MASK:
+            chunks.append((start, i))
+            start, tokens = i, 0
+        tokens += m
+    chunks.append((start, len(tail)))
+    return chunks
+
+
+def packed_states(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
+                  first: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """The final hidden states that predict the completion tokens, [N, H] with N = real completion tokens, in
+    the order of `hidden[attention_mask[:, P:] == 1]` (row by row), computed without any padding.
+
+    The distinct prompts run once (as in `shared_prefix_hidden`). Then every row's completion tokens but
+    its last (whose prediction is not needed) are laid end to end in ONE sequence of M tokens, each at its
+    own position, attending to its own prompt's keys and its own row's earlier tokens through a 4-D mask
+    [M, U*P + M]. The same causal computation as the padded forward (same positions, same keys), with no
+    padded token computed; completions must be contiguous (mask 1 then 0, as a `Rollout`'s are).
+    """
+    decoder = model.get_decoder()
+    P, device = prompt_len, input_ids.device
+    prompt_mask = attention_mask[first, :P]
+    out = decoder(input_ids=input_ids[first, :P], attention_mask=prompt_mask,
+                  position_ids=position_ids_from_mask(prompt_mask), use_cache=True)
+    n_groups = int(first.shape[0])
+    comp = attention_mask[:, P:].bool()  # [B, T]
+    batch, width = comp.shape
+    last_prompt = out.last_hidden_state[:, -1]  # [U, H]: predicts each row's first completion token
+    feeds = comp[:, 1:]  # [B, T-1]: completion token t is an input (its successor t + 1 exists)
+    if not bool(feeds.any()):  # every completion is one token: the prompts' last states are all we need
+        return last_prompt[inverse][comp[:, 0]]
+    tokens = input_ids[:, P:-1][feeds]  # [M]
+    row_of = torch.arange(batch, device=device)[:, None].expand(batch, width - 1)[feeds]
+    t_of = torch.arange(width - 1, device=device)[None, :].expand(batch, width - 1)[feeds]
+    group_of = inverse[row_of]
+    positions = prompt_mask.sum(1)[group_of] + t_of
+    key_group = torch.arange(n_groups, device=device).repeat_interleave(P)
+    own_prompt = (group_of[:, None] == key_group[None, :]) & prompt_mask.reshape(-1).bool()[None, :]
+    own_earlier = (row_of[:, None] == row_of[None, :]) & (t_of[None, :] <= t_of[:, None])
+    mask = torch.cat([own_prompt, own_earlier], dim=1)[None, None]  # [1, 1, M, U*P + M]
+    cache = out.past_key_values
+    for layer in cache.layers:  # the U prompt caches side by side as one sequence of U*P keys
+        layer.keys = layer.keys.transpose(0, 1).reshape(1, layer.keys.shape[1], -1, layer.keys.shape[3])
+        layer.values = layer.values.transpose(0, 1).reshape(1, layer.values.shape[1], -1, layer.values.shape[3])
+    tail = decoder(input_ids=tokens[None], position_ids=positions[None], past_key_values=cache,
+                   attention_mask_4d=mask).last_hidden_state[0]  # [M, H]
+    index = torch.zeros((batch, width), dtype=torch.long, device=device)
+    index[:, 0] = inverse
+    index[:, 1:][feeds] = n_groups + torch.arange(tokens.shape[0], device=device)
+    return torch.cat([last_prompt, tail])[index[comp]]

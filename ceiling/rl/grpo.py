@@ -68,7 +68,7 @@ from ceiling.models import (
     token_logprobs,
 )
 from ceiling.models.loading import BACKENDS
-from ceiling.models.prefix import MIN_SAVING, shares_prompts
+from ceiling.models.prefix import MIN_SAVING, can_pack, shares_prompts
 from ceiling.rl.checkpoint import (
     latest_checkpoint,
     load_optimizer,
@@ -491,21 +491,26 @@ def call_overhead_tokens(n_params: int, device: torch.device) -> int:
 
 def micro_batches(rows: torch.Tensor, lengths: torch.Tensor, prompt_len: int, max_rows: int,
                   device: torch.device, groups: torch.Tensor | None = None,
-                  share_prompts: bool = False, overhead_tokens: int = 128) -> list[torch.Tensor]:
+                  share_prompts: bool = False, overhead_tokens: int = 128, packed: bool = False) -> list[torch.Tensor]:
     """Row indices in forward-pass chunks that compute few tokens: rows sorted by completion length (little
     padding), or, when prompts can be shared, whole prompt groups kept together (each prompt computed
     once; groups ordered by their longest completion, rows by length within a group), whichever order's
-    best cut (`length_buckets`, a call costing `overhead_tokens` besides its tokens) computes fewer tokens."""
+    best cut (`length_buckets`, a call costing `overhead_tokens` besides its tokens) computes fewer tokens.
+    `packed` (the model scores packed completions, `models.prefix.packed_states`): padding costs nothing,
+    so the grouped order is cut into as few chunks of `max_rows` as there can be."""
     overhead = overhead_tokens
     lens = lengths[rows].cpu()
     candidates = [torch.argsort(lens, stable=True)]
     grp = groups[rows].cpu() if groups is not None else None
-    if share_prompts and grp is not None:
+    if (share_prompts or packed) and grp is not None:
         longest = torch.zeros(int(grp.max()) + 1, dtype=lens.dtype).scatter_reduce(0, grp, lens, reduce="amax")
         perm = torch.argsort(lens, stable=True)  # lexicographic by stable sorts, last key first:
         perm = perm[torch.argsort(grp[perm], stable=True)]  # length within a group,
         perm = perm[torch.argsort(longest[grp[perm]], stable=True)]  # groups by their longest completion
         candidates.append(perm)
+    if packed:
+        order = rows[candidates[-1].to(rows.device)]
+        return [order[a : a + max_rows] for a in range(0, len(order), max_rows)]
     best: tuple[float, list[tuple[int, int]], torch.Tensor] | None = None
     for perm in candidates:
         spans, cost = _buckets(lens[perm].tolist(), prompt_len, max_rows, overhead,
@@ -558,7 +563,7 @@ def score_all(model: Any, batch: Batch, cfg: GRPOConfig, device: torch.device,
     share = shares_prompts(model)
     overhead = call_overhead_tokens(count_parameters(model), device)
     for rows in micro_batches(torch.arange(r.batch_size, device=device), r.lengths, r.prompt_len, size, device,
-                              groups=r.group, share_prompts=share, overhead_tokens=overhead):
+                              groups=r.group, share_prompts=share, overhead_tokens=overhead, packed=can_pack(model)):
         lp, en = forward_logprobs(model, batch, rows, cfg, device, entropy)
         logp[rows, : lp.shape[1]] = lp
         if ent is not None and en is not None:
@@ -598,7 +603,8 @@ def update(model: Any, optimizer: AdamW, batch: Batch, ref_logp: torch.Tensor,
             weights = token_weights(mask[mb], cfg.loss_type, cfg.max_new_tokens)
             optimizer.zero_grad(set_to_none=True)
             for rows in micro_batches(torch.arange(len(mb), device=device), r.lengths[mb], r.prompt_len, mb_size,
-                                      device, groups=r.group[mb], share_prompts=share, overhead_tokens=overhead):
+                                      device, groups=r.group[mb], share_prompts=share, overhead_tokens=overhead,
+                                      packed=can_pack(model)):
                 idx = mb[rows]
                 need_ent = fused or cfg.entropy_coef > 0
                 logp, ent = forward_logprobs(model, batch, idx, cfg, device, entropy=need_ent)
