@@ -170,17 +170,22 @@ def test_loop_process_does_not_import_transformers_models_or_dynamo():
     assert "LOADED []" in out.stdout, out.stdout
 
 
-@pytest.mark.parametrize("cap", [1 << 22, 40])  # 40: several packed chunks per call
-def test_packed_scoring_equals_padded(pair, cap, monkeypatch):
-    """Packed completions (no padding computed) give the padded forward's log-probs, entropies and gradients."""
+@pytest.mark.parametrize("max_keys", [512, 20])  # 20: several packed chunks per call
+def test_packed_scoring_equals_padded(pair, max_keys, monkeypatch):
+    """Packed completions (no padding computed) give the padded forward's log-probs, entropies and gradients,
+    whatever the row order (here groups interleave) and however the rows are cut into packed calls."""
     import ceiling.models.prefix as prefix
 
-    monkeypatch.setattr(prefix, "PACK_MAX_MASK", cap)
+    monkeypatch.setattr(prefix, "PACK_MIN_KEYS", max_keys)
+    monkeypatch.setattr(prefix, "PACK_KEYS_PER_HIDDEN", 0.0)
     _, nat = pair
     tok = build_char_tokenizer()
     prompts = ["<bos>12+34=", "<bos>a", "<bos>sort: 3 1 2 ->"]
     r = sample(nat, tok, prompts, n_per_prompt=4, max_new_tokens=10, generator=torch.Generator().manual_seed(3),
                eos_token_id=list(range(4, 24)))
+    shuffle = torch.randperm(r.batch_size, generator=torch.Generator().manual_seed(0))
+    r.input_ids, r.attention_mask = r.input_ids[shuffle], r.attention_mask[shuffle]
+    r.completion_mask, r.lengths = r.completion_mask[shuffle], r.lengths[shuffle]
     assert r.lengths.min() == 1 and r.lengths.max() > 3  # one-token and longer completions both present
     results = []
     for pack in (False, True):

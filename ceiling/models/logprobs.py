@@ -18,6 +18,7 @@ from ceiling.models.prefix import (
     can_pack,
     can_share,
     distinct_prompts,
+    pack_max_keys,
     packed_chunks,
     packed_states,
     shared_prefix_hidden,
@@ -38,6 +39,26 @@ def _chunk_stats(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Ten
 
 def _chunk_logp(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return head(hidden).float().log_softmax(dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+
+
+def _packed_rows(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
+                 keep: torch.Tensor) -> torch.Tensor:
+    """`hidden[keep]` of the packed path: rows grouped by prompt, packed in chunks of bounded keys, put back."""
+    lengths = keep.sum(1)
+    _, inverse = distinct_prompts(input_ids, attention_mask, prompt_len)
+    perm = torch.argsort(inverse, stable=True)  # a prompt's rows together: its prompt is computed once per chunk
+    ids, mask, lens = input_ids[perm], attention_mask[perm], lengths[perm]
+    parts = []
+    for a, b in packed_chunks(lens, inverse[perm], prompt_len, pack_max_keys(model)):
+        first, inv = distinct_prompts(ids[a:b], mask[a:b], prompt_len)
+        parts.append(packed_states(model, ids[a:b], mask[a:b], prompt_len, first, inv))
+    states = torch.cat(parts)  # row-major over the permuted rows
+    starts = lens.cumsum(0) - lens  # segment start of each permuted row
+    rank = torch.empty_like(perm)
+    rank[perm] = torch.arange(len(perm), device=perm.device)
+    seg = starts[rank]  # segment start of each original row
+    within = torch.arange(int(lengths.sum()), device=perm.device) - (lengths.cumsum(0) - lengths).repeat_interleave(lengths)
+    return states[seg.repeat_interleave(lengths) + within]
 
 
 def token_logprobs(
@@ -66,12 +87,7 @@ def token_logprobs(
     targets = input_ids[:, prompt_len:]
     keep = attention_mask[:, prompt_len:].bool()
     if pack and can_pack(model) and completion_len > 0:  # no padded token computed (`prefix.packed_states`)
-        parts = []
-        for a, b in packed_chunks(keep.sum(1), batch * prompt_len):
-            ids, mask = input_ids[a:b], attention_mask[a:b]
-            first, inverse = distinct_prompts(ids, mask, prompt_len)
-            parts.append(packed_states(model, ids, mask, prompt_len, first, inverse))
-        rows = torch.cat(parts)  # [N, H]: the states that predict completion tokens
+        rows = _packed_rows(model, input_ids, attention_mask, prompt_len, keep)
     else:
         first, inverse = distinct_prompts(input_ids, attention_mask, prompt_len) if share_prompts else (None, None)
         if first is not None and inverse is not None and can_share(decoder, batch, len(first), prompt_len, completion_len):

@@ -99,24 +99,39 @@ def shared_prefix_hidden(model: PreTrainedModel, input_ids: torch.Tensor, attent
 
 # ---- packed completions (the native Llama) ---------------------------------------------------------------
 
-PACK_MAX_MASK = 1 << 22  # packed attention masks up to this many entries (queries x keys) per forward call
+PACK_MAX_HIDDEN = 512  # packed scoring for models up to this hidden size (see `can_pack`)
+PACK_MIN_KEYS = 512  # a packed call may always hold this many keys (prompts + tail tokens) ...
+PACK_KEYS_PER_HIDDEN = 1.5  # ... or 1.5 x hidden size: a token's wasted attention scores (against the whole
+# pack's keys, ~4 x heads x head_dim FLOPs each) then stay under ~25% of its 2N/L matmul FLOPs per layer
 
 
 def can_pack(model: PreTrainedModel) -> bool:
-    """Packed scoring applies: the model is `ceiling.models.llama.Llama` (its decoder takes a 4-D mask)."""
-    return bool(getattr(model, "lean_llama", False))
+    """Packed scoring applies and pays: the model is `ceiling.models.llama.Llama` (its decoder takes a 4-D
+    mask) and small (hidden size <= PACK_MAX_HIDDEN), where fewer calls and no padding win. Measured on this
+    CPU: tiny bases (hidden 128) score and train 20-25% faster packed; SmolLM2 (576) trains 5-10% slower,
+    its packs' attention over other rows' keys costing more than the padding it saves."""
+    return bool(getattr(model, "lean_llama", False)) and int(model.config.hidden_size) <= PACK_MAX_HIDDEN
 
 
-def packed_chunks(lengths: torch.Tensor, n_prompt_keys: int) -> list[tuple[int, int]]:
-    """Split rows [0, B) into consecutive chunks whose packed mask (tail tokens x (prompt keys + tail tokens))
-    stays within `PACK_MAX_MASK`; a chunk has at least one row."""
+def pack_max_keys(model: PreTrainedModel) -> int:
+    """The most keys (distinct prompt tokens + packed tail tokens) one packed call attends over."""
+    return max(PACK_MIN_KEYS, int(PACK_KEYS_PER_HIDDEN * int(model.config.hidden_size)))
+
+
+def packed_chunks(lengths: torch.Tensor, groups: torch.Tensor, prompt_len: int, max_keys: int) -> list[tuple[int, int]]:
+    """Split rows [0, B) into consecutive chunks of at most `max_keys` keys (prompt_len per distinct prompt
+    group, plus each row's completion tokens but its last); a chunk has at least one row."""
     tail = (lengths.clamp(min=1) - 1).tolist()
-    chunks, start, tokens = [], 0, 0
-    for i, m in enumerate(tail):
-        if i > start and (tokens + m) * (n_prompt_keys + tokens + m) > PACK_MAX_MASK:
+    grp = groups.tolist()
+    chunks, start, keys, seen = [], 0, 0, set()
+    for i, (m, g) in enumerate(zip(tail, grp)):
+        add = m + (prompt_len if g not in seen else 0)
+        if i > start and keys + add > max_keys:
             chunks.append((start, i))
-            start, tokens = i, 0
-        tokens += m
+            start, keys, seen = i, 0, set()
+            add = m + prompt_len
+        keys += add
+        seen.add(g)
     chunks.append((start, len(tail)))
     return chunks
 

@@ -86,7 +86,8 @@ STD_SCALINGS = ("group", "batch", "none")
 DTYPES = ("float32", "bfloat16")
 AUTO_ACTIVATION_BYTES_CPU = 2**30  # micro_batch_size 0: training activations kept under this on CPU ...
 AUTO_ACTIVATION_SHARE_CUDA = 0.25  # ... and under this share of the GPU's memory on CUDA
-CALL_OVERHEAD_FLOPS = {"cpu": 1e8, "cuda": 1e12}  # a forward call's fixed cost (dispatch, launches) in FLOPs
+CALL_OVERHEAD_TOKENS = {"cpu": 128, "cuda": 1024}  # a forward call's fixed cost in tokens (measured on CPU: on
+# SmolLM2 finer buckets, e.g. 1 token, were 15-20% slower, the matmuls being smaller and prompts recomputed)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -481,14 +482,6 @@ def _buckets(lengths: list[int], prompt_len: int, max_rows: int, overhead_tokens
     return spans[::-1], float(best[n])
 
 
-def call_overhead_tokens(n_params: int, device: torch.device) -> int:
-    """A forward call's fixed cost in tokens of the model: `CALL_OVERHEAD_FLOPS` / 2N. About 1.5 ms of
-    dispatch on this CPU (~70 GFLOP/s on small matmuls) is ~60 tokens of a 0.85M-parameter tiny base and
-    under one token of SmolLM2-135M, where padding is what costs; on a GPU it is thousands of tokens."""
-    flops = CALL_OVERHEAD_FLOPS["cuda" if device.type == "cuda" else "cpu"]
-    return int(min(max(flops / (2 * max(n_params, 1)), 1), 65536))
-
-
 def micro_batches(rows: torch.Tensor, lengths: torch.Tensor, prompt_len: int, max_rows: int,
                   device: torch.device, groups: torch.Tensor | None = None,
                   share_prompts: bool = False, overhead_tokens: int = 128, packed: bool = False) -> list[torch.Tensor]:
@@ -561,7 +554,7 @@ def score_all(model: Any, batch: Batch, cfg: GRPOConfig, device: torch.device,
     ent = torch.zeros_like(logp) if entropy else None
     size = micro_batch_size(cfg, r, model, device, grad=False)
     share = shares_prompts(model)
-    overhead = call_overhead_tokens(count_parameters(model), device)
+    overhead = CALL_OVERHEAD_TOKENS.get(device.type, CALL_OVERHEAD_TOKENS["cuda"])
     for rows in micro_batches(torch.arange(r.batch_size, device=device), r.lengths, r.prompt_len, size, device,
                               groups=r.group, share_prompts=share, overhead_tokens=overhead, packed=can_pack(model)):
         lp, en = forward_logprobs(model, batch, rows, cfg, device, entropy)
@@ -594,7 +587,7 @@ def update(model: Any, optimizer: AdamW, batch: Batch, ref_logp: torch.Tensor,
     n_updates, n_tokens = 0, 0.0
     order_gen = torch.Generator().manual_seed(step_seed(cfg.seed, step, STREAM_MINIBATCH))
     mb_size = micro_batch_size(cfg, r, model, device)
-    overhead = call_overhead_tokens(count_parameters(model), device)
+    overhead = CALL_OVERHEAD_TOKENS.get(device.type, CALL_OVERHEAD_TOKENS["cuda"])
     model.train()
     share = shares_prompts(model)
     for _epoch in range(cfg.updates_per_batch):
