@@ -213,3 +213,13 @@ def test_packed_micro_batches_keep_groups_and_cover_rows():
     assert sorted(torch.cat(chunks).tolist()) == list(range(12))
     for c in chunks:  # whole prompt groups, each prompt computed once per chunk
         assert all((groups[c] == g).sum() in (0, 3) for g in range(4))
+
+
+def test_non_contiguous_completion_masks_fall_back_to_the_padded_forward(pair):
+    _, nat = pair
+    ids, mask, _ = padded_batch(6)
+    mask[0, 8] = 0  # a hole inside row 0's completion (prompt_len 5: completion columns 5..10)
+    with torch.no_grad():
+        packed = token_logprobs(nat, ids, mask, 5, pack=True)[0]
+        padded = token_logprobs(nat, ids, mask, 5, pack=False)[0]
+    assert torch.equal(packed, padded)

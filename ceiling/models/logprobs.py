@@ -78,7 +78,7 @@ def token_logprobs(
     Differentiable when autograd is on; cheap under `torch.no_grad()`. With `share_prompts`, rows whose
     prompt part (ids and mask) is identical (a GRPO group) share one prompt pass: see `ceiling.models.prefix`.
     With `pack` on a native Llama (`ceiling.models.llama`), the completions are also packed end to end so
-    no padding is computed (`prefix.packed_states`); completion masks must then be contiguous.
+    no padding is computed (`prefix.packed_states`) when every completion mask is contiguous (1s, then 0s).
     """
     if prompt_len < 1:
         raise ValueError("prompt_len must be >= 1 (the first completion token needs a context)")
@@ -86,7 +86,8 @@ def token_logprobs(
     batch, completion_len = input_ids.shape[0], input_ids.shape[1] - prompt_len
     targets = input_ids[:, prompt_len:]
     keep = attention_mask[:, prompt_len:].bool()
-    if pack and can_pack(model) and completion_len > 0:  # no padded token computed (`prefix.packed_states`)
+    contiguous = bool((keep == (torch.arange(completion_len, device=keep.device) < keep.sum(1, keepdim=True))).all())
+    if pack and contiguous and can_pack(model) and completion_len > 0:  # no padding computed (`prefix.packed_states`)
         rows = _packed_rows(model, input_ids, attention_mask, prompt_len, keep)
     else:
         first, inverse = distinct_prompts(input_ids, attention_mask, prompt_len) if share_prompts else (None, None)

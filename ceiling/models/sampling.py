@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from ceiling.models.llama import signed_sin
 from ceiling.models.tokenizer import decode_completions, encode_text
 
 if TYPE_CHECKING:
@@ -231,9 +232,11 @@ def _fast_path_ok(model: PreTrainedModel) -> bool:
 class LlamaStepper:
     """Decoding for Llama models with a preallocated KV cache and a lean per-layer step.
 
-    Same arithmetic as the transformers Llama forward (its own norm / MLP / projection modules, its RoPE
+    Same arithmetic as the transformers Llama forward (the model's own norm / projection modules, its RoPE
     table, `scaled_dot_product_attention`), without the per-call overhead of masks, cache objects and
-    module dispatch. The prompt's cache comes from one transformers prefill.
+    module dispatch; works on transformers' `LlamaForCausalLM` and on `ceiling.models.llama.Llama` alike.
+    The prompt's cache comes from one prefill by the model itself. Small models (hidden <= FUSE_MAX_HIDDEN)
+    run q/k/v and gate/up as one matmul each, from weights concatenated once per rollout.
     """
 
     def __init__(self, model: Any, cache: Any, n: int, mask: torch.Tensor, next_pos: torch.Tensor,
@@ -267,8 +270,7 @@ class LlamaStepper:
         probe = torch.zeros((1, 1, 1), dtype=first_k.dtype, device=first_k.device)
         cos, sin = inner.rotary_emb(probe, positions)
         # [positions, head_dim]; the sine's first half negated: rotate_half(x) * sin == x.roll(half) * this
-        half = self.head_dim // 2
-        self.cos, self.sin = cos[0], torch.cat((-sin[0, :, :half], sin[0, :, half:]), dim=-1)
+        self.cos, self.sin = cos[0], signed_sin(sin[0])
         # Small models: q/k/v and gate/up as one matmul each (weights are fixed while sampling, and per-call
         # overhead dominates at this size); large ones keep separate calls rather than copy their weights.
         cfg = model.config

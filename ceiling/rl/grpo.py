@@ -34,7 +34,10 @@ no-grad pass; with one PPO epoch and one minibatch (the default) the training fo
 policy's log-probs, entropy and KL (the ratio is exactly 1, so no separate old-policy pass); forward passes
 group rows of similar completion length (`length_buckets`) so a long completion does not pad the short ones,
 or keep each prompt's group together when that lets the prompt be computed once (`models.prefix`),
-and split them into micro-batches that keep activation memory within a budget (`micro_batch_size`).
+and split them into micro-batches that keep activation memory within a budget (`micro_batch_size`). On small
+native Llamas (`models.llama`, the tiny bases) completions are packed end to end instead, so no padding is
+computed at all (`models.prefix.packed_states`). The optimizer is `rl.optim.AdamW` (torch's arithmetic,
+bitwise; it saves the ~75 MB import of torch._dynamo that any torch.optim optimizer triggers).
 
 Randomness: every random choice of step s (problems, sampling, minibatch order, random-reward control) uses
 a generator seeded from (seed, s), so a resumed run draws exactly what the uninterrupted one drew.
