@@ -274,10 +274,18 @@ class LlamaStepper:
         # Small models: q/k/v and gate/up as one matmul each (weights are fixed while sampling, and per-call
         # overhead dominates at this size); large ones keep separate calls rather than copy their weights.
         cfg = model.config
-        self.fused: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.fused: list[tuple[Any, ...]] | None = None
         if cfg.hidden_size <= FUSE_MAX_HIDDEN and getattr(cfg, "hidden_act", "silu") == "silu":
-            self.fused = [(torch.cat([b.self_attn.q_proj.weight, b.self_attn.k_proj.weight, b.self_attn.v_proj.weight]),
-                           torch.cat([b.mlp.gate_proj.weight, b.mlp.up_proj.weight])) for b in self.layers]
+            # per layer: (norm 1 weight, eps, W_qkv, W_o, norm 2 weight, eps, W_gate_up, W_down); called as
+            # plain functions (no module dispatch), with the same arithmetic as the modules
+            self.fused = [(b.input_layernorm.weight, _norm_eps(b.input_layernorm),
+                           torch.cat([b.self_attn.q_proj.weight, b.self_attn.k_proj.weight, b.self_attn.v_proj.weight]),
+                           b.self_attn.o_proj.weight,
+                           b.post_attention_layernorm.weight, _norm_eps(b.post_attention_layernorm),
+                           torch.cat([b.mlp.gate_proj.weight, b.mlp.up_proj.weight]), b.mlp.down_proj.weight)
+                          for b in self.layers]
+            self.final = (inner.embed_tokens.weight, inner.norm.weight, _norm_eps(inner.norm),
+                          model.get_output_embeddings().weight)
 
     def _resize(self, idx: torch.Tensor | None, capacity: int) -> None:
         """Copy the filled columns of the cache (rows `idx`, or all) into a new one of `capacity` columns."""
@@ -300,37 +308,54 @@ class LlamaStepper:
         n = tokens.shape[0]
         pos = self.next_pos + t
         cos, sin = self.cos[pos][:, None, :], self.sin[pos][:, None, :]  # [N, 1, head_dim]; sin sign-folded
-        half = self.head_dim // 2
-        h = self.inner.embed_tokens(tokens)  # [N, H]: one position per row, kept 2-D until attention
         attend = self.attend[:, :, :, : col + 1] if self.padded else None
-        nq, nkv = self.n_heads, self.n_kv
+        if self.fused is not None:
+            return self._step_fused(tokens, col, cos, sin, attend)
+        half, nq, nkv = self.head_dim // 2, self.n_heads, self.n_kv
+        h = self.inner.embed_tokens(tokens)  # [N, H]: one position per row, kept 2-D until attention
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
             x = layer.input_layernorm(h)
-            if self.fused is not None:  # q, k, v in one matmul; RoPE on q and k together
-                qkv = F.linear(x, self.fused[i][0]).view(n, nq + 2 * nkv, self.head_dim)
-                qk = qkv[:, : nq + nkv]
-                qk = qk * cos + qk.roll(half, -1) * sin
-                q, k, v = qk[:, :nq], qk[:, nq:], qkv[:, nq + nkv :]
-            else:
-                q = attn.q_proj(x).view(n, nq, self.head_dim)
-                k = attn.k_proj(x).view(n, nkv, self.head_dim)
-                v = attn.v_proj(x).view(n, nkv, self.head_dim)
-                q, k = q * cos + q.roll(half, -1) * sin, k * cos + k.roll(half, -1) * sin
-            self.kv[i, 0, :, :, col] = k
-            self.kv[i, 1, :, :, col] = v
-            o = F.scaled_dot_product_attention(
-                q[:, :, None], self.kv[i, 0, :, :, : col + 1], self.kv[i, 1, :, :, : col + 1], attn_mask=attend,
-                scale=self.scaling, enable_gqa=nkv != nq,
-            )
-            h = h + attn.o_proj(o.reshape(n, -1))
-            x = layer.post_attention_layernorm(h)
-            if self.fused is not None:
-                gate, up = F.linear(x, self.fused[i][1]).chunk(2, dim=-1)
-                h = h + layer.mlp.down_proj(F.silu(gate) * up)
-            else:
-                h = h + layer.mlp(x)
+            q = attn.q_proj(x).view(n, nq, self.head_dim)
+            k = attn.k_proj(x).view(n, nkv, self.head_dim)
+            v = attn.v_proj(x).view(n, nkv, self.head_dim)
+            q, k = q * cos + q.roll(half, -1) * sin, k * cos + k.roll(half, -1) * sin
+            h = h + attn.o_proj(self._attend(i, q, k, v, col, attend))
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
         return self.model.get_output_embeddings()(self.inner.norm(h))
+
+    def _attend(self, i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, col: int,
+                attend: torch.Tensor | None) -> torch.Tensor:
+        """Write this token's k, v into layer i's cache at `col`; attention output [N, heads * head_dim]."""
+        self.kv[i, 0, :, :, col] = k
+        self.kv[i, 1, :, :, col] = v
+        o = F.scaled_dot_product_attention(
+            q[:, :, None], self.kv[i, 0, :, :, : col + 1], self.kv[i, 1, :, :, : col + 1], attn_mask=attend,
+            scale=self.scaling, enable_gqa=self.n_kv != self.n_heads,
+        )
+        return o.reshape(q.shape[0], -1)
+
+    def _step_fused(self, tokens: torch.Tensor, col: int, cos: torch.Tensor, sin: torch.Tensor,
+                    attend: torch.Tensor | None) -> torch.Tensor:
+        """The step of small models: q/k/v and gate/up as one matmul each, RoPE on q and k together."""
+        assert self.fused is not None
+        n, nq, nkv, hd = tokens.shape[0], self.n_heads, self.n_kv, self.head_dim
+        embed, norm_w, norm_eps, head_w = self.final
+        h = F.embedding(tokens, embed)
+        size = (h.shape[-1],)
+        for i, (w1, eps1, w_qkv, w_o, w2, eps2, w_gu, w_down) in enumerate(self.fused):
+            qkv = F.linear(F.rms_norm(h, size, w1, eps1), w_qkv).view(n, nq + 2 * nkv, hd)
+            qk = qkv[:, : nq + nkv]
+            qk = qk * cos + qk.roll(hd // 2, -1) * sin
+            h = h + F.linear(self._attend(i, qk[:, :nq], qk[:, nq:], qkv[:, nq + nkv :], col, attend), w_o)
+            gate, up = F.linear(F.rms_norm(h, size, w2, eps2), w_gu).chunk(2, dim=-1)
+            h = h + F.linear(F.silu(gate) * up, w_down)
+        return F.linear(F.rms_norm(h, size, norm_w, norm_eps), head_w)
+
+
+def _norm_eps(norm: torch.nn.Module) -> float:
+    """An RMSNorm's epsilon (`eps` in `ceiling.models.llama`, `variance_epsilon` in transformers)."""
+    return float(getattr(norm, "eps", None) or norm.variance_epsilon)
 
 
 def _decode(

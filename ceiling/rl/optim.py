@@ -18,17 +18,23 @@ import torch
 HYPER = ("lr", "betas", "eps", "weight_decay")
 
 
-def adamw_update(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
-                 step: float, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float) -> None:
-    """One AdamW update of `param` in place (step counts from 1, already incremented)."""
+def adamw_update(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
+                 exp_avg_sqs: list[torch.Tensor], steps: list[float], lr: float, beta1: float, beta2: float,
+                 eps: float, weight_decay: float) -> None:
+    """One AdamW update of each tensor in `params`, in place (steps count from 1, already incremented).
+
+    Multi-tensor (`torch._foreach_*`: a few calls for all parameters instead of a few per parameter); each
+    element gets exactly the operations of torch's single-tensor AdamW, in the same order."""
     if weight_decay != 0:
-        param.mul_(1 - lr * weight_decay)
-    exp_avg.lerp_(grad, 1 - beta1)
-    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    bias_correction1 = 1 - beta1**step
-    bias_correction2_sqrt = (1 - beta2**step) ** 0.5
-    denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
-    param.addcdiv_(exp_avg, denom, value=-lr / bias_correction1)
+        torch._foreach_mul_(params, 1 - lr * weight_decay)
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+    step_sizes = [-lr / (1 - beta1**s) for s in steps]
+    denom = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_div_(denom, [(1 - beta2**s) ** 0.5 for s in steps])
+    torch._foreach_add_(denom, eps)
+    torch._foreach_addcdiv_(params, exp_avgs, denom, step_sizes)
 
 
 class AdamW:
@@ -55,9 +61,11 @@ class AdamW:
     def step(self) -> None:
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            states = []
+            for p in params:
                 state = self.state.get(p)
                 if state is None:
                     state = self.state[p] = {
@@ -66,8 +74,10 @@ class AdamW:
                         "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
                     }
                 state["step"] += 1
-                adamw_update(p, p.grad, state["exp_avg"], state["exp_avg_sq"], float(state["step"]),
-                             group["lr"], beta1, beta2, group["eps"], group["weight_decay"])
+                states.append(state)
+            adamw_update(params, [p.grad for p in params], [s["exp_avg"] for s in states],
+                         [s["exp_avg_sq"] for s in states], [float(s["step"]) for s in states],
+                         group["lr"], beta1, beta2, group["eps"], group["weight_decay"])
 
     def state_dict(self) -> dict[str, Any]:
         """torch's layout: parameters numbered in group order; hyper-parameters per group."""
