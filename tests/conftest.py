@@ -24,3 +24,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(no_cuda)
         if "smollm2" in item.keywords and not has_smollm2:
             item.add_marker(no_smollm2)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny matmuls are far faster on one thread when the CPU is shared (restored after the module)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

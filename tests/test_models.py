@@ -28,13 +28,7 @@ from ceiling.models.tokenizer import ALPHABET
 PROMPTS = ["12+34=", "a", "sort: 3 1 2 ->"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls are far faster on one thread when the CPU is shared (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,7 @@ from ceiling.models.prefix import can_share, distinct_prompts
 PROMPTS = ["<bos>12+34=", "<bos>a", "<bos>sort: 3 1 2 ->"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
