@@ -218,3 +218,56 @@ def test_non_contiguous_completion_masks_fall_back_to_the_padded_forward(pair):
         packed = token_logprobs(nat, ids, mask, 5, pack=True)[0]
         padded = token_logprobs(nat, ids, mask, 5, pack=False)[0]
     assert torch.equal(packed, padded)
+
+
+def _bias_and_bf16_models():
+    torch.manual_seed(0)
+    cfg = tiny_config(hidden_size=64, num_layers=2, initializer_range=0.2)
+    cfg.attention_bias = True
+    cfg.mlp_bias = True
+    biased = LlamaForCausalLM(cfg).eval()
+    torch.manual_seed(1)
+    bf16 = LlamaForCausalLM(tiny_config(hidden_size=64, num_layers=2, initializer_range=0.2)).eval()
+    with torch.no_grad():
+        for name, p in biased.named_parameters():
+            if name.endswith("bias"):
+                p.normal_()
+        for name, p in bf16.named_parameters():
+            if "norm" in name:  # norm weights other than 1 expose where a rounding happens
+                p.uniform_(0.5, 1.5)
+    return {"biases": biased, "bf16 weights": bf16.to(torch.bfloat16)}
+
+
+@pytest.mark.parametrize("kind", ["biases", "bf16 weights"])
+def test_lean_decoding_step_equals_the_models_own_step(kind):
+    """The small-model (fused) decoding step must not apply to models it would compute differently."""
+    model = _bias_and_bf16_models()[kind]
+    tok = build_char_tokenizer()
+    kw = dict(n_per_prompt=3, max_new_tokens=8, temperature=0.0, return_logprobs=True, eos_token_id=[999])
+    fast = sample(model, tok, ["<bos>12+34=", "<bos>a"], fast=True, **kw)
+    slow = sample(model, tok, ["<bos>12+34=", "<bos>a"], fast=False, **kw)
+    assert torch.equal(fast.completion_ids, slow.completion_ids)
+    torch.testing.assert_close(fast.logprobs, slow.logprobs, atol=1e-6, rtol=0)
+
+
+def test_from_model_refuses_what_it_cannot_compute_and_keeps_dtype():
+    models = _bias_and_bf16_models()
+    with pytest.raises(ValueError, match="biases"):
+        from_model(models["biases"])
+    nat = from_model(models["bf16 weights"])
+    assert nat.dtype == torch.bfloat16 and nat.model.rotary_emb.inv_freq.dtype == torch.float32
+
+
+def test_mixed_dtype_folder_loads_in_the_config_dtype(tmp_path, pair):
+    from safetensors.torch import load_file, save_file
+
+    hf, _ = pair
+    folder = save(hf, build_char_tokenizer(), tmp_path / "mixed")
+    weights = load_file(str(folder / "model.safetensors"))
+    weights = {k: v.to(torch.bfloat16) if "proj" in k else v for k, v in weights.items()}  # norms stay fp32
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    model = from_folder(folder)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}  # config.json says float32
+    ids, mask, pos = padded_batch(7)
+    with torch.no_grad():
+        assert torch.isfinite(model(ids, mask, pos).logits).all()

@@ -165,6 +165,17 @@ class Rotary(nn.Module):
             return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
 
 
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float,
+              causal: bool = False) -> torch.Tensor:
+    """`scaled_dot_product_attention` with grouped-query heads. On CUDA with a mask, k and v are repeated to
+    the query heads first (as transformers does): there SDPA's GQA mode has no masked kernel but the math one,
+    which materialises the whole score matrix."""
+    rep = q.shape[1] // k.shape[1]
+    if rep > 1 and mask is not None and q.device.type == "cuda":
+        k, v, rep = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1), 1
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale, enable_gqa=rep > 1)
+
+
 def signed_sin(sin: torch.Tensor) -> torch.Tensor:
     """The RoPE sine table with its first half negated, so that transformers' `x * cos + rotate_half(x) * sin`
     is `x * cos + x.roll(half, -1) * signed_sin(sin)`: the same products (a sign moved between factors,
@@ -194,8 +205,7 @@ class Attention(nn.Module):
         q, k = q * cos + q.roll(half, -1) * sin, k * cos + k.roll(half, -1) * sin
         if cache is not None:
             k, v = cache.update(index, k, v)
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and s > 1,
-                                           scale=self.scaling, enable_gqa=self.n_kv != self.n_heads)
+        o = attention(q, k, v, mask, self.scaling, causal=mask is None and s > 1)
         return self.o_proj(o.transpose(1, 2).reshape(b, s, -1))
 
 
@@ -224,18 +234,18 @@ class Block(nn.Module):
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
-def causal_mask(attention_mask: torch.Tensor | None, query_len: int, past_len: int) -> torch.Tensor | None:
+def causal_mask(attention_mask: torch.Tensor | None, query_len: int, past_len: int,
+                device: torch.device | None = None) -> torch.Tensor | None:
     """Boolean mask [B, 1, S, past + S] (True = attend): causal, real keys only, and always the token itself
     (so a left-padding query row is never empty, which would give NaN). None when plain causal attention
     over the new tokens alone is exact (no cache, no padding)."""
     if attention_mask is None or (past_len == 0 and bool(attention_mask.all())):
-        return None if past_len == 0 else _causal(query_len, past_len, None)
-    return _causal(query_len, past_len, attention_mask.bool())
+        return None if past_len == 0 else _causal(query_len, past_len, None, device)
+    return _causal(query_len, past_len, attention_mask.bool(), attention_mask.device)
 
 
-def _causal(query_len: int, past_len: int, keys: torch.Tensor | None) -> torch.Tensor:
+def _causal(query_len: int, past_len: int, keys: torch.Tensor | None, device: torch.device | None) -> torch.Tensor:
     total = past_len + query_len
-    device = keys.device if keys is not None else None
     q_pos = torch.arange(past_len, total, device=device)[:, None]
     k_pos = torch.arange(total, device=device)[None, :]
     causal = k_pos <= q_pos  # [S, K]
@@ -269,7 +279,10 @@ class Decoder(nn.Module):
         h = self.embed_tokens(input_ids)
         cos, sin = self.rotary_emb(h, position_ids)
         sin = signed_sin(sin)
-        mask = attention_mask_4d if attention_mask_4d is not None else causal_mask(attention_mask, s, past_len)
+        if attention_mask_4d is not None:
+            mask = attention_mask_4d
+        else:
+            mask = causal_mask(attention_mask, s, past_len, input_ids.device)
         for i, layer in enumerate(self.layers):
             h = layer(h, cos, sin, mask, cache, i)
         return Output(last_hidden_state=self.norm(h), past_key_values=cache)
@@ -387,8 +400,10 @@ def from_folder(path: str | Path, device: torch.device | str = "cpu", dtype: tor
     missing, unexpected = expected - set(weights), set(weights) - expected
     if missing or unexpected:
         raise ValueError(f"weights do not match config.json: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
-    if dtype is not None:
-        weights = {k: v.to(dtype) for k, v in weights.items()}
+    if dtype is None:  # one dtype for the whole model, as transformers' "auto": config.json's, else the embedding's
+        named = getattr(torch, str(raw.get("dtype") or raw.get("torch_dtype") or ""), None)
+        dtype = named if isinstance(named, torch.dtype) else weights["model.embed_tokens.weight"].dtype
+    weights = {k: v.to(dtype) for k, v in weights.items()}
     model.load_state_dict(weights, strict=False, assign=True)
     if model.config.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
@@ -398,13 +413,20 @@ def from_folder(path: str | Path, device: torch.device | str = "cpu", dtype: tor
 def from_model(hf_model: Any) -> Llama:
     """A `Llama` holding copies of a transformers `LlamaForCausalLM`'s weights (for tests and conversion)."""
     raw = hf_model.config.to_dict()
+    why = unsupported_reason(raw)
+    if why:
+        raise ValueError(f"not a plain Llama: {why}")
     gen = getattr(hf_model, "generation_config", None)
     model = Llama(LlamaConfig(raw), GenerationConfig(gen.to_dict()) if gen is not None else None)
-    state = {k: v.detach().clone() for k, v in hf_model.state_dict().items() if k in model.state_dict()}
-    model.load_state_dict(state, strict=False)
+    state = {k: v.detach().clone() for k, v in hf_model.state_dict().items()}
+    if model.config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)  # keeps the weights' dtype
+    if set(missing) - {"lm_head.weight"} or unexpected:
+        raise ValueError(f"weights do not match: missing {missing[:3]}, unexpected {unexpected[:3]}")
     if model.config.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
-    return model.to(hf_model.device).eval()
+    return model.to(hf_model.device).eval()  # the RoPE buffer stays float32, as built
 
 
 __all__ = ["KVCache", "Llama", "LlamaConfig", "from_folder", "from_model", "unsupported_reason"]

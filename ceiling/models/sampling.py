@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from ceiling.models.llama import signed_sin
+from ceiling.models.llama import attention, signed_sin
 from ceiling.models.tokenizer import decode_completions, encode_text
 
 if TYPE_CHECKING:
@@ -275,7 +275,7 @@ class LlamaStepper:
         # overhead dominates at this size); large ones keep separate calls rather than copy their weights.
         cfg = model.config
         self.fused: list[tuple[Any, ...]] | None = None
-        if cfg.hidden_size <= FUSE_MAX_HIDDEN and getattr(cfg, "hidden_act", "silu") == "silu":
+        if self._fusable(cfg):
             # per layer: (norm 1 weight, eps, W_qkv, W_o, norm 2 weight, eps, W_gate_up, W_down); called as
             # plain functions (no module dispatch), with the same arithmetic as the modules
             self.fused = [(b.input_layernorm.weight, _norm_eps(b.input_layernorm),
@@ -286,6 +286,15 @@ class LlamaStepper:
                           for b in self.layers]
             self.final = (inner.embed_tokens.weight, inner.norm.weight, _norm_eps(inner.norm),
                           model.get_output_embeddings().weight)
+
+    def _fusable(self, cfg: Any) -> bool:
+        """The fused step applies: a small fp32 model without biases, SiLU MLP (F.rms_norm with the weight in
+        fp32 equals the norm modules; in bf16 the modules round before the weight multiply)."""
+        projections = [m for b in self.layers for m in (b.self_attn.q_proj, b.self_attn.k_proj, b.self_attn.v_proj,
+                                                        b.self_attn.o_proj, b.mlp.gate_proj, b.mlp.up_proj, b.mlp.down_proj)]
+        return (int(cfg.hidden_size) <= FUSE_MAX_HIDDEN and getattr(cfg, "hidden_act", "silu") == "silu"
+                and all(m.bias is None for m in projections)
+                and all(p.dtype == torch.float32 for p in self.model.parameters()))
 
     def _resize(self, idx: torch.Tensor | None, capacity: int) -> None:
         """Copy the filled columns of the cache (rows `idx`, or all) into a new one of `capacity` columns."""
@@ -329,10 +338,8 @@ class LlamaStepper:
         """Write this token's k, v into layer i's cache at `col`; attention output [N, heads * head_dim]."""
         self.kv[i, 0, :, :, col] = k
         self.kv[i, 1, :, :, col] = v
-        o = F.scaled_dot_product_attention(
-            q[:, :, None], self.kv[i, 0, :, :, : col + 1], self.kv[i, 1, :, :, : col + 1], attn_mask=attend,
-            scale=self.scaling, enable_gqa=self.n_kv != self.n_heads,
-        )
+        o = attention(q[:, :, None], self.kv[i, 0, :, :, : col + 1], self.kv[i, 1, :, :, : col + 1], attend,
+                      self.scaling)
         return o.reshape(q.shape[0], -1)
 
     def _step_fused(self, tokens: torch.Tensor, col: int, cos: torch.Tensor, sin: torch.Tensor,
@@ -355,7 +362,8 @@ class LlamaStepper:
 
 def _norm_eps(norm: torch.nn.Module) -> float:
     """An RMSNorm's epsilon (`eps` in `ceiling.models.llama`, `variance_epsilon` in transformers)."""
-    return float(getattr(norm, "eps", None) or norm.variance_epsilon)
+    eps = getattr(norm, "eps", None)
+    return float(norm.variance_epsilon if eps is None else eps)
 
 
 def _decode(

@@ -459,8 +459,8 @@ def _buckets(lengths: list[int], prompt_len: int, max_rows: int, overhead_tokens
     follows = grp[order][1:] == grp[order][:-1]
     same_next[order[:-1][follows]] = order[1:][follows]
     ends = np.arange(n)
-    width = np.zeros((n, band), dtype=np.int64)
-    distinct = np.zeros((n, band), dtype=np.int64)
+    width = np.zeros((n, band), dtype=np.int32)  # int32 / float32: n x band arrays (2,048 rows: ~4 MB each)
+    distinct = np.zeros((n, band), dtype=np.int32)
     width[:, 0], distinct[:, 0] = lens, 1
     for d in range(1, band):
         start = ends - d
