@@ -49,7 +49,7 @@ def _packed_rows(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask
     perm = torch.argsort(inverse, stable=True)  # a prompt's rows together: its prompt is computed once per chunk
     ids, mask, lens = input_ids[perm], attention_mask[perm], lengths[perm]
     parts = []
-    for a, b in packed_chunks(lens, inverse[perm], prompt_len, pack_max_keys(model)):
+    for a, b in packed_chunks(lens, inverse[perm], prompt_len, pack_max_keys(model, prompt_len)):
         first, inv = distinct_prompts(ids[a:b], mask[a:b], prompt_len)
         parts.append(packed_states(model, ids[a:b], mask[a:b], prompt_len, first, inv))
     states = torch.cat(parts)  # row-major over the permuted rows

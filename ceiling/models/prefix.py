@@ -113,9 +113,10 @@ def can_pack(model: PreTrainedModel) -> bool:
     return bool(getattr(model, "lean_llama", False)) and int(model.config.hidden_size) <= PACK_MAX_HIDDEN
 
 
-def pack_max_keys(model: PreTrainedModel) -> int:
-    """The most keys (distinct prompt tokens + packed tail tokens) one packed call attends over."""
-    return max(PACK_MIN_KEYS, int(PACK_KEYS_PER_HIDDEN * int(model.config.hidden_size)))
+def pack_max_keys(model: PreTrainedModel, prompt_len: int = 0) -> int:
+    """The most keys (distinct prompt tokens + packed tail tokens) one packed call attends over; always room
+    for one prompt besides, so a long prompt is not recomputed for every few completion tokens."""
+    return prompt_len + max(PACK_MIN_KEYS, int(PACK_KEYS_PER_HIDDEN * int(model.config.hidden_size)))
 
 
 def packed_chunks(lengths: torch.Tensor, groups: torch.Tensor, prompt_len: int, max_keys: int) -> list[tuple[int, int]]:
