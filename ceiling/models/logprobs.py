@@ -41,24 +41,26 @@ def _chunk_logp(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tens
     return head(hidden).float().log_softmax(dim=-1).gather(-1, targets[:, None]).squeeze(-1)
 
 
+def _contiguous(keep: torch.Tensor) -> bool:
+    """Every row's mask is 1s then 0s (a `Rollout`'s completions are; packing needs it)."""
+    return bool((keep == (torch.arange(keep.shape[1], device=keep.device) < keep.sum(1, keepdim=True))).all())
+
+
 def _packed_rows(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
                  keep: torch.Tensor) -> torch.Tensor:
     """`hidden[keep]` of the packed path: rows grouped by prompt, packed in chunks of bounded keys, put back."""
-    lengths = keep.sum(1)
     _, inverse = distinct_prompts(input_ids, attention_mask, prompt_len)
     perm = torch.argsort(inverse, stable=True)  # a prompt's rows together: its prompt is computed once per chunk
-    ids, mask, lens = input_ids[perm], attention_mask[perm], lengths[perm]
+    ids, mask, groups = input_ids[perm], attention_mask[perm], inverse[perm]
     parts = []
-    for a, b in packed_chunks(lens, inverse[perm], prompt_len, pack_max_keys(model, prompt_len)):
-        first, inv = distinct_prompts(ids[a:b], mask[a:b], prompt_len)
+    for a, b in packed_chunks(keep[perm].sum(1), groups, prompt_len, pack_max_keys(model, prompt_len)):
+        _, inv, counts = torch.unique_consecutive(groups[a:b], return_inverse=True, return_counts=True)
+        first = counts.cumsum(0) - counts  # the chunk's rows are sorted by group: each group's first row
         parts.append(packed_states(model, ids[a:b], mask[a:b], prompt_len, first, inv))
-    states = torch.cat(parts)  # row-major over the permuted rows
-    starts = lens.cumsum(0) - lens  # segment start of each permuted row
-    rank = torch.empty_like(perm)
-    rank[perm] = torch.arange(len(perm), device=perm.device)
-    seg = starts[rank]  # segment start of each original row
-    within = torch.arange(int(lengths.sum()), device=perm.device) - (lengths.cumsum(0) - lengths).repeat_interleave(lengths)
-    return states[seg.repeat_interleave(lengths) + within]
+    flat = torch.zeros(keep.shape, dtype=torch.long, device=keep.device)
+    flat[keep] = torch.arange(int(keep.sum()), device=keep.device)  # each token's place in hidden[keep]
+    states = torch.cat(parts)  # token by token, rows in the permuted order
+    return torch.empty_like(states).index_copy(0, flat[perm][keep[perm]], states)
 
 
 def token_logprobs(
@@ -86,8 +88,7 @@ def token_logprobs(
     batch, completion_len = input_ids.shape[0], input_ids.shape[1] - prompt_len
     targets = input_ids[:, prompt_len:]
     keep = attention_mask[:, prompt_len:].bool()
-    contiguous = bool((keep == (torch.arange(completion_len, device=keep.device) < keep.sum(1, keepdim=True))).all())
-    if pack and contiguous and can_pack(model) and completion_len > 0:  # no padding computed (`prefix.packed_states`)
+    if pack and completion_len > 0 and can_pack(model) and _contiguous(keep):  # no padding (`prefix.packed_states`)
         rows = _packed_rows(model, input_ids, attention_mask, prompt_len, keep)
     else:
         first, inverse = distinct_prompts(input_ids, attention_mask, prompt_len) if share_prompts else (None, None)

@@ -494,22 +494,20 @@ def micro_batches(rows: torch.Tensor, lengths: torch.Tensor, prompt_len: int, ma
     best cut (`length_buckets`, a call costing `overhead_tokens` besides its tokens) computes fewer tokens.
     `packed` (the model scores packed completions, `models.prefix.packed_states`): padding costs nothing,
     so the grouped order is cut into as few chunks of `max_rows` as there can be."""
-    overhead = overhead_tokens
     lens = lengths[rows].cpu()
-    candidates = [torch.argsort(lens, stable=True)]
+    by_length = grouped = torch.argsort(lens, stable=True)
     grp = groups[rows].cpu() if groups is not None else None
     if (share_prompts or packed) and grp is not None:
         longest = torch.zeros(int(grp.max()) + 1, dtype=lens.dtype).scatter_reduce(0, grp, lens, reduce="amax")
-        perm = torch.argsort(lens, stable=True)  # lexicographic by stable sorts, last key first:
-        perm = perm[torch.argsort(grp[perm], stable=True)]  # length within a group,
-        perm = perm[torch.argsort(longest[grp[perm]], stable=True)]  # groups by their longest completion
-        candidates.append(perm)
+        grouped = by_length[torch.argsort(grp[by_length], stable=True)]  # stable sorts, last key first: length
+        grouped = grouped[torch.argsort(longest[grp[grouped]], stable=True)]  # in a group, groups by their longest
     if packed:
-        order = rows[candidates[-1].to(rows.device)]
+        order = rows[grouped.to(rows.device)]
         return [order[a : a + max_rows] for a in range(0, len(order), max_rows)]
+    candidates = [by_length] if grouped is by_length else [by_length, grouped]
     best: tuple[float, list[tuple[int, int]], torch.Tensor] | None = None
     for perm in candidates:
-        spans, cost = _buckets(lens[perm].tolist(), prompt_len, max_rows, overhead,
+        spans, cost = _buckets(lens[perm].tolist(), prompt_len, max_rows, overhead_tokens,
                                None if grp is None else grp[perm].tolist(), share_prompts)
         if best is None or cost < best[0]:
             best = (cost, spans, perm)
