@@ -23,6 +23,7 @@ from ceiling.models import (
     tiny_config,
     token_logprobs,
 )
+from ceiling.models.sampling import sample_categorical
 from ceiling.models.tokenizer import ALPHABET
 
 PROMPTS = ["12+34=", "a", "sort: 3 1 2 ->"]
@@ -241,3 +242,25 @@ def test_smollm2_converts_caches_and_chats(monkeypatch, tmp_path):
     x = lm.tokenizer(prompts[0], add_special_tokens=False, return_tensors="pt")["input_ids"]
     with torch.no_grad():
         assert torch.equal(again.model(x).logits, lm.model(x).logits)
+
+
+def test_sample_categorical_draws_the_distribution(monkeypatch):
+    """Inverse-CDF draws: frequencies match the probabilities (chi-square), zero-probability tokens (a
+    top-p cut, or trailing ones) are never drawn, and a seed reproduces the draws."""
+    from scipy.stats import chisquare
+
+    probs = torch.tensor([[0.0, 0.1, 0.25, 0.0, 0.6, 0.05, 0.0], [0.5, 0.0, 0.0, 0.0, 0.0, 0.5, 0.0]])
+    rows = probs.repeat(20_000, 1)
+    draws = sample_categorical(rows, torch.Generator().manual_seed(3)).view(-1, 2)
+    again = sample_categorical(rows, torch.Generator().manual_seed(3)).view(-1, 2)
+    assert torch.equal(draws, again)
+    for r in range(2):
+        counts = torch.bincount(draws[:, r], minlength=7).double()
+        support = probs[r] > 0
+        assert counts[~support].sum() == 0
+        p = probs[r][support].double()
+        expected = p / p.sum() * counts.sum()
+        assert chisquare(counts[support].numpy(), expected.numpy()).pvalue > 1e-3
+    # a draw at the very top of the CDF (u * total rounded up to the total) is the last token with mass
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.ones((1, 1), dtype=torch.float64))
+    assert int(sample_categorical(torch.tensor([[0.3, 0.7, 0.0, 0.0]]), None).item()) == 1

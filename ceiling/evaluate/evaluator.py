@@ -28,7 +28,8 @@ from ceiling.evaluate import sampling as sp
 from ceiling.evaluate.config import EvalConfig
 from ceiling.frame import normalize_frame
 from ceiling.io import atomic_write_json, atomic_write_text, read_jsonl
-from ceiling.models import LoadedModel, load
+from ceiling.memory import keep_freed_memory
+from ceiling.models import LoadedModel, load, resolve_device
 from ceiling.tasks import Problem, TaskSet
 
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -212,6 +213,8 @@ def evaluate_checkpoints(base: Any, checkpoints: Sequence[Any], cfg: EvalConfig 
         raise CeilingError(f"{len(checkpoints)} checkpoints but {len(steps)} steps")
     if len(set(steps)) != len(steps) or any(s <= 0 for s in steps):
         raise CeilingError(f"checkpoint steps must be distinct and > 0 (step 0 is the base), got {steps}")
+    if resolve_device(cfg.device).type == "cpu":
+        keep_freed_memory()  # large logits blocks reuse pages (`ceiling.memory`)
     ev = _Evaluator(base, cfg, taskset, timings)
     out: list[tuple[int, list[dict[str, Any]]]] = []
     if include_base:

@@ -103,10 +103,23 @@ def pick_tokens(logits: torch.Tensor, temperature: float, top_p: float, generato
         mass_before = probs.cumsum(dim=-1) - probs
         sorted_logits = sorted_logits.masked_fill(mass_before >= top_p, float("-inf"))
         scaled = torch.full_like(scaled, float("-inf")).scatter(-1, order, sorted_logits)
-    probs = scaled.softmax(dim=-1)
-    if generator is not None and generator.device != probs.device:
-        return torch.multinomial(probs.to(generator.device), 1, generator=generator).squeeze(-1).to(probs.device)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return sample_categorical(scaled.softmax(dim=-1), generator)
+
+
+def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One draw per row of probs [N, V] by inverting the CDF: one uniform per row and a binary search.
+
+    `torch.multinomial` draws V exponentials per row (66 ms a step for 64 rows of a 49k vocabulary on 2
+    CPU cores, a fifth of SmolLM2's decoding); this costs a cumulative sum. The CDF is summed in float64,
+    so the tail of the vocabulary keeps its mass; tokens of probability 0 (top-p's cut) are never drawn.
+    """
+    cdf = probs.cumsum(dim=-1, dtype=torch.float64)
+    where = generator.device if generator is not None else probs.device
+    u = torch.rand((probs.shape[0], 1), generator=generator, dtype=torch.float64, device=where).to(probs.device)
+    total = cdf[:, -1:]
+    picked = torch.searchsorted(cdf, u * total, right=True)
+    last = torch.searchsorted(cdf, total, right=False)  # the last token of nonzero probability, should u * total round up
+    return torch.minimum(picked, last).squeeze(-1)
 
 
 def sample(

@@ -60,6 +60,7 @@ import torch
 
 from ceiling.errors import CeilingError, error_at
 from ceiling.io import append_jsonl, atomic_write_json
+from ceiling.memory import keep_freed_memory
 from ceiling.models import (
     LoadedModel,
     Rollout,
@@ -754,6 +755,8 @@ def _run(cfg: GRPOConfig, resume: bool) -> Path:
     """The body of `train` (see there)."""
 
     device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # a step's large temporaries reuse pages instead of faulting them in (`ceiling.memory`)
     if cfg.dtype != "float32" and device.type != "cuda":
         raise error_at(None, f"{cfg.dtype} needs a CUDA device; use float32 on CPU", field="dtype")
     taskset = TaskSet.parse(cfg.tasks)
