@@ -86,6 +86,7 @@ class LoopSpec:
     device: str = "cpu"
     dtype: str = "float32"
     threads: int = 0  # torch threads in each child (0 = torch's default)
+    trl_keeps_freed_memory: bool = False  # give TRL's process our allocator setting (`ceiling.memory`) too
 
     @property
     def total_steps(self) -> int:
@@ -328,6 +329,11 @@ def child_main(side: str, spec_file: Path, result_file: Path) -> int:
     else:
         import trl  # noqa: F401
         from trl import GRPOTrainer  # noqa: F401
+
+        if spec.trl_keeps_freed_memory:
+            from ceiling.memory import keep_freed_memory
+
+            keep_freed_memory()
     import_rss = proc_status_bytes("VmRSS") or 0
     extra: dict[str, Any] = {}
     with MemorySampler("RssAnon") as anon:
@@ -419,7 +425,8 @@ def report(spec: LoopSpec, sides: dict[str, dict[str, Any]], comparison: dict[st
              f"clip {spec.epsilon}, {spec.dtype} on {spec.device}, tasks {spec.tasks!r}, "
              f"{spec.warmup} warm-up + {spec.steps} timed steps"
              + (f", medians of {sides[names[0]].get('repeats', 1)} repeats" if sides[names[0]].get("repeats", 1) > 1 else "")]
-    lines.append(f"child processes: OMP_WAIT_POLICY={info.get('omp_wait_policy', '?')}")
+    lines.append(f"child processes: OMP_WAIT_POLICY={info.get('omp_wait_policy', '?')}; glibc keeps freed memory "
+                 f"(`ceiling.memory`, ours on CPU always): TRL {'too' if spec.trl_keeps_freed_memory else 'no'}")
     if "trl" in sides:
         lines.append(f"TRL {sides['trl'].get('trl_version')}: " + ", ".join(
             f"{k}={v}" for k, v in sides["trl"].get("trl_settings", {}).items()))
@@ -477,6 +484,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--omp-wait", default=None, choices=["passive", "active", "default"],
                    help="OpenMP wait policy of both sides' processes (default: $OMP_WAIT_POLICY, else passive; "
                         "'default' = the OpenMP runtime's own); this process keeps its own")
+    p.add_argument("--trl-keeps-freed-memory", action="store_true",
+                   help="apply our allocator setting (ceiling.memory.keep_freed_memory) in TRL's process too")
     p.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
@@ -494,7 +503,8 @@ def make_spec(args: argparse.Namespace, path: str, note: str) -> LoopSpec:
         lr=args.lr, beta=args.beta, loss_type=args.loss_type,
         warmup=args.warmup if args.warmup is not None else (1 if chat_model else 2),
         steps=args.steps if args.steps is not None else (3 if chat_model else 5),
-        seed=args.seed, device=args.device, dtype=args.dtype, threads=args.threads)
+        seed=args.seed, device=args.device, dtype=args.dtype, threads=args.threads,
+        trl_keeps_freed_memory=args.trl_keeps_freed_memory)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,6 +23,7 @@ from ceiling.models import (
     tiny_config,
     token_logprobs,
 )
+from ceiling.models.logprobs import HeadStats
 from ceiling.models.sampling import sample_categorical
 from ceiling.models.tokenizer import ALPHABET
 
@@ -214,7 +215,7 @@ def test_token_logprobs_match_plain_forward(model, tok):
 def test_token_logprobs_gradients_chunked_equal_unchunked(model, tok):
     r = sample(model, tok, bos(PROMPTS), n_per_prompt=2, max_new_tokens=8, generator=torch.Generator().manual_seed(2))
     grads = []
-    for chunk in (1024, 5):  # 5 < number of tokens: the checkpointed, chunked path
+    for chunk in (1024, 5):  # 5 < number of tokens: several chunks of `HeadStats`
         model.zero_grad()
         logp, ent = token_logprobs(model, r.input_ids, r.attention_mask, r.prompt_len, chunk=chunk)
         (logp.sum() + ent.sum()).backward()
@@ -264,3 +265,26 @@ def test_sample_categorical_draws_the_distribution(monkeypatch):
     # a draw at the very top of the CDF (u * total rounded up to the total) is the last token with mass
     monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.ones((1, 1), dtype=torch.float64))
     assert int(sample_categorical(torch.tensor([[0.3, 0.7, 0.0, 0.0]]), None).item()) == 1
+
+
+@pytest.mark.parametrize("with_entropy", [True, False])
+def test_head_stats_matches_autograd(with_entropy):
+    """`HeadStats` (head + log-prob + entropy with its own backward, chunked) against plain autograd of
+    log_softmax / gather / entropy, in float64: values and gradients of hidden and weight."""
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(37, 16, dtype=torch.float64, generator=gen, requires_grad=True)
+    weight = (2 * torch.randn(50, 16, dtype=torch.float64, generator=gen)).requires_grad_()
+    targets = torch.randint(0, 50, (37,), generator=gen)
+    g_logp, g_ent = torch.randn(37, dtype=torch.float64, generator=gen), torch.randn(37, dtype=torch.float64, generator=gen)
+    logp, ent = HeadStats.apply(hidden, weight, targets, 8)  # 5 chunks, the last one short
+    loss = (logp * g_logp).sum() + ((ent * g_ent).sum() if with_entropy else 0.0)
+    got = torch.autograd.grad(loss, (hidden, weight))
+    lsm = (hidden @ weight.T).log_softmax(-1)
+    ref_logp, ref_ent = lsm.gather(-1, targets[:, None]).squeeze(-1), -(lsm.exp() * lsm).sum(-1)
+    ref_loss = (ref_logp * g_logp).sum() + ((ref_ent * g_ent).sum() if with_entropy else 0.0)
+    want = torch.autograd.grad(ref_loss, (hidden, weight))
+    torch.testing.assert_close(logp, ref_logp, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ent, ref_ent, rtol=1e-12, atol=1e-12)
+    for a, b in zip(got, want):
+        assert b.abs().max() > 1e-3
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

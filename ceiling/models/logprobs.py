@@ -2,8 +2,12 @@
 
 The decoder runs once over prompt + completion (each distinct prompt only once: `ceiling.models.prefix`);
 the LM head is applied only to the hidden states that predict completion tokens (and only where the
-completion mask is 1), in chunks of `chunk` token rows, so a 49k-vocabulary model never holds a [B, T, V] logits tensor. With autograd on, each chunk is
-checkpointed: its logits are recomputed in backward instead of being kept.
+completion mask is 1), in chunks of `chunk` token rows, so a 49k-vocabulary model never holds a [B, T, V]
+logits tensor. With autograd on, `HeadStats` computes the head, log-probs and entropy in one function with
+its own backward: it keeps each chunk's probabilities (one [N, V] float32 block, the only copy) and writes
+the head's weight gradient into one buffer, where autograd would keep logits, log-softmax and their
+products and allocate a [V, H] gradient per chunk. A bias-less `nn.Linear` head is assumed; other heads
+take autograd with each chunk checkpointed (its logits recomputed in backward).
 
 Assumes the usual causal-LM layout `logits = lm_head(decoder(x).last_hidden_state)` (Llama, SmolLM2, ...).
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ceiling.models.prefix import (
@@ -39,6 +44,72 @@ def _chunk_stats(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Ten
 
 def _chunk_logp(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return head(hidden).float().log_softmax(dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+
+
+class HeadStats(torch.autograd.Function):
+    """(log p(target), entropy) of softmax(hidden @ weight.T) for token rows, with a lean backward.
+
+    forward(hidden [N, H], weight [V, H], targets [N], chunk) -> (logp [N], entropy [N]), float32.
+    The backward of log p(y) and H with respect to the logits z of a row is, with p = softmax(z),
+        d log p(y) / dz = onehot(y) - p,        dH / dz = -p * (log p + H),
+    so it needs only p: the forward keeps p (float32 [N, V]) and nothing else of size V. Gradients of
+    the weight from all chunks are summed into one [V, H] buffer. Matmuls run in the autocast dtype when
+    autocast is on (as a plain `head(hidden)` would); softmax arithmetic is float32. One backward per graph.
+    """
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,  # type: ignore[override]
+                chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+        logps, ents, probs = [], [], []
+        for i in range(0, hidden.shape[0], chunk):
+            logits = F.linear(hidden[i : i + chunk], weight)
+            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+            logits -= torch.logsumexp(logits, dim=-1, keepdim=True)  # now log p, in place
+            logps.append(logits.gather(-1, targets[i : i + chunk, None]).squeeze(-1))
+            p = logits.exp()
+            ents.append(-torch.linalg.vecdot(p, logits))
+            probs.append(p)
+        entropy = torch.cat(ents)
+        ctx.save_for_backward(hidden, weight, targets, entropy)
+        ctx.probs, ctx.chunk = probs, chunk
+        return torch.cat(logps), entropy
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, grad_logp: torch.Tensor, grad_ent: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        hidden, weight, targets, ent = ctx.saved_tensors
+        probs, chunk = ctx.probs, ctx.chunk
+        if probs is None:
+            raise RuntimeError("HeadStats keeps its probabilities for one backward only")
+        ctx.probs = None
+        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        wide = torch.promote_types(weight.dtype, torch.float32)  # the weight gradient is summed at least in float32
+        grad_weight = torch.zeros_like(weight, dtype=wide) if ctx.needs_input_grad[1] else None
+        with_entropy = bool(grad_ent.any())
+        for n, i in enumerate(range(0, hidden.shape[0], chunk)):
+            p, g = probs[n], grad_logp[i : i + chunk]
+            if with_entropy:  # -g p - ge (p log p + p H), with p log p = 0 where p underflowed to 0
+                ge = grad_ent[i : i + chunk]
+                p_log_p = torch.special.xlogy(p, p).mul_(ge[:, None])
+                grad_z = p.mul_(-(ge * ent[i : i + chunk] + g)[:, None]).sub_(p_log_p)
+            else:
+                grad_z = p.mul_(-g[:, None])  # p is not needed again
+            rows = torch.arange(grad_z.shape[0], device=grad_z.device)
+            grad_z.index_put_((rows, targets[i : i + chunk]), g, accumulate=True)
+            if grad_hidden is not None:
+                grad_hidden[i : i + chunk] = grad_z.to(weight.dtype) @ weight
+            if grad_weight is not None:
+                grad_weight.addmm_(grad_z.to(wide).t(), hidden[i : i + chunk].to(wide))
+            probs[n] = None
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
+        return grad_hidden, grad_weight, None, None
+
+
+def _lean_head(head: torch.nn.Module) -> bool:
+    """`HeadStats` applies: a plain linear head without bias."""
+    return isinstance(head, torch.nn.Linear) and head.bias is None
 
 
 def _contiguous(keep: torch.Tensor) -> bool:
@@ -103,7 +174,12 @@ def token_logprobs(
             ).last_hidden_state[:, prompt_len - 1 : -1]
         rows = hidden[keep]  # [N, H]: the states that predict completion tokens
     wanted = targets[keep]
-    use_ckpt = torch.is_grad_enabled() and rows.requires_grad and rows.shape[0] > chunk
+    grad = torch.is_grad_enabled() and (rows.requires_grad or head.weight.requires_grad)
+    if grad and _lean_head(head):
+        lp, en = HeadStats.apply(rows, head.weight, wanted, chunk)
+        logp = lp.new_zeros(targets.shape).masked_scatter(keep, lp)
+        return logp, (en.new_zeros(targets.shape).masked_scatter(keep, en) if entropy else None)
+    use_ckpt = grad and rows.shape[0] > chunk
     logps, ents = [], []
     for i in range(0, rows.shape[0], chunk):
         h, y = rows[i : i + chunk], wanted[i : i + chunk]

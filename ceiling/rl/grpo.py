@@ -88,7 +88,7 @@ LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 STD_SCALINGS = ("group", "batch", "none")
 DTYPES = ("float32", "bfloat16")
-AUTO_ACTIVATION_BYTES_CPU = 2**30  # micro_batch_size 0: training activations kept under this on CPU ...
+AUTO_ACTIVATION_BYTES_CPU = 2 * 2**30  # micro_batch_size 0: training activations kept under this on CPU ...
 AUTO_ACTIVATION_SHARE_CUDA = 0.25  # ... and under this share of the GPU's memory on CUDA
 CALL_OVERHEAD_TOKENS = {"cpu": 128, "cuda": 1024}  # a forward call's fixed cost in tokens (measured on CPU: on
 # SmolLM2 finer buckets, e.g. 1 token, were 15-20% slower, the matmuls being smaller and prompts recomputed)
@@ -519,14 +519,18 @@ def micro_batches(rows: torch.Tensor, lengths: torch.Tensor, prompt_len: int, ma
 
 def micro_batch_size(cfg: GRPOConfig, rollout: Rollout, model: Any, device: torch.device, grad: bool = True) -> int:
     """Sequences per forward: the configured number, or (0) as many as keep the training activations within
-    budget (1 GiB on CPU, a quarter of the GPU), estimated as 4 bytes x layers x (10 hidden + 4 MLP) per
-    token, a shared prompt counting once per group; passes without gradients keep far less and take 4x as many."""
+    budget (2 GiB on CPU, a quarter of the GPU), estimated as 4 bytes x (layers x (10 hidden + 4 MLP) + vocab)
+    per token (the vocabulary term: the head's kept probabilities, `models.logprobs.HeadStats`), a shared
+    prompt counting once per group; passes without gradients keep far less and take 4x as many. On SmolLM2
+    (2 cores) the update took 28-29 s a step at 10 rows per micro-batch (the old 1 GiB budget), 26 s at 20
+    (this budget, +0.8 GB peak) and 25-26 s at 32 (+2.6 GB)."""
     if cfg.micro_batch_size > 0:
         size = cfg.micro_batch_size
     else:
         c = model.config
         hidden = int(getattr(c, "hidden_size", 1024))
-        per_token = 4 * int(getattr(c, "num_hidden_layers", 24)) * (10 * hidden + 4 * int(getattr(c, "intermediate_size", 4 * hidden)))
+        per_token = 4 * (int(getattr(c, "num_hidden_layers", 24)) * (10 * hidden + 4 * int(getattr(c, "intermediate_size", 4 * hidden)))
+                         + int(getattr(c, "vocab_size", 32000)))
         budget = AUTO_ACTIVATION_BYTES_CPU
         if device.type == "cuda":
             budget = int(AUTO_ACTIVATION_SHARE_CUDA * torch.cuda.get_device_properties(device).total_memory)
