@@ -179,7 +179,12 @@ def test_greedy_matches_hf_generate(model, tok):
     assert torch.equal(nucleus.completion_ids, ours.completion_ids)
 
 
-def test_fast_llama_step_matches_transformers_step(model, tok):
+@pytest.mark.parametrize("transposed", [False, True])  # True: matmuls as (W @ x.T).T, as for hidden >= 512
+def test_fast_llama_step_matches_transformers_step(model, tok, transposed, monkeypatch):
+    import ceiling.models.sampling as sampling_module
+
+    if transposed:
+        monkeypatch.setattr(sampling_module, "TRANSPOSED_MIN_HIDDEN", 0)
     kw = {"n_per_prompt": 3, "max_new_tokens": 10, "return_logprobs": True, "eos_token_id": list(range(4, 30))}
     for temperature in (0.0, 1.0):
         fast = sample(model, tok, bos(PROMPTS), temperature=temperature, generator=torch.Generator().manual_seed(5),
