@@ -31,13 +31,14 @@ def _faults(mode: str, env: dict[str, str] | None = None) -> tuple[bool, int]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
 def test_freed_blocks_are_reused_without_page_faults():
-    pages = (64 << 20) // 4096
     applied, faults_on = _faults("on")
     if not applied:
         pytest.skip("not glibc: the setting does not apply")
     _, faults_off = _faults("off")
-    assert faults_off > 3 * pages  # each fresh 64 MiB block faulted in again (6 blocks x 16k pages)
-    assert faults_on < pages // 2  # reused from the heap
+    # off: each fresh 64 MiB block is faulted in again (6 x 16k pages of 4 KiB; fewer with huge pages);
+    # on: reused from the heap (0 faults measured here)
+    assert faults_off > 0
+    assert faults_on * 10 < faults_off
 
 
 def test_switched_off_by_environment():

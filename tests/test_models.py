@@ -217,10 +217,15 @@ def test_token_logprobs_match_plain_forward(model, tok):
     torch.testing.assert_close(r.logprobs, logp, atol=1e-4, rtol=1e-4)  # sampling-time log-probs agree
 
 
-def test_token_logprobs_gradients_chunked_equal_unchunked(model, tok):
+@pytest.mark.parametrize("lean", [True, False])  # False: the checkpointed autograd path (heads with a bias)
+def test_token_logprobs_gradients_chunked_equal_unchunked(model, tok, lean, monkeypatch):
+    import ceiling.models.logprobs as logprobs_module
+
+    if not lean:
+        monkeypatch.setattr(logprobs_module, "_lean_head", lambda head: False)
     r = sample(model, tok, bos(PROMPTS), n_per_prompt=2, max_new_tokens=8, generator=torch.Generator().manual_seed(2))
     grads = []
-    for chunk in (1024, 5):  # 5 < number of tokens: several chunks of `HeadStats`
+    for chunk in (1024, 5):  # 5 < number of tokens: several chunks (of `HeadStats`, or checkpointed)
         model.zero_grad()
         logp, ent = token_logprobs(model, r.input_ids, r.attention_mask, r.prompt_len, chunk=chunk)
         (logp.sum() + ent.sum()).backward()
@@ -293,3 +298,26 @@ def test_head_stats_matches_autograd(with_entropy):
     for a, b in zip(got, want):
         assert b.abs().max() > 1e-3
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_head_stats_under_autocast_keeps_float32_softmax():
+    """Under bf16 autocast the head's matmul runs in bf16 (as `head(hidden)` would) but log-probs and entropy
+    are float32 arithmetic on those logits (autocast would round a vocabulary-wide dot product to bf16)."""
+    gen = torch.Generator().manual_seed(1)
+    hidden = torch.randn(6, 32, generator=gen, requires_grad=True)
+    weight = torch.randn(4000, 32, generator=gen).requires_grad_()
+    targets = torch.randint(0, 4000, (6,), generator=gen)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logp, ent = HeadStats.apply(hidden, weight, targets, 4)
+    assert logp.dtype == torch.float32 and ent.dtype == torch.float32
+    logits = (hidden.detach().bfloat16() @ weight.detach().bfloat16().T).float()
+    lsm = logits.log_softmax(-1)
+    torch.testing.assert_close(ent, -(lsm.exp() * lsm).sum(-1), rtol=0, atol=1e-4)
+    torch.testing.assert_close(logp, lsm.gather(-1, targets[:, None]).squeeze(-1), rtol=0, atol=1e-4)
+    (logp.sum() + ent.sum()).backward()
+    assert torch.isfinite(hidden.grad).all() and torch.isfinite(weight.grad).all()
+
+
+def test_sample_categorical_refuses_non_finite_probabilities():
+    with pytest.raises(ValueError, match="not finite"):
+        sample_categorical(torch.tensor([[0.5, float("nan"), 0.5]]), None)

@@ -68,7 +68,7 @@ class HeadStats(torch.autograd.Function):
             logits -= torch.logsumexp(logits, dim=-1, keepdim=True)  # now log p, in place
             logps.append(logits.gather(-1, targets[i : i + chunk, None]).squeeze(-1))
             p = logits.exp()
-            ents.append(-torch.linalg.vecdot(p, logits))
+            ents.append(-(p * logits).sum(-1))  # not linalg.vecdot: autocast would run that in bf16
             probs.append(p)
         entropy = torch.cat(ents)
         ctx.save_for_backward(hidden, weight, targets, entropy)
@@ -77,6 +77,7 @@ class HeadStats(torch.autograd.Function):
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_logp: torch.Tensor, grad_ent: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         hidden, weight, targets, ent = ctx.saved_tensors
         probs, chunk = ctx.probs, ctx.chunk
@@ -174,8 +175,9 @@ def token_logprobs(
             ).last_hidden_state[:, prompt_len - 1 : -1]
         rows = hidden[keep]  # [N, H]: the states that predict completion tokens
     wanted = targets[keep]
-    grad = torch.is_grad_enabled() and (rows.requires_grad or head.weight.requires_grad)
-    if grad and _lean_head(head):
+    lean = _lean_head(head)
+    grad = torch.is_grad_enabled() and (rows.requires_grad or any(w.requires_grad for w in head.parameters()))
+    if grad and lean and rows.shape[0] > 0:
         lp, en = HeadStats.apply(rows, head.weight, wanted, chunk)
         logp = lp.new_zeros(targets.shape).masked_scatter(keep, lp)
         return logp, (en.new_zeros(targets.shape).masked_scatter(keep, en) if entropy else None)

@@ -121,6 +121,8 @@ def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None) -
     where = generator.device if generator is not None else probs.device
     u = torch.rand((probs.shape[0], 1), generator=generator, dtype=torch.float64, device=where).to(probs.device)
     total = cdf[:, -1:].contiguous()
+    if not bool(torch.isfinite(total).all()):  # multinomial raised here too; searchsorted would return junk
+        raise ValueError("sampling: the model's next-token probabilities are not finite (NaN or inf logits)")
     picked = torch.searchsorted(cdf, u * total, right=True)
     last = torch.searchsorted(cdf, total, right=False)  # the last token of nonzero probability, should u * total round up
     return torch.minimum(picked, last).squeeze(-1)
@@ -303,8 +305,10 @@ class LlamaStepper:
                           for b in self.layers]
             self.final = (inner.embed_tokens.weight, inner.norm.weight, _norm_eps(inner.norm),
                           model.get_output_embeddings().weight)
-            # tiny-medium decoded 4% slower transposed (A/B, 1 thread): small matmuls keep F.linear
-            self.linear = _linear_t if int(cfg.hidden_size) >= TRANSPOSED_MIN_HIDDEN else F.linear
+            # tiny-medium decoded 4% slower transposed (A/B, 1 thread): small matmuls keep F.linear. CPU only:
+            # on CUDA the transposed q would leave SDPA's fast kernels (not measured there)
+            transposed = int(cfg.hidden_size) >= TRANSPOSED_MIN_HIDDEN and mask.device.type == "cpu"
+            self.linear = _linear_t if transposed else F.linear
 
     def _fusable(self, cfg: Any) -> bool:
         """The fused step applies: a small fp32 model without biases, SiLU MLP (F.rms_norm with the weight in
