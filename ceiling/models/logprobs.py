@@ -175,9 +175,8 @@ def token_logprobs(
             ).last_hidden_state[:, prompt_len - 1 : -1]
         rows = hidden[keep]  # [N, H]: the states that predict completion tokens
     wanted = targets[keep]
-    lean = _lean_head(head)
     grad = torch.is_grad_enabled() and (rows.requires_grad or any(w.requires_grad for w in head.parameters()))
-    if grad and lean and rows.shape[0] > 0:
+    if grad and _lean_head(head) and rows.shape[0] > 0:
         lp, en = HeadStats.apply(rows, head.weight, wanted, chunk)
         logp = lp.new_zeros(targets.shape).masked_scatter(keep, lp)
         return logp, (en.new_zeros(targets.shape).masked_scatter(keep, en) if entropy else None)
