@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import describe_machine, format_table, machine  # noqa: E402
 
-from ceiling.commands.run import preset, run  # noqa: E402
+from ceiling.pipeline import preset, run  # noqa: E402
 from ceiling.io import read_jsonl  # noqa: E402
 
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from ceiling.cli import main
-from ceiling.commands.run import PRESETS, preset, spec_from_file
+from ceiling.pipeline import PRESETS, preset, spec_from_file
 
 
 @pytest.mark.slow

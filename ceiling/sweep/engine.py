@@ -1,4 +1,4 @@
-"""Running a sweep: every cell is an ordinary `ceiling run` directory, made by `ceiling.commands.run.run`.
+"""Running a sweep: every cell is an ordinary `ceiling run` directory, made by `ceiling.pipeline.run`.
 
     <runs-dir>/<sweep>/<cell>/          config.json, metrics.jsonl, checkpoints/, eval.csv, fits.json,
                                         sweep_cell.json (the cell's settings hash and timings), sweep_cell.log
@@ -132,7 +132,7 @@ def run_cell(cell: Cell, runs_dir: str, reports_dir: str, threads: int) -> CellR
     Never raises: a failure comes back as a `failed` CellResult (the traceback is in the log)."""
     import torch
 
-    from ceiling.commands.run import run
+    from ceiling.pipeline import run
 
     run_dir = Path(runs_dir) / cell.name
     stored = cell_record(run_dir)
