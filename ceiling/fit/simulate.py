@@ -56,7 +56,8 @@ Observation model (what the frame holds; metric names of `ceiling.frame.METRICS`
        k1    kl/logged = K(t) + N(0, (0.05 K_T + 0.15 K(t))^2): early values can be negative
        zero  kl/logged = 0 at every step (the KL penalty was off, the trainer logged zeros)
        none  no KL at all
-  A third of the runs have a base point: the step-0 evals sit U(10, 30) SDs below the curve.
+  A third of the runs have a base point: the step-0 evals sit U(10, 30) SDs below the curve (at most 85%
+  of the way to 0, like every move here: `shift`).
 
 `SimRun.to_log(path)` writes the raw CSV a user would bring (columns step, total_steps, reward_avg,
 entropy_avg, avg_response_len, duplicate_share, kl_loss | reference_kl, eval_acc, mmlu_acc); eval columns
@@ -125,6 +126,7 @@ class SimSpec:
     entropy_factor: float          # entropy multiplier reached at T when degenerate (<1 collapse, >1 blow-up)
     length_start: float            # mean completion length at step 0, tokens
     length_growth: float           # relative length growth over the run
+    length_factor: float           # length multiplier reached at T when degenerate (<1 shorter, >1 longer)
     completions_per_step: int      # m: completions behind each duplicate-share value
     base_gap: float                # SDs the step-0 evals sit below the curve (0 = no base point gap)
     restart_rows: int              # rows of an aborted run written before the log proper (0 = none)
@@ -142,6 +144,7 @@ class SimLabels:
     sequence: list[str]            # regimes in order
     onsets: list[int]              # onset step of each transition (len(sequence) - 1 of them)
     degenerate_from: int | None    # step from which outputs become degenerate (None = never)
+    effect_sd: float               # move of the affected score from the last onset to T, binomial SDs (0 = none)
 
     @property
     def final(self) -> str:
@@ -208,8 +211,8 @@ def draw_spec(seed: int, sequence: tuple[str, ...] | None = None) -> SimSpec:
         sequence=sequence, onsets=onsets, n_steps=T, eval_interval=interval,
         n_problems=int(rng.integers(200, 1001)), n_unverified=n_unverified,
         kl_variant=str(rng.choice(KL_VARIANTS)), kl_final=float(np.exp(rng.uniform(np.log(0.1), np.log(3)))),
-        kl_power=float(rng.uniform(0.8, 1.6)), reward_start=float(rng.uniform(0.15, 0.45)),
-        reward_rise=float(rng.uniform(0.15, 0.4)), reward_sigma=float(rng.uniform(0.02, 0.05)),
+        kl_power=float(rng.uniform(0.8, 1.6)), reward_start=float(rng.uniform(0.1, 0.4)),
+        reward_rise=float(rng.uniform(0.15, 0.35)), reward_sigma=float(rng.uniform(0.02, 0.05)),
         reward_phi=float(rng.uniform(0.2, 0.8)), eval_start=float(rng.uniform(0.15, 0.55)),
         unverified_start=float(rng.uniform(0.2, 0.6)),
         improve_c=float(rng.uniform(0.6, 2.0) if sequence == ("improving",) else rng.uniform(0.4, 1.5)),
@@ -220,6 +223,7 @@ def draw_spec(seed: int, sequence: tuple[str, ...] | None = None) -> SimSpec:
         entropy_start=float(rng.uniform(0.3, 1.5)), entropy_decay=float(rng.uniform(0.1, 0.8)),
         entropy_factor=float(rng.uniform(0.3, 0.7) if rng.random() < 0.5 else rng.uniform(1.5, 3.0)),
         length_start=float(rng.uniform(150, 700)), length_growth=float(rng.uniform(0.0, 0.6)),
+        length_factor=float(rng.uniform(0.4, 0.7) if rng.random() < 0.5 else rng.uniform(1.5, 3.0)),
         completions_per_step=int(rng.choice([64, 128, 256, 512])),
         base_gap=float(rng.uniform(10, 30)) if rng.random() < 1 / 3 else 0.0,
         restart_rows=int(rng.integers(3, 9)) if rng.random() < 0.4 else 0,
@@ -253,40 +257,56 @@ def _progress(spec: SimSpec, regime: str, start: int, end: int) -> np.ndarray:
     return np.clip((kl - kl[start]) / (kl[end] - kl[start]), 0.0, 1.0)
 
 
+def shift(p: float, z: float, n: int, sign: int) -> float:
+    """A move of `z` binomial SDs of one eval point at level `p`, capped at 85% of the room left in [0, 1]."""
+    room = (1 - p) if sign > 0 else p
+    return sign * min(z * float(binomial_sd(p, n)), 0.85 * room)
+
+
 def latent_curves(spec: SimSpec) -> dict[str, np.ndarray]:
     """The noiseless value of every metric at steps 0..T (the truth behind the labels)."""
     T = spec.n_steps
     r = np.full(T + 1, spec.reward_start)
     e = np.full(T + 1, spec.eval_start)
     u = np.full(T + 1, spec.unverified_start)
+    n_e, n_u = spec.n_problems, spec.n_unverified or 500
     bounds = [0, *spec.onsets, T]
     g_last = np.zeros(T + 1)
     for regime, start, end in zip(spec.sequence, bounds[:-1], bounds[1:]):
         g = _progress(spec, regime, start, end)
-        sd_e, sd_u = binomial_sd(e[start], spec.n_problems), binomial_sd(u[start], spec.n_unverified or 500)
+        de = du = dr = 0.0
         if regime == "improving":
-            r, e, u = r + spec.reward_rise * g, e + spec.z_improve * sd_e * g, u + 0.25 * spec.z_improve * sd_u * g
+            dr = spec.reward_rise
+            de, du = shift(e[start], spec.z_improve, n_e, 1), shift(u[start], 0.25 * spec.z_improve, n_u, 1)
         elif regime == "trade_off":
-            r = r + spec.hold_rise * spec.reward_rise * g
-            e, u = e + spec.hold_rise * 0.5 * spec.z_improve * sd_e * g, u - spec.z_effect * sd_u * g
-        elif regime == "over_optimisation":
-            r = r + spec.hold_rise * spec.reward_rise * g
-            e, u = e - spec.z_effect * sd_e * g, u - spec.z_second * sd_u * g
-        elif regime == "collapse":
-            r = r - spec.reward_drop_frac * r[start] * g
-            e, u = e - spec.z_effect * sd_e * g, u - spec.z_second * sd_u * g
+            dr = spec.hold_rise * spec.reward_rise
+            de = shift(e[start], 0.5 * spec.hold_rise * spec.z_improve, n_e, 1)
+            du = shift(u[start], spec.z_effect, n_u, -1)
+        elif regime in ("over_optimisation", "collapse"):
+            dr = spec.hold_rise * spec.reward_rise if regime == "over_optimisation" else \
+                -spec.reward_drop_frac * r[start]
+            de, du = shift(e[start], spec.z_effect, n_e, -1), shift(u[start], spec.z_second, n_u, -1)
+        r, e, u = r + dr * g, e + de * g, u + du * g
         g_last = g
     d = g_last if spec.degenerate else np.zeros(T + 1)
     t = np.arange(T + 1) / T
-    kl = true_kl(spec)
     return {
-        "verified/reward": np.clip(r, 0, 1), "verified/eval_acc": np.clip(e, 0, 1),
-        "unverified/score": np.clip(u, 0, 1),
+        "verified/reward": np.clip(r, 0, 1), "verified/eval_acc": e, "unverified/score": u,
         "policy/entropy": spec.entropy_start * np.exp(-spec.entropy_decay * t) * (1 + (spec.entropy_factor - 1) * d),
-        "length/mean": spec.length_start * (1 + spec.length_growth * t),
+        "length/mean": spec.length_start * (1 + spec.length_growth * t) * (1 + (spec.length_factor - 1) * d),
         "diversity/duplicate_share": spec.dup_start + (spec.dup_final - spec.dup_start) * d,
-        "kl": kl,
+        "kl": true_kl(spec),
     }
+
+
+def effect_sd(spec: SimSpec, true: dict[str, np.ndarray]) -> float:
+    """How far the affected score moves from the last onset to step T, in binomial SDs at the onset (0 if none)."""
+    last = spec.sequence[-1]
+    if last not in ("trade_off", "over_optimisation", "collapse"):
+        return 0.0
+    metric, n = ("unverified/score", spec.n_unverified) if last == "trade_off" else ("verified/eval_acc", spec.n_problems)
+    curve, on = true[metric], spec.onsets[-1]
+    return float((curve[on] - curve[-1]) / binomial_sd(curve[on], n))
 
 
 # -- observing them --------------------------------------------------------------------------------
@@ -320,7 +340,7 @@ def observe(spec: SimSpec, rng: np.random.Generator, noise: bool = True) -> pd.D
         if n == 0:
             continue
         p = true[metric].copy()
-        p[0] = max(0.005, p[0] - spec.base_gap * binomial_sd(p[0], n))
+        p[0] += shift(p[0], spec.base_gap, n, -1)
         out[metric] = np.where(ev, rng.binomial(n, p) / n if noise else p, np.nan)
     kl = true["kl"]
     if spec.kl_variant == "k3":
@@ -344,12 +364,14 @@ def simulate_run(seed: int, spec: SimSpec | None = None, noise: bool = True, run
         aborted = observe(spec, np.random.default_rng(streams[2]), noise).iloc[: spec.restart_rows + 1]
     long = wide.melt(id_vars="step", var_name="metric", value_name="value").dropna(subset=["value"])
     long["run"], long["compute"] = name, np.nan
-    long["n"] = long["metric"].map({"verified/eval_acc": spec.n_problems, "unverified/score": spec.n_unverified})
+    long["n"] = long["metric"].map({"verified/eval_acc": spec.n_problems, "unverified/score": spec.n_unverified,
+                                   "diversity/duplicate_share": spec.completions_per_step})
     long["estimator"] = long["metric"].map({"kl/policy_base_k3": "k3", "kl/logged": {
         "k1": "k1", "zero": "zero (KL penalty off)"}.get(spec.kl_variant)})
     frame = normalize_frame(long, where=name).sort_values(["step", "metric"], kind="stable").reset_index(drop=True)
     last = spec.onsets[-1] if spec.onsets else 0
-    labels = SimLabels(list(spec.sequence), list(spec.onsets), last if spec.degenerate else None)
+    labels = SimLabels(list(spec.sequence), list(spec.onsets), last if spec.degenerate else None,
+                       effect_sd(spec, latent_curves(spec)))
     return SimRun(name, seed, spec, labels, frame, spec.eval_steps, aborted)
 
 
@@ -374,7 +396,7 @@ def corpus_table(runs: list[SimRun]) -> pd.DataFrame:
         "degenerate_from": r.labels.degenerate_from, "n_steps": r.spec.n_steps,
         "eval_interval": r.spec.eval_interval, "n_evals": len(r.eval_steps), "n": r.spec.n_problems,
         "n_unverified": r.spec.n_unverified, "kl_variant": r.spec.kl_variant, "shape": r.spec.shape,
-        "z_effect": r.spec.z_effect, "base_gap": r.spec.base_gap, "restart_rows": r.spec.restart_rows,
+        "effect_sd": r.labels.effect_sd, "base_gap": r.spec.base_gap, "restart_rows": r.spec.restart_rows,
     } for r in runs])
 
 
@@ -397,4 +419,4 @@ def _log_table(wide: pd.DataFrame, spec: SimSpec, total: int) -> pd.DataFrame:
 
 __all__ = ["REGIMES", "SEQUENCES", "NO_CHANGE", "KL_VARIANTS", "SHAPES", "SimSpec", "SimLabels", "SimRun",
            "draw_spec", "latent_curves", "true_kl", "binomial_sd", "observe", "simulate_run", "simulate_corpus",
-           "corpus_table"]
+           "corpus_table", "shift", "effect_sd", "ar1"]
