@@ -2,14 +2,20 @@
 `add_arguments(parser)` and `main(args) -> int`; this file only dispatches.
 
 Errors a user can cause (CeilingError) print as one line, without a traceback, and exit with status 2.
+Before any command imports torch, `main` sets OMP_WAIT_POLICY=PASSIVE unless the user set it: OpenMP threads
+that spin while they wait made a run 10x slower on a machine shared with one busy process.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from ceiling.errors import CeilingError
+
+DESCRIPTION = ("Measure and forecast the limits of RLVR: train (GRPO), evaluate checkpoints, fit ceilings, the "
+               "entropy law and the collapse threshold, and report; or fit another framework's training log.")
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -27,7 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The CLI parser. Only the module of `command` is imported (the others are listed by name), so that
     e.g. `ceiling fit` does not pay for importing torch and transformers."""
-    parser = argparse.ArgumentParser(prog="ceiling", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="ceiling", description=DESCRIPTION,
+                                     epilog="`ceiling COMMAND --help` describes one command.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -55,7 +62,14 @@ def _command_of(argv: list[str]) -> str | None:
     return None
 
 
+def passive_omp_waits(environ: dict[str, str] | os._Environ = os.environ) -> None:
+    """OMP_WAIT_POLICY=PASSIVE unless the user chose a policy. Must run before torch is imported: the OpenMP
+    runtime reads it once, when it loads."""
+    environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv: list[str] | None = None) -> int:
+    passive_omp_waits()
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)

@@ -23,6 +23,8 @@ from typing import Any
 
 from ceiling.errors import CeilingError, error_at
 from ceiling.io import read_json
+from ceiling.progress import Heartbeat, is_terminal
+from ceiling.report_links import ReportSource, record_links
 
 SECTIONS = ("train", "eval", "fit")
 
@@ -129,6 +131,8 @@ def run(spec: RunSpec, runs_dir: str | Path = "runs", reports_dir: str | Path = 
         if log:
             print(f"\n== {name} ==", flush=True)
 
+    if log:
+        print(f"run folder: {run_dir}  (report: {report_dir})", flush=True)
     cfg = GRPOConfig.from_dict({**spec.train, "out": str(run_dir)}, where=f"train settings of run {spec.name!r}")
     stage(f"RL: {cfg.steps} steps on {cfg.base}, beta={cfg.beta}, {cfg.prompts_per_step}x{cfg.group_size} completions/step")
     t0 = time.perf_counter()
@@ -151,14 +155,17 @@ def run(spec: RunSpec, runs_dir: str | Path = "runs", reports_dir: str | Path = 
     t0 = time.perf_counter()
     ingested = read_log(run_dir, format="ceiling", run=spec.name)
     frame = ingested.frame
-    fits = fit_frame(frame, run=spec.name, **spec.fit)
+    with Heartbeat("fit: fitting and bootstrapping", enabled=log and not is_terminal()):  # a line every 10 s in logs
+        fits = fit_frame(frame, run=spec.name, **spec.fit)
     save_fits(run_dir / "fits.json", fits)
     timings["fit"] = time.perf_counter() - t0
 
     stage("report")
     t0 = time.perf_counter()
     eval_frame = frame[frame["source_key"] == "eval.csv"] if "source_key" in frame.columns else None
-    html = build_report(frame, fits, report_dir, title=f"ceiling run: {spec.name}", eval_frame=eval_frame)
+    title = f"ceiling run: {spec.name}"
+    html = build_report(frame, fits, report_dir, title=title, eval_frame=eval_frame)
+    record_links(report_dir, ReportSource(run_dir=run_dir, title=title))  # `ceiling report` rebuilds in place
     timings["report"] = time.perf_counter() - t0
     lines = summary_lines(fits, eval_frame=eval_frame, report_path=html)
     return {"run_dir": run_dir, "report": html, "timings": timings, "summary": lines, "fits": fits}

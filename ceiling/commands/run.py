@@ -57,5 +57,6 @@ def main(args: argparse.Namespace) -> int:
     print("\n== summary ==")
     for line in out["summary"]:
         print(line)
+    print(f"run folder: {out['run_dir']} (`ceiling report {out['run_dir']}` rebuilds the report)")
     print("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in out["timings"].items()) + f", total {total:.0f}s")
     return 0

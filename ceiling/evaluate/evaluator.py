@@ -30,6 +30,7 @@ from ceiling.frame import normalize_frame
 from ceiling.io import atomic_write_json, atomic_write_text, read_jsonl
 from ceiling.memory import keep_freed_memory
 from ceiling.models import LoadedModel, load, resolve_device
+from ceiling.progress import Heartbeat, is_terminal
 from ceiling.tasks import Problem, TaskSet
 
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -215,14 +216,17 @@ def evaluate_checkpoints(base: Any, checkpoints: Sequence[Any], cfg: EvalConfig 
         raise CeilingError(f"checkpoint steps must be distinct and > 0 (step 0 is the base), got {steps}")
     if resolve_device(cfg.device).type == "cpu":
         keep_freed_memory()  # large logits blocks reuse pages (`ceiling.memory`)
-    ev = _Evaluator(base, cfg, taskset, timings)
-    out: list[tuple[int, list[dict[str, Any]]]] = []
-    if include_base:
-        out.append((0, ev.base_rows()))
-    bar = tqdm(zip(steps, checkpoints, strict=True), total=len(steps), desc="evaluate", unit="checkpoint",
-               disable=None, leave=False)  # a progress bar on a terminal, silent in logs
-    for step, ck in bar:
-        out.append((step, ev.checkpoint_rows(ck)))
+    # a bar on a terminal; in a log, a line per checkpoint and one at least every 10 s (the base, a slow checkpoint)
+    terminal = is_terminal()
+    t0 = perf_counter()
+    with Heartbeat("evaluate: sampling the base", enabled=not terminal) as beat:
+        ev = _Evaluator(base, cfg, taskset, timings)
+        out = [(0, ev.base_rows())] if include_base else []
+        for i, (step, ck) in enumerate(tqdm(zip(steps, checkpoints, strict=True), total=len(steps),
+                                            desc="evaluate", unit="checkpoint", leave=False, disable=not terminal)):
+            beat.now = f"evaluate: checkpoint step {step}, {i}/{len(steps)} checkpoints done"
+            out.append((step, ev.checkpoint_rows(ck)))
+            beat.report(f"evaluate: step {step} done, {i + 1}/{len(steps)} checkpoints ({perf_counter() - t0:.0f} s)")
     return _frame(out, run, compute)
 
 

@@ -73,6 +73,7 @@ from ceiling.models import (
 )
 from ceiling.models.loading import BACKENDS
 from ceiling.models.prefix import MIN_SAVING, can_pack, shares_prompts
+from ceiling.progress import Heartbeat, is_terminal
 from ceiling.rl.checkpoint import (
     latest_checkpoint,
     load_optimizer,
@@ -749,14 +750,15 @@ def train(cfg: GRPOConfig, resume: bool = False) -> Path:
     threads = torch.get_num_threads()
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
-    try:
-        return _run(cfg, resume)
+    try:  # in a log (not a terminal), a line at least every 10 s even when one step takes longer
+        with Heartbeat("train: loading the models", enabled=cfg.log and not is_terminal()) as beat:
+            return _run(cfg, resume, beat)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(cfg: GRPOConfig, resume: bool) -> Path:
-    """The body of `train` (see there)."""
+def _run(cfg: GRPOConfig, resume: bool, beat: Heartbeat) -> Path:
+    """The body of `train` (see there); `beat.now` says what is running, for the progress heartbeat."""
 
     device = resolve_device(cfg.device)
     if device.type == "cpu":
@@ -787,6 +789,7 @@ def _run(cfg: GRPOConfig, resume: bool) -> Path:
             save_checkpoint(run, step, policy.model, policy.tokenizer, optimizer,
                             {"config_hash": cfg.config_hash(), "flops": flops, "wall_seconds": wall})
         t0 = time.perf_counter()
+        beat.now = f"train: step {step}/{cfg.steps} running"
         # 2. sample from theta_step, score, advantages
         batch = collect(policy, taskset, cfg, step, device)
         ref_logp, _ = score_all(ref.model, batch, cfg, device, entropy=False)
@@ -812,6 +815,7 @@ def _run(cfg: GRPOConfig, resume: bool) -> Path:
         append_jsonl(run / "metrics.jsonl", m)
         if cfg.log:
             print(progress_line(step, cfg.steps, m), file=sys.stderr, flush=True)
+            beat.beat()
         flops += step_flops(n_params, m["tokens/prompt"], m["tokens/completion"], cfg,
                             separate_old_forward=not fused, trained=train_now)
         wall += dt
