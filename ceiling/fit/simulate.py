@@ -32,14 +32,16 @@ Effect sizes, in binomial SDs of one eval point, sqrt(p (1 - p) / n) at the onse
     over_optimisation and collapse) moves by z_effect ~ Uniform(4, 15) SDs in total by the last step; the
     second score in collapse (and in half of over_optimisation) by its own Uniform(4, 15);
   - an improving segment raises held-out accuracy by Uniform(6, 20) SDs, training reward by
-    Uniform(0.15, 0.4);
+    Uniform(0.15, 0.35); an improving-only run still gains 1.3-5 SDs (median ~3) over its last third;
+  - every move is capped at 85% of the room left to 0 or 1 (`shift`); the cap binds on the harmful effect in
+    ~3% of runs, and `labels.effect_sd` holds the realised move, always within [4, 15];
   - the downturn's shape (`spec.shape`) is `abrupt` (linear over half an eval interval, then flat),
     `linear_steps` (linear in steps to the last step) or `linear_kl` (linear in the true KL to the base),
     a third each.
   Each segment spans at least max(3 eval intervals, 15% of the run), so every onset has >= 3 eval points
   on each side.
 
-Observation model (what the frame holds; metric names of `ceiling.frame.METRICS`):
+Observation model (what the frame holds; metric names of `ceiling.frame.METRICS`; `compute` is NaN):
   verified/reward            steps 1..T, latent + AR(1) noise, phi ~ U(0.2, 0.8), marginal SD ~ U(0.02, 0.05),
                              clipped to [0, 1]
   verified/eval_acc          at `eval_steps` = 0, k, 2k, ..., T (8-40 points; 12-40 for 3-regime runs),
@@ -56,8 +58,8 @@ Observation model (what the frame holds; metric names of `ceiling.frame.METRICS`
        k1    kl/logged = K(t) + N(0, (0.05 K_T + 0.15 K(t))^2): early values can be negative
        zero  kl/logged = 0 at every step (the KL penalty was off, the trainer logged zeros)
        none  no KL at all
-  A third of the runs have a base point: the step-0 evals sit U(10, 30) SDs below the curve (at most 85%
-  of the way to 0, like every move here: `shift`).
+  A third of the runs have a base point: the step-0 evals sit U(10, 30) SDs below the curve (capped at 85%
+  of the way to 0, which binds in ~3/4 of them). Training-side metrics start at step 1.
 
 `SimRun.to_log(path)` writes the raw CSV a user would bring (columns step, total_steps, reward_avg,
 entropy_avg, avg_response_len, duplicate_share, kl_loss | reference_kl, eval_acc, mmlu_acc); eval columns
@@ -68,7 +70,7 @@ step. `SimRun.log_mapping()` gives the mapping flags that read it back (`--unver
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +80,8 @@ from ceiling.frame import normalize_frame
 from ceiling.io import atomic_write_text
 
 REGIMES = ("improving", "plateau", "trade_off", "over_optimisation", "collapse")
-NO_CHANGE = (("improving",), ("plateau",))
+HARMFUL = ("trade_off", "over_optimisation", "collapse")  # the regimes a run can only end in
+NO_CHANGE = (("improving",), ("plateau",))                 # the sequences of runs with no onset
 # sequence -> weight in a corpus: each final regime gets 2 of 10 slots, no-change runs 3 of 10.
 SEQUENCES: dict[tuple[str, ...], int] = {
     ("improving",): 2, ("plateau",): 1, ("improving", "plateau"): 1,
@@ -201,7 +204,7 @@ def draw_spec(seed: int, sequence: tuple[str, ...] | None = None) -> SimSpec:
     cuts = np.sort(rng.uniform(0, slack, len(sequence) - 1))
     onsets = tuple(int(min_len * (i + 1) + c) for i, c in enumerate(np.floor(cuts)))
     last = sequence[-1]
-    harmful = last in ("trade_off", "over_optimisation", "collapse")
+    harmful = last in HARMFUL
     degenerate = last == "collapse" or (last == "over_optimisation" and rng.random() < 0.5)
     n_unverified = int(rng.integers(200, 1001)) if last == "trade_off" or rng.random() < 0.5 else 0
     z_second = 0.0
@@ -302,9 +305,10 @@ def latent_curves(spec: SimSpec) -> dict[str, np.ndarray]:
 def effect_sd(spec: SimSpec, true: dict[str, np.ndarray]) -> float:
     """How far the affected score moves from the last onset to step T, in binomial SDs at the onset (0 if none)."""
     last = spec.sequence[-1]
-    if last not in ("trade_off", "over_optimisation", "collapse"):
+    if last not in HARMFUL:
         return 0.0
-    metric, n = ("unverified/score", spec.n_unverified) if last == "trade_off" else ("verified/eval_acc", spec.n_problems)
+    metric, n = ("unverified/score", spec.n_unverified) if last == "trade_off" else \
+        ("verified/eval_acc", spec.n_problems)
     curve, on = true[metric], spec.onsets[-1]
     return float((curve[on] - curve[-1]) / binomial_sd(curve[on], n))
 
@@ -327,14 +331,12 @@ def observe(spec: SimSpec, rng: np.random.Generator, noise: bool = True) -> pd.D
     steps = np.arange(T + 1)
     out = pd.DataFrame({"step": steps})
     train = steps >= 1
-    ev = np.zeros(T + 1, dtype=bool)
-    ev[spec.eval_steps] = True
+    ev = np.isin(steps, spec.eval_steps)
     z = (lambda sd: ar1(rng, T + 1, spec.reward_phi, sd)) if noise else (lambda sd: np.zeros(T + 1))
     out["verified/reward"] = np.where(train, np.clip(true["verified/reward"] + z(spec.reward_sigma), 0, 1), np.nan)
     out["policy/entropy"] = np.where(train, true["policy/entropy"] * np.exp(z(0.04)), np.nan)
     out["length/mean"] = np.where(train, true["length/mean"] * np.exp(z(0.05)), np.nan)
-    m = spec.completions_per_step
-    dup = true["diversity/duplicate_share"]
+    m, dup = spec.completions_per_step, true["diversity/duplicate_share"]
     out["diversity/duplicate_share"] = np.where(train, rng.binomial(m, dup) / m if noise else dup, np.nan)
     for metric, n in (("verified/eval_acc", spec.n_problems), ("unverified/score", spec.n_unverified)):
         if n == 0:
@@ -416,7 +418,3 @@ def _log_table(wide: pd.DataFrame, spec: SimSpec, total: int) -> pd.DataFrame:
             out[spec.kl_column] = wide[metric]
     return out
 
-
-__all__ = ["REGIMES", "SEQUENCES", "NO_CHANGE", "KL_VARIANTS", "SHAPES", "SimSpec", "SimLabels", "SimRun",
-           "draw_spec", "latent_curves", "true_kl", "binomial_sd", "observe", "simulate_run", "simulate_corpus",
-           "corpus_table", "shift", "effect_sd", "ar1"]
