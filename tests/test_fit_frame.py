@@ -21,7 +21,9 @@ from ceiling.fit import (
     save_fits,
 )
 
-REAL = Path("/work/shared/data/real_logs")
+# the genuine logs: ../shared relative to the repo root where present, else the copies inside the repo
+_SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real_logs"
+REAL = _SHARED if (_SHARED / "7_3_plus_tracking_metrics.csv").is_file() else Path(__file__).resolve().parent / "fixtures" / "real_logs"
 
 
 def synthetic_run(run: str, rng: np.random.Generator, coverage: float = 0.6, n: int = 150,
