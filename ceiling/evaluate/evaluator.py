@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from time import perf_counter
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,7 +29,7 @@ from ceiling.evaluate.config import EvalConfig
 from ceiling.frame import normalize_frame
 from ceiling.io import atomic_write_json, atomic_write_text, read_jsonl
 from ceiling.memory import keep_freed_memory
-from ceiling.models import LoadedModel, load, resolve_device
+from ceiling.models import LoadedModel, Rollout, load, resolve_device, sample
 from ceiling.progress import Heartbeat, is_terminal
 from ceiling.tasks import Problem, TaskSet
 
@@ -108,11 +108,13 @@ def _nll_documents(base: LoadedModel, cfg: EvalConfig) -> tuple[list[list[int]],
 class _Evaluator:
     """Holds the base, its samples and the shared bootstrap draws while checkpoints stream through."""
 
-    def __init__(self, base: Any, cfg: EvalConfig, taskset: TaskSet | None, timings: dict[str, float]):
+    def __init__(self, base: Any, cfg: EvalConfig, taskset: TaskSet | None, timings: dict[str, float],
+                 sampler: Callable[..., Rollout] = sample):
         if cfg.max_new_tokens is None:
             cfg = replace(cfg, max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
         self.cfg = cfg
         self.timings = timings
+        self.sampler = sampler
         t0 = perf_counter()
         self.base = _load(base, cfg.device)
         self._tick("load", t0)
@@ -133,7 +135,8 @@ class _Evaluator:
 
     def _draw(self, loaded: LoadedModel) -> sp.ModelSamples:
         prompts = [p.prompt for p in self.ep.problems]
-        return sp.draw(loaded, prompts, self.ep.verify, self.ep.extract, self.cfg, self.max_new, self.timings)
+        return sp.draw(loaded, prompts, self.ep.verify, self.ep.extract, self.cfg, self.max_new, self.timings,
+                       self.sampler)
 
     def _stats(self, s: sp.ModelSamples) -> ms.ProblemStats:
         t0 = perf_counter()
@@ -200,12 +203,14 @@ def _frame(rows_by_step: list[tuple[int, list[dict[str, Any]]]], run: str,
 def evaluate_checkpoints(base: Any, checkpoints: Sequence[Any], cfg: EvalConfig | None = None, run: str = "eval",
                          taskset: TaskSet | None = None, steps: Sequence[int] | None = None,
                          compute: dict[int, float] | None = None, include_base: bool = True,
-                         timings: dict[str, float] | None = None) -> pd.DataFrame:
+                         timings: dict[str, float] | None = None,
+                         sampler: Callable[..., Rollout] = sample) -> pd.DataFrame:
     """Evaluate `base` (step 0) and each checkpoint on the same held-out prompts; return the canonical frame.
 
     base / checkpoints: a base name, a local model folder or a `LoadedModel`. `steps` defaults to
     `step_of(checkpoint)`; `compute` maps step -> cumulative FLOPs. `timings`, if given, receives seconds
-    per stage (load, generate, score, verify, greedy, measures, kl, nll).
+    per stage (load, generate, score, verify, greedy, measures, kl, nll). `sampler` draws the completions
+    (signature of `ceiling.models.sample`, the default; tests pass one with chosen completions).
     """
     cfg = cfg or EvalConfig()
     timings = timings if timings is not None else {}
@@ -220,7 +225,7 @@ def evaluate_checkpoints(base: Any, checkpoints: Sequence[Any], cfg: EvalConfig 
     terminal = is_terminal()
     t0 = perf_counter()
     with Heartbeat("evaluate: sampling the base", enabled=not terminal) as beat:
-        ev = _Evaluator(base, cfg, taskset, timings)
+        ev = _Evaluator(base, cfg, taskset, timings, sampler)
         out = [(0, ev.base_rows())] if include_base else []
         for i, (step, ck) in enumerate(tqdm(zip(steps, checkpoints, strict=True), total=len(steps),
                                             desc="evaluate", unit="checkpoint", leave=False, disable=not terminal)):

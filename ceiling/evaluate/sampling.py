@@ -17,7 +17,7 @@ import torch
 from ceiling.evaluate.config import EvalConfig
 from ceiling.evaluate.estimators import kl_sequence
 from ceiling.evaluate.measures import SampleArrays
-from ceiling.models import LoadedModel, format_prompts, sample, token_logprobs
+from ceiling.models import LoadedModel, Rollout, format_prompts, sample, token_logprobs
 
 SCORE_TOKENS = 2 ** 16
 """Most tokens (rows x width) run through one scoring forward pass, to bound activation memory."""
@@ -78,11 +78,12 @@ def _score_rows(loaded: LoadedModel, input_ids: torch.Tensor, attention_mask: to
 
 def draw(loaded: LoadedModel, prompts: Sequence[str], verify: Callable[[int, str], float],
          extract: Callable[[int, str], str | None], cfg: EvalConfig, max_new_tokens: int,
-         timings: dict[str, float] | None = None) -> ModelSamples:
+         timings: dict[str, float] | None = None, sampler: Callable[..., Rollout] = sample) -> ModelSamples:
     """n samples per prompt (seeded: the same stream for every model) with rewards and answers; the first
     `cfg.scored_samples()` of each prompt are also scored (own log-probs and full-vocabulary entropy).
 
-    `verify(i, text)` / `extract(i, text)` score a completion of prompt i.
+    `verify(i, text)` / `extract(i, text)` score a completion of prompt i. `sampler` has the signature of
+    `ceiling.models.sample` (the default); tests pass one that returns chosen completions.
     """
     timings = timings if timings is not None else {}
     texts_in = format_prompts(loaded, list(prompts))
@@ -94,8 +95,8 @@ def draw(loaded: LoadedModel, prompts: Sequence[str], verify: Callable[[int, str
     for start in range(0, len(texts_in), per_call):
         t0 = perf_counter()
         with torch.no_grad():
-            ro = sample(loaded.model, loaded.tokenizer, texts_in[start:start + per_call], n_per_prompt=n,
-                        max_new_tokens=max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, generator=gen)
+            ro = sampler(loaded.model, loaded.tokenizer, texts_in[start:start + per_call], n_per_prompt=n,
+                         max_new_tokens=max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, generator=gen)
         t1 = perf_counter()
         timings["generate"] = timings.get("generate", 0.0) + t1 - t0
         p_idx = start + ro.group.cpu().numpy().astype(np.int64)
@@ -123,7 +124,7 @@ def draw(loaded: LoadedModel, prompts: Sequence[str], verify: Callable[[int, str
     greedy = None
     if cfg.greedy:
         t0 = perf_counter()
-        greedy = _greedy_rewards(loaded, texts_in, verify, cfg, max_new_tokens)
+        greedy = _greedy_rewards(loaded, texts_in, verify, cfg, max_new_tokens, sampler)
         timings["greedy"] = timings.get("greedy", 0.0) + perf_counter() - t0
     arrays = SampleArrays(prompt_index, rewards, answers, texts, token_ids, np.concatenate(lengths),
                           np.concatenate(ent_sum), greedy, np.concatenate(scored))
@@ -131,13 +132,13 @@ def draw(loaded: LoadedModel, prompts: Sequence[str], verify: Callable[[int, str
 
 
 def _greedy_rewards(loaded: LoadedModel, prompts: Sequence[str], verify: Callable[[int, str], float],
-                    cfg: EvalConfig, max_new_tokens: int) -> np.ndarray:
+                    cfg: EvalConfig, max_new_tokens: int, sampler: Callable[..., Rollout] = sample) -> np.ndarray:
     out: list[float] = []
     gen = torch.Generator(device=loaded.model.device).manual_seed(cfg.seed)
     for start in range(0, len(prompts), cfg.batch_size):
         with torch.no_grad():
-            ro = sample(loaded.model, loaded.tokenizer, list(prompts[start:start + cfg.batch_size]), n_per_prompt=1,
-                        max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0, generator=gen)
+            ro = sampler(loaded.model, loaded.tokenizer, list(prompts[start:start + cfg.batch_size]),
+                         n_per_prompt=1, max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0, generator=gen)
         out.extend(verify(start + i, t) for i, t in enumerate(ro.texts))
     return np.asarray(out, dtype=np.float64)
 
