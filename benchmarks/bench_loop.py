@@ -183,7 +183,7 @@ def ours_config(spec: LoopSpec, out: str) -> Any:
         base=spec.path, tasks=spec.tasks, steps=spec.total_steps, prompts_per_step=spec.prompts_per_step,
         group_size=spec.group_size, max_new_tokens=spec.max_new_tokens, temperature=spec.temperature,
         top_p=spec.top_p, loss_type=spec.loss_type, epsilon_low=spec.epsilon, epsilon_high=spec.epsilon,
-        updates_per_batch=1, minibatches=1, beta=spec.beta, kl_estimator="k3", std_scaling="group",
+        updates_per_batch=1, num_minibatches=1, beta=spec.beta, kl_estimator="k3", std_scaling="group",
         lr=spec.lr, max_grad_norm=spec.max_grad_norm, adam_beta1=spec.adam_beta1, adam_beta2=spec.adam_beta2,
         seed=spec.seed, device=spec.device, dtype=spec.dtype, num_threads=spec.threads,
         checkpoint_every=10**9, out=out, log=False)
@@ -204,7 +204,7 @@ def run_ours(spec: LoopSpec) -> list[StepRecord]:
 
 
 def step_problems(spec: LoopSpec) -> list[list[Any]]:
-    """The problems our loop draws at steps 0 .. total_steps - 1 (same seeds as `ceiling.rl.grpo.collect`)."""
+    """The problems our loop draws at steps 0 .. total_steps - 1 (same seeds as `ceiling.rl.grpo.roll_out`)."""
     from ceiling.rl.grpo import STREAM_PROBLEMS, step_seed
     from ceiling.tasks import TaskSet
 

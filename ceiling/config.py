@@ -103,15 +103,19 @@ def _cli_type(tp: Any) -> Any:
     return tp
 
 
-def add_flags(parser: Any, cls: type, names: Iterable[str] | None = None, default_text: str | None = None) -> None:
-    """One flag `--field-name` per field of `cls` (or per name in `names`), its help the field's doc and its
-    default (or `default_text`). A flag not given sets nothing: read the given ones with `given_flags`."""
+def add_flags(parser: Any, cls: type, names: Iterable[str] | None = None,
+              defaults: dict[str, Any] | str | None = None) -> None:
+    """One flag `--field-name` per field of `cls` (or per name in `names`), its help the field's doc and the
+    default: the field's, the one in `defaults` (a dict), or the text `defaults`. A flag not given sets
+    nothing: read the given ones with `given_flags`."""
     hints, docs = typing.get_type_hints(cls), field_docs(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for name in names or fields:
-        default = fields[name].default
-        shown = default_text if default_text is not None else f"default: {default}"
-        text = (f"{docs.get(name, '')} ({shown})").replace("%", "%%")
+        if isinstance(defaults, str):
+            shown = defaults
+        else:
+            shown = f"default: {(defaults or {}).get(name, fields[name].default)}"
+        text = (f"{docs.get(name, '').rstrip('.')} ({shown})").replace("%", "%%")
         flag, inner = "--" + name.replace("_", "-"), _inner(hints[name])[0]
         if inner is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,

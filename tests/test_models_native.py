@@ -197,12 +197,12 @@ def test_packed_scoring_equals_padded(pair, max_keys, monkeypatch):
     nat.zero_grad()
 
 
-def test_packed_micro_batches_keep_groups_and_cover_rows():
-    from ceiling.rl.grpo import micro_batches
+def test_packed_forward_chunks_keep_groups_and_cover_rows():
+    from ceiling.models.batching import forward_chunks
 
     lengths = torch.tensor([5, 1, 9, 3, 2, 8, 7, 4, 6, 2, 2, 3])
     groups = torch.arange(4).repeat_interleave(3)
-    chunks = micro_batches(torch.arange(12), lengths, prompt_len=6, max_rows=6, device=torch.device("cpu"),
+    chunks = forward_chunks(torch.arange(12), lengths, prompt_len=6, max_rows=6, device=torch.device("cpu"),
                            groups=groups, packed=True)
     assert [len(c) for c in chunks] == [6, 6]
     assert sorted(torch.cat(chunks).tolist()) == list(range(12))

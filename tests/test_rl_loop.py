@@ -50,7 +50,7 @@ def without_clock(rows: list[dict]) -> list[dict]:
 def test_resume_is_identical_to_an_uninterrupted_run(random_base, tmp_path):
     # several PPO epochs and minibatches: the optimizer state and old-policy log-probs matter on resume
     # random rewards: a random model never answers right, and the updates must move it
-    over = dict(updates_per_batch=2, minibatches=2, warmup_steps=2, random_reward=True)
+    over = dict(updates_per_batch=2, num_minibatches=2, warmup_steps=2, random_reward=True)
     whole = read_jsonl(train(small_config(random_base, tmp_path / "whole", **over)) / "metrics.jsonl")
     assert [r["step"] for r in whole] == [0, 1, 2, 3, 4]
     for key in REQUIRED_KEYS:

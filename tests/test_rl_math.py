@@ -70,7 +70,7 @@ def test_token_weights_per_loss_type():
 def test_policy_loss_on_policy_values_and_gradients(loss_type, value, grad_row0, grad_row1):
     logp = torch.tensor([[-1.0, -2.0, -0.5, -0.5], [-0.3, -0.1, -0.1, -0.1]], requires_grad=True)
     w = token_weights(MASK, loss_type, max_new_tokens=4)
-    loss, parts = policy_loss(logp, logp.detach(), ADV, w, loss_type=loss_type)
+    loss, parts = policy_loss(logp, logp.detach(), ADV, w)
     assert loss.item() == pytest.approx(value)
     assert parts["policy"] == pytest.approx(value)
     loss.backward()
@@ -100,7 +100,7 @@ def test_clipped_surrogate_hand_values():
 def test_clipped_tokens_get_no_gradient():
     logp = torch.log(torch.tensor([[1.5, 1.1]])).requires_grad_(True)
     w = token_weights(torch.ones(1, 2), "dapo", 2)
-    loss, parts = policy_loss(logp, torch.zeros(1, 2), torch.tensor([1.0]), w, "dapo", 0.2, 0.2)
+    loss, parts = policy_loss(logp, torch.zeros(1, 2), torch.tensor([1.0]), w, 0.2, 0.2)
     loss.backward()
     assert logp.grad[0, 0].item() == 0.0  # ratio 1.5 > 1.2 with A > 0: clipped, no gradient
     assert logp.grad[0, 1].item() == pytest.approx(-0.5 * 1.1)  # d(-w * r)/d logp = -w * r
@@ -185,7 +185,7 @@ def test_config_errors_name_the_field():
 
 
 def test_length_buckets_minimise_padding():
-    from ceiling.rl.grpo import length_buckets
+    from ceiling.models.batching import length_buckets
 
     # one long completion gets its own forward pass instead of padding three short ones to its length
     assert length_buckets([1, 1, 1, 30], prompt_len=5, max_rows=4, overhead_tokens=1) == [(0, 3), (3, 4)]
@@ -196,8 +196,8 @@ def test_length_buckets_minimise_padding():
     assert [a for a, _ in spans][1:] == [b for _, b in spans][:-1] and spans[0][0] == 0 and spans[-1][1] == 5
 
 
-def test_micro_batches_keep_prompt_groups_together_when_prompts_are_shared():
-    from ceiling.rl.grpo import bucket_cost, micro_batches
+def test_forward_chunks_keep_prompt_groups_together_when_prompts_are_shared():
+    from ceiling.models.batching import bucket_cost, forward_chunks
 
     gen = torch.Generator().manual_seed(0)
     groups = torch.arange(6).repeat_interleave(8)  # 6 prompts x 8 completions
@@ -208,8 +208,8 @@ def test_micro_batches_keep_prompt_groups_together_when_prompts_are_shared():
         return sum(bucket_cost(int(lengths[c].max()), len(c), len(set(groups[c].tolist())), 40, 128, share)
                    for c in chunks)
 
-    plain = micro_batches(rows, lengths, prompt_len=40, max_rows=16, device=cpu)
-    shared = micro_batches(rows, lengths, prompt_len=40, max_rows=16, device=cpu, groups=groups, share_prompts=True)
+    plain = forward_chunks(rows, lengths, prompt_len=40, max_rows=16, device=cpu)
+    shared = forward_chunks(rows, lengths, prompt_len=40, max_rows=16, device=cpu, groups=groups, share_prompts=True)
     for chunks in (plain, shared):  # every row exactly once, within the row limit
         assert sorted(torch.cat(chunks).tolist()) == list(range(48)) and max(len(c) for c in chunks) <= 16
     # a 40-token prompt shared by 8 rows: whole groups per chunk, and fewer tokens than the length-sorted cut
@@ -218,15 +218,15 @@ def test_micro_batches_keep_prompt_groups_together_when_prompts_are_shared():
             assert int((groups[c] == g).sum()) == 8
     assert cost(shared, True) < cost(plain, True) and cost(shared, True) < 0.8 * cost(plain, False)
     # without sharing the grouped order is never chosen over a cheaper length-sorted one
-    assert cost(micro_batches(rows, lengths, 40, 16, cpu, groups=groups, share_prompts=False), False) == cost(plain, False)
+    assert cost(forward_chunks(rows, lengths, 40, 16, cpu, groups=groups, share_prompts=False), False) == cost(plain, False)
 
 
 def test_grouped_order_holds_when_lengths_exceed_the_row_count():
-    from ceiling.rl.grpo import micro_batches
+    from ceiling.models.batching import forward_chunks
 
     groups = torch.tensor([0, 0, 1, 1])
     lengths = torch.tensor([50, 3, 40, 60])  # lengths far above the 4 rows: groups must not interleave
-    chunks = micro_batches(torch.arange(4), lengths, prompt_len=200, max_rows=2, device=torch.device("cpu"),
+    chunks = forward_chunks(torch.arange(4), lengths, prompt_len=200, max_rows=2, device=torch.device("cpu"),
                            groups=groups, share_prompts=True)
     # one group per chunk (its 200-token prompt computed once), group 0 (longest 50) first, by length within
     assert [c.tolist() for c in chunks] == [[1, 0], [2, 3]]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ceiling.config import add_flags, given_flags
 from ceiling.errors import CeilingError, error_at
 from ceiling.evaluate import EvalConfig, evaluate_checkpoints, evaluate_run
 from ceiling.evaluate.evaluator import eval_record
@@ -22,13 +23,6 @@ SUMMARY = [("verified/reward", "verified", "reward"), ("verified/greedy_acc", "v
            ("crossover/k", "verified", "crossover")]
 
 
-def _ks(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(k) for k in text.split(",") if k.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_argument_group("what to evaluate (either --run, or --base with --checkpoints)")
     src.add_argument("--run", type=Path, help="a run directory made by `ceiling train` (writes DIR/eval.csv)")
@@ -37,35 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--tasks", default="default", help="task set spec, as for `ceiling train` (default: default)")
     src.add_argument("--out", type=Path, help="output CSV for --base mode (default: eval.csv)")
     src.add_argument("--name", help="run name in the output (default: the run dir's or the --out file's stem)")
-    d = EvalConfig()
-    g = parser.add_argument_group("sampling and statistics")
-    g.add_argument("--n-samples", type=int, default=d.n_samples,
-                   help="samples per prompt, the n of pass@k (default: %(default)s)")
-    g.add_argument("--n-prompts", type=int, default=d.n_prompts,
-                   help="held-out prompts per family (default: %(default)s)")
-    g.add_argument("--score-samples", type=int, default=d.score_samples,
-                   help="samples per prompt scored for entropy, KL and NLL (default: %(default)s)")
-    g.add_argument("--temperature", type=float, default=d.temperature, help="(default: %(default)s)")
-    g.add_argument("--top-p", type=float, default=d.top_p, help="(default: %(default)s)")
-    g.add_argument("--max-new-tokens", type=int, default=None, help="default: the run's own, else 64")
-    g.add_argument("--ks", type=_ks, default=None,
-                   help="k values of pass@k, e.g. 1,8,64 (default: powers of 2 up to n)")
-    g.add_argument("--no-greedy", action="store_true", help="skip greedy decoding")
-    g.add_argument("--n-boot", type=int, default=d.n_boot, help="bootstrap resamples (default: %(default)s)")
-    g.add_argument("--nll-documents", type=int, default=d.nll_documents,
-                   help="held-out pretraining documents for NLL (default: %(default)s)")
-    g.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
-    g.add_argument("--device", default=d.device, help="auto, cpu or cuda (default: %(default)s)")
-    g.add_argument("--batch-size", type=int, default=d.batch_size,
-                   help="sequences per generation call (default: %(default)s)")
+    add_flags(parser.add_argument_group("sampling and statistics (EvalConfig)"), EvalConfig)
 
 
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
-    return EvalConfig(n_samples=args.n_samples, n_prompts=args.n_prompts, temperature=args.temperature,
-                      top_p=args.top_p, max_new_tokens=args.max_new_tokens, ks=args.ks,
-                      score_samples=args.score_samples, greedy=not args.no_greedy,
-                      n_boot=args.n_boot, nll_documents=args.nll_documents, seed=args.seed, device=args.device,
-                      batch_size=args.batch_size)
+    return EvalConfig.from_dict(given_flags(args, EvalConfig), where="command line")
 
 
 def summary_table(frame: pd.DataFrame) -> str:

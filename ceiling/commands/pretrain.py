@@ -11,7 +11,9 @@ import json
 import time
 from pathlib import Path
 
+from ceiling.config import add_flags, given_flags
 from ceiling.errors import error_at
+from ceiling.pretrain import CorpusSpec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,10 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default=None, help="base name: the folder under data/bases/ (default from --out)")
     parser.add_argument("--out", default=None, help="output folder (default data/bases/NAME)")
     parser.add_argument("--seed", type=int, default=0, help="seed of corpus and initialisation (default 0)")
-    parser.add_argument("--tasks", default=None,
-                        help="task set whose families make the corpus (default: CorpusSpec.tasks, 'tiny-rl')")
-    parser.add_argument("--verified-share", type=float, default=None,
-                        help="share of corpus documents from the verified families (default: CorpusSpec, 0.7)")
+    add_flags(parser, CorpusSpec, ["tasks", "verified_share"])
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: TrainConfig.steps)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 2; fixed for reproducibility)")
     parser.add_argument("--no-measure", action="store_true", help="skip writing diversity.json")
@@ -66,7 +65,7 @@ def main(args: argparse.Namespace) -> int:
     from ceiling.pretrain import PRESETS, pretrain
 
     cfg = _config(args)
-    corpus = {k: v for k, v in (("tasks", args.tasks), ("verified_share", args.verified_share)) if v is not None}
+    corpus = given_flags(args, CorpusSpec)
     if args.all:
         if args.diversity is not None or args.name or args.out:
             raise error_at(None, "--all builds the shipped bases; do not combine it with --diversity/--name/--out",

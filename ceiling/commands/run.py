@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default=None, help=f"a named setup: {', '.join(PRESETS)} (default: default)")
     p.add_argument("--config", default=None, help="a JSON run config (sections train / eval / fit)")
     p.add_argument("--name", default=None, help="run name (default: the preset's or config file's name)")
-    add_flags(p, GRPOConfig, TRAIN_FLAGS, default_text="default: the preset's")
+    add_flags(p, GRPOConfig, TRAIN_FLAGS, defaults="default: the preset's")
     p.add_argument("--runs-dir", default="runs", help="where run directories go (default: runs/)")
     p.add_argument("--reports-dir", default="reports", help="where reports go (default: reports/)")
     p.add_argument("--fresh", action="store_true", help="delete an existing run directory of the same name first")

@@ -1,10 +1,13 @@
-"""`EvalConfig`: every knob of the evaluator, recorded next to its results (`eval_config.json`)."""
+"""`EvalConfig`: every knob of the evaluator, recorded next to its results (`eval_config.json`).
+Written in the style of every config (`ceiling.config`): a doc under each field, validated on creation."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from ceiling import config
 from ceiling.errors import error_at
 from ceiling.io import dumps
 
@@ -18,17 +21,15 @@ class EvalConfig:
     n_prompts: int = 32
     """Held-out (test split) prompts per task family, verified and unverified families alike."""
     temperature: float = 1.0
-    """Sampling temperature. KL and entropy are those of the models themselves (T = 1); at other temperatures
-    the KL estimates are computed on tempered samples and labelled as such (biased)."""
+    """Sampling temperature (KL and entropy are the models' own, at T = 1; other T: tempered samples, biased)."""
     top_p: float = 1.0
     """Nucleus sampling threshold (1.0 = off)."""
     max_new_tokens: int | None = None
     """Completion length cap; None = the run's own `max_new_tokens` (config.json), else 64."""
     ks: tuple[int, ...] | None = None
-    """k values of pass@k; None = 1, 2, 4, ..., n_samples."""
+    """k values of pass@k (on the command line: 1,8,64); None = 1, 2, 4, ..., n_samples."""
     score_samples: int = 16
-    """Samples per prompt (the first ones) also scored by both models for entropy, KL and NLL; reward,
-    pass@k and diversity use all n_samples. Capped at n_samples."""
+    """Samples per prompt (the first, at most n_samples) scored by both models for entropy, KL and NLL."""
     greedy: bool = True
     """Also decode one greedy completion per prompt (greedy accuracy)."""
     n_boot: int = 1000
@@ -49,6 +50,12 @@ class EvalConfig:
     """Sequences per generation / scoring call (whole prompts' groups of n_samples are kept together)."""
 
     def __post_init__(self) -> None:
+        if self.ks is not None:
+            self.ks = tuple(int(k) for k in self.ks)
+        self.validate()
+
+    def validate(self, where: str | Path | None = None) -> EvalConfig:
+        """Raise a one-line CeilingError naming the first bad field."""
         checks = [
             ("n_samples", self.n_samples >= 1), ("score_samples", self.score_samples >= 1),
             ("n_prompts", self.n_prompts >= 1),
@@ -60,12 +67,11 @@ class EvalConfig:
         ]
         for name, ok in checks:
             if not ok:
-                raise error_at(None, f"invalid value {getattr(self, name)!r}", field=name)
-        if self.ks is not None:
-            self.ks = tuple(int(k) for k in self.ks)
-            if not self.ks or any(k < 1 or k > self.n_samples for k in self.ks):
-                raise error_at(None, f"every k must be in 1..n_samples={self.n_samples}, got {list(self.ks)}",
-                               field="ks")
+                raise error_at(where, f"invalid value {getattr(self, name)!r}", field=name)
+        if self.ks is not None and (not self.ks or any(k < 1 or k > self.n_samples for k in self.ks)):
+            raise error_at(where, f"every k must be in 1..n_samples={self.n_samples}, got {list(self.ks)}",
+                           field="ks")
+        return self
 
     def scored_samples(self) -> int:
         """Samples per prompt scored for entropy and KL: min(score_samples, n_samples)."""
@@ -78,18 +84,12 @@ class EvalConfig:
         return sorted(set(self.ks)) if self.ks else k_grid(self.n_samples)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["ks"] = list(self.ks) if self.ks is not None else None
-        return d
+        return config.to_dict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "EvalConfig":
-        """An EvalConfig from a dict (e.g. a run preset's "eval" settings); unknown keys are an error."""
-        names = {f.name for f in fields(cls)}
-        for key in d:
-            if key not in names:
-                raise error_at(None, f"unknown evaluation setting; known: {', '.join(sorted(names))}", field=key)
-        return cls(**{k: (tuple(v) if k == "ks" and v is not None else v) for k, v in d.items()})
+    def from_dict(cls, data: dict[str, Any], where: str | Path | None = None) -> EvalConfig:
+        """An EvalConfig from a JSON object (a preset's "eval" settings); one-line errors name the field."""
+        return config.from_dict(cls, data, where)
 
     def fingerprint(self, **context: Any) -> str:
         """A short hash of everything that changes the numbers (all fields plus `context`, e.g. base and tasks)."""

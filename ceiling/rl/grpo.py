@@ -2,7 +2,7 @@
 
 One *step* is: sample `prompts_per_step` problems from the verified task families, draw `group_size`
 completions per prompt from the policy (batched, KV cache), score them with the verifiers, turn the scores
-into group-relative advantages, and take `updates_per_batch` PPO epochs of `minibatches` AdamW steps each on
+into group-relative advantages, and take `updates_per_batch` PPO epochs of `num_minibatches` AdamW steps each on
 the clipped surrogate, optionally with a KL penalty to the frozen base model and an entropy bonus.
 
 Loss types (all share the PPO ratio clip `[1 - epsilon_low, 1 + epsilon_high]`):
@@ -31,35 +31,31 @@ Attention-score FLOPs and padding are not counted (the usual 6N approximation).
 
 Speed: generation uses the models' batched KV-cache sampler; the frozen base scores the samples in one
 no-grad pass; with one PPO epoch and one minibatch (the default) the training forward itself gives the
-policy's log-probs, entropy and KL (the ratio is exactly 1, so no separate old-policy pass); forward passes
-group rows of similar completion length (`length_buckets`) so a long completion does not pad the short ones,
-or keep each prompt's group together when that lets the prompt be computed once (`models.prefix`),
-and split them into micro-batches that keep activation memory within a budget (`micro_batch_size`). On small
-native Llamas (`models.llama`, the tiny bases) completions are packed end to end instead, so no padding is
-computed at all (`models.prefix.packed_states`). The optimizer is `rl.optim.AdamW` (torch's arithmetic,
-bitwise; it saves the ~75 MB import of torch._dynamo that any torch.optim optimizer triggers).
+policy's log-probs, entropy and KL (the ratio is exactly 1, so no separate old-policy pass). Which rows share
+a forward pass, and how many, is `ceiling.models.batching`'s business (`model_chunks`, `rows_per_forward`):
+it changes no number. The optimizer is `rl.optim.AdamW` (torch's arithmetic, bitwise, without importing
+torch._dynamo as torch.optim does).
 
 Randomness: every random choice of step s (problems, sampling, minibatch order, random-reward control) uses
 a generator seeded from (seed, s), so a resumed run draws exactly what the uninterrupted one drew.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import random
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ceiling import config
 from ceiling.errors import CeilingError, error_at
-from ceiling.io import append_jsonl, atomic_write_json
+from ceiling.io import append_jsonl, atomic_write_json, read_json
 from ceiling.memory import keep_freed_memory
 from ceiling.models import (
     LoadedModel,
@@ -71,8 +67,8 @@ from ceiling.models import (
     sample,
     token_logprobs,
 )
+from ceiling.models.batching import model_chunks, rows_per_forward
 from ceiling.models.loading import BACKENDS
-from ceiling.models.prefix import MIN_SAVING, can_pack, shares_prompts
 from ceiling.progress import Heartbeat, is_terminal
 from ceiling.rl.checkpoint import (
     latest_checkpoint,
@@ -89,62 +85,93 @@ LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 STD_SCALINGS = ("group", "batch", "none")
 DTYPES = ("float32", "bfloat16")
-AUTO_ACTIVATION_BYTES_CPU = 2 * 2**30  # micro_batch_size 0: training activations kept under this on CPU ...
-AUTO_ACTIVATION_SHARE_CUDA = 0.25  # ... and under this share of the GPU's memory on CUDA
-CALL_OVERHEAD_TOKENS = {"cpu": 128, "cuda": 1024}  # a forward call's fixed cost in tokens (measured on CPU: on
-# SmolLM2 finer buckets, e.g. 1 token, were 15-20% slower, the matmuls being smaller and prompts recomputed)
 
 
 # --------------------------------------------------------------------------------------------------------
 # Configuration
 # --------------------------------------------------------------------------------------------------------
 
-def _f(default: Any, doc: str) -> Any:
-    """A dataclass field with a one-line doc (used for `--help` of `ceiling train`)."""
-    return field(default=default, metadata={"doc": doc})
-
+# Fields renamed since runs were first saved (old name -> new): a stored config.json with an old name loads.
+RENAMED = {"minibatches": "num_minibatches"}
 
 @dataclass
 class GRPOConfig:
     """Everything a run depends on. Written to `<out>/config.json`; a resume must match it."""
 
-    base: str = _f("tiny-medium", "base model: a shipped tiny base name, 'smollm2', or a local HF folder")
-    tasks: str = _f("default", "task set spec (TaskSet.parse); only its verified families are rewarded")
-    steps: int = _f(50, "number of policy updates (metrics lines 0..steps are written)")
-    prompts_per_step: int = _f(8, "problems sampled per step")
-    group_size: int = _f(8, "completions per problem (G); advantages are relative within a group")
-    max_new_tokens: int = _f(32, "completion length limit in tokens (also the dr_grpo normaliser)")
-    temperature: float = _f(1.0, "sampling temperature (log-probs in the loss and KL are the model's own, at 1)")
-    top_p: float = _f(1.0, "nucleus sampling threshold (1 = off)")
-    loss_type: str = _f("grpo", "grpo (sequence mean) | dr_grpo (constant normaliser) | dapo (token mean)")
-    epsilon_low: float = _f(0.2, "lower PPO clip: ratio is clipped below at 1 - epsilon_low")
-    epsilon_high: float = _f(0.2, "upper PPO clip: ratio is clipped above at 1 + epsilon_high (DAPO: 0.28)")
-    updates_per_batch: int = _f(1, "PPO epochs over each generated batch (1 = on-policy, ratio is 1)")
-    minibatches: int = _f(1, "optimizer steps per PPO epoch (the batch is split into this many parts)")
-    micro_batch_size: int = _f(0, "sequences per training forward, gradients accumulated (0 = auto, from an activation-memory budget)")
-    beta: float = _f(0.0, "KL penalty coefficient to the base (KL is measured every step regardless)")
-    kl_estimator: str = _f("k3", "estimator in the KL penalty: k1 | k2 | k3")
-    std_scaling: str | None = _f(None, "advantage std scaling: group | batch | none (default: none for dr_grpo, else group)")
-    entropy_coef: float = _f(0.0, "entropy bonus coefficient (0 = off)")
-    lr: float = _f(1e-4, "AdamW peak learning rate")
-    warmup_steps: int = _f(0, "linear learning-rate warm-up steps, then constant")
-    weight_decay: float = _f(0.0, "AdamW weight decay")
-    adam_beta1: float = _f(0.9, "AdamW beta1")
-    adam_beta2: float = _f(0.99, "AdamW beta2")
-    max_grad_norm: float = _f(1.0, "gradient clipping threshold on the global norm (0 = off)")
-    seed: int = _f(0, "seed of every random choice")
-    device: str = _f("auto", "auto | cpu | cuda")
-    backend: str = _f("auto", "model code: auto (ceiling's own Llama when the folder is a plain Llama, else transformers) | native | transformers")
-    num_threads: int = _f(0, "CPU threads for torch (0 = torch's default); may change the last bits of results")
-    dtype: str = _f("float32", "compute dtype: float32, or bfloat16 autocast on CUDA (weights and optimizer stay fp32)")
-    checkpoint_every: int = _f(10, "save a checkpoint every K steps (and always at step 0 and the end)")
-    out: str = _f("runs/grpo", "run directory")
-    random_reward: bool = _f(False, "control: train on rewards drawn at random, independent of correctness")
-    random_reward_p: float = _f(0.5, "probability of reward 1 under random_reward")
-    log: bool = _f(True, "print one progress line per step")
+    base: str = "tiny-medium"
+    """Base model: a shipped tiny base name, 'smollm2', or a local HF folder."""
+    tasks: str = "default"
+    """Task set spec (TaskSet.parse); only its verified families are rewarded."""
+    steps: int = 50
+    """Number of policy updates (metrics lines 0..steps are written)."""
+    prompts_per_step: int = 8
+    """Problems sampled per step."""
+    group_size: int = 8
+    """Completions per problem (G); advantages are relative within a group."""
+    max_new_tokens: int = 32
+    """Completion length limit in tokens (also the dr_grpo normaliser)."""
+    temperature: float = 1.0
+    """Sampling temperature (log-probs in the loss and KL are the model's own, at 1)."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold (1 = off)."""
+    loss_type: str = "grpo"
+    """Loss aggregation: grpo (sequence mean) | dr_grpo (constant normaliser) | dapo (token mean)."""
+    epsilon_low: float = 0.2
+    """Lower PPO clip: ratio is clipped below at 1 - epsilon_low."""
+    epsilon_high: float = 0.2
+    """Upper PPO clip: ratio is clipped above at 1 + epsilon_high (DAPO: 0.28)."""
+    updates_per_batch: int = 1
+    """PPO epochs over each generated batch (1 = on-policy, ratio is 1)."""
+    num_minibatches: int = 1
+    """Optimizer steps per PPO epoch (the batch is split into this many minibatches)."""
+    micro_batch_size: int = 0
+    """Sequences per training forward, gradients accumulated (0 = auto, from an activation-memory budget)."""
+    beta: float = 0.0
+    """KL penalty coefficient to the base (KL is measured every step regardless)."""
+    kl_estimator: str = "k3"
+    """Estimator in the KL penalty: k1 | k2 | k3."""
+    std_scaling: str | None = None
+    """Advantage std scaling: group | batch | none (default: none for dr_grpo, else group)."""
+    entropy_coef: float = 0.0
+    """Entropy bonus coefficient (0 = off)."""
+    lr: float = 1e-4
+    """AdamW peak learning rate."""
+    warmup_steps: int = 0
+    """Linear learning-rate warm-up steps, then constant."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    adam_beta1: float = 0.9
+    """AdamW beta1."""
+    adam_beta2: float = 0.99
+    """AdamW beta2."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping threshold on the global norm (0 = off)."""
+    seed: int = 0
+    """Seed of every random choice."""
+    device: str = "auto"
+    """auto, cpu or cuda."""
+    backend: str = "auto"
+    """Model code: auto (ceiling's own Llama when the folder is a plain Llama, else transformers) | native | transformers."""
+    num_threads: int = 0
+    """CPU threads for torch (0 = torch's default); may change the last bits of results."""
+    dtype: str = "float32"
+    """Compute dtype: float32, or bfloat16 autocast on CUDA (weights and optimizer stay fp32)."""
+    checkpoint_every: int = 10
+    """Save a checkpoint every K steps (and always at step 0 and the end)."""
+    out: str = "runs/grpo"
+    """Run directory."""
+    random_reward: bool = False
+    """Control: train on rewards drawn at random, independent of correctness."""
+    random_reward_p: float = 0.5
+    """Probability of reward 1 under random_reward."""
+    log: bool = True
+    """Print one progress line per step."""
 
     # Fields that may differ between a run and its resumption (everything else must match).
     RESUMABLE_CHANGES = ("steps", "out", "checkpoint_every", "log", "device", "num_threads", "backend")
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def resolved_std_scaling(self) -> str:
         """The advantage scaling in effect: the explicit choice, or the loss type's default."""
@@ -170,13 +197,13 @@ class GRPOConfig:
         for name in ("steps", "warmup_steps", "micro_batch_size", "seed", "num_threads"):
             if int(getattr(self, name)) < 0:
                 raise bad(name, "must be >= 0")
-        for name in ("prompts_per_step", "max_new_tokens", "updates_per_batch", "minibatches", "checkpoint_every"):
+        for name in ("prompts_per_step", "max_new_tokens", "updates_per_batch", "num_minibatches", "checkpoint_every"):
             if int(getattr(self, name)) < 1:
                 raise bad(name, "must be >= 1")
         if self.group_size < 2:
             raise bad("group_size", "must be >= 2 (advantages are relative within a group)")
-        if self.minibatches > self.prompts_per_step * self.group_size:
-            raise bad("minibatches", "must not exceed prompts_per_step * group_size")
+        if self.num_minibatches > self.prompts_per_step * self.group_size:
+            raise bad("num_minibatches", "must not exceed prompts_per_step * group_size")
         if not self.temperature > 0:
             raise bad("temperature", "must be > 0")
         if not 0 < self.top_p <= 1:
@@ -193,54 +220,21 @@ class GRPOConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return config.to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str | Path | None = None) -> GRPOConfig:
-        """Build a config from a JSON object; unknown keys or wrong types give a one-line error naming the field."""
-        if not isinstance(data, dict):
-            raise error_at(where, "a config must be a JSON object")
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        kwargs: dict[str, Any] = {}
-        for key, value in data.items():
-            if key not in known:
-                raise error_at(where, f"unknown setting (known: {', '.join(known)})", field=key)
-            kwargs[key] = _coerce(key, value, known[key].type, where)
-        return cls(**kwargs).validate(where)
+        """A config from a JSON object (a run's config.json, a --config file); one-line errors name the field."""
+        return config.from_dict(cls, data, where, renamed=RENAMED)
 
     def config_hash(self) -> str:
-        """A short hash of the settings that a resume must match."""
+        """A short hash of the settings that a resume must match (under the fields' first names, so that
+        runs made before a rename still resume)."""
         import hashlib
 
-        fixed = {k: v for k, v in self.to_dict().items() if k not in self.RESUMABLE_CHANGES}
+        first_name = {new: old for old, new in RENAMED.items()}
+        fixed = {first_name.get(k, k): v for k, v in self.to_dict().items() if k not in self.RESUMABLE_CHANGES}
         return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _coerce(name: str, value: Any, annotation: Any, where: str | Path | None) -> Any:
-    """Check a JSON value against a field's annotation ('int', 'float', 'str', 'bool', 'str | None')."""
-    ann = str(annotation)
-    if value is None and "None" in ann:
-        return None
-    try:
-        if ann.startswith("bool"):
-            if not isinstance(value, bool):
-                raise TypeError
-            return value
-        if ann.startswith("int"):
-            if isinstance(value, bool) or not float(value).is_integer():
-                raise TypeError
-            return int(value)
-        if ann.startswith("float"):
-            if isinstance(value, bool):
-                raise TypeError
-            return float(value)
-        if ann.startswith("str"):
-            if not isinstance(value, str):
-                raise TypeError
-            return value
-    except (TypeError, ValueError):
-        raise error_at(where, f"expected {ann.split(' ')[0]}, got {value!r}", field=name) from None
-    return value
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -323,15 +317,15 @@ def clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, advantages: to
 
 
 def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, weights: torch.Tensor,
-                loss_type: str = "grpo", epsilon_low: float = 0.2, epsilon_high: float = 0.2,
+                epsilon_low: float = 0.2, epsilon_high: float = 0.2,
                 ref_logp: torch.Tensor | None = None, beta: float = 0.0, kl_estimator: str = "k3",
                 entropy: torch.Tensor | None = None, entropy_coef: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
     """The full loss `sum(w * (clip_loss + beta * kl - entropy_coef * entropy))` and its terms as floats:
     "policy" = sum(w * clip_loss), "kl" = beta * sum(w * kl), "entropy" = entropy_coef * sum(w * entropy)
     (so loss = policy + kl - entropy; a term that is off is 0), plus clipped-token counts.
 
-    `weights` comes from `token_weights(mask, loss_type, max_new_tokens)` computed on the whole minibatch
-    (`loss_type` is only used to name things here; the aggregation lives in the weights).
+    `weights` comes from `token_weights(mask, loss_type, max_new_tokens)` computed on the whole minibatch:
+    the loss type's aggregation lives in the weights.
     """
     pg, low, high = clipped_surrogate(logp, old_logp, advantages, epsilon_low, epsilon_high)
     total = pg
@@ -397,7 +391,7 @@ class Batch:
     advantages: torch.Tensor  # [B]
 
 
-def collect(policy: LoadedModel, taskset: TaskSet, cfg: GRPOConfig, step: int, device: torch.device) -> Batch:
+def roll_out(policy: LoadedModel, taskset: TaskSet, cfg: GRPOConfig, step: int, device: torch.device) -> Batch:
     """Sample problems and G completions each from the policy, score them, and compute advantages."""
     problems = taskset.sample(cfg.prompts_per_step, seed=step_seed(cfg.seed, step, STREAM_PROBLEMS),
                               split="train", which="verified")
@@ -425,123 +419,6 @@ def autocast(device: torch.device, dtype: str) -> Any:
     return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype), enabled=enabled)
 
 
-def bucket_cost(width: Any, rows: Any, distinct_prompts: Any, prompt_len: int, overhead_tokens: int,
-                share_prompts: bool) -> Any:
-    """Tokens one forward over `rows` rows padded to `width` completion tokens computes, plus the call
-    overhead: with prompt sharing (`ceiling.models.prefix`, used when it skips >= MIN_SAVING of the
-    tokens) each distinct prompt is computed once and the completions run in a second call. Elementwise
-    on numpy arrays (the bucketing programme prices all candidate buckets ending at a row at once)."""
-    plain = np.asarray(rows) * (prompt_len + np.asarray(width))
-    saved = (np.asarray(rows) - np.asarray(distinct_prompts)) * prompt_len
-    shared = np.logical_and(share_prompts, saved >= MIN_SAVING * plain)
-    return np.where(shared, plain - saved + 2 * overhead_tokens, plain + overhead_tokens).astype(float)
-
-
-def length_buckets(lengths: list[int], prompt_len: int, max_rows: int, overhead_tokens: int,
-                   groups: list[int] | None = None, share_prompts: bool = False) -> list[tuple[int, int]]:
-    """Cut rows, in the given order, into contiguous buckets [(start, end), ...] of at most `max_rows` rows
-    that minimise the total `bucket_cost` (padded tokens computed plus a fixed cost per forward call).
-    `groups` (the prompt of each row) lets a bucket count its distinct prompts once when `share_prompts`.
-    Exact dynamic programme over cut points."""
-    return _buckets(lengths, prompt_len, max_rows, overhead_tokens, groups, share_prompts)[0]
-
-
-def _buckets(lengths: list[int], prompt_len: int, max_rows: int, overhead_tokens: int,
-             groups: list[int] | None, share_prompts: bool) -> tuple[list[tuple[int, int]], float]:
-    n = len(lengths)
-    if n == 0:
-        return [], 0.0
-    band = min(max_rows, n)
-    lens = np.maximum(np.asarray(lengths, dtype=np.int64), 1)
-    grp = np.asarray(groups if groups is not None else range(n), dtype=np.int64)
-    # Price every candidate bucket [j - d, j] (last row j, d + 1 rows) at once, as arrays [n, band]:
-    # its width (longest completion) and its distinct prompts, grown one row leftwards per column d.
-    order = np.lexsort((np.arange(n), grp))
-    same_next = np.full(n, n, dtype=np.int64)  # the next row of the same prompt group (n: none)
-    follows = grp[order][1:] == grp[order][:-1]
-    same_next[order[:-1][follows]] = order[1:][follows]
-    ends = np.arange(n)
-    width = np.zeros((n, band), dtype=np.int32)  # int32 / float32: n x band arrays (2,048 rows: ~4 MB each)
-    distinct = np.zeros((n, band), dtype=np.int32)
-    width[:, 0], distinct[:, 0] = lens, 1
-    for d in range(1, band):
-        start = ends - d
-        ok = start >= 0
-        s_idx = np.where(ok, start, 0)
-        width[:, d] = np.maximum(width[:, d - 1], lens[s_idx])
-        distinct[:, d] = distinct[:, d - 1] + (same_next[s_idx] > ends)  # a prompt not seen further right
-    rows = np.arange(1, band + 1)[None, :]
-    cost = bucket_cost(width, rows, distinct, prompt_len, overhead_tokens, share_prompts)
-    cost[ends[:, None] - rows + 1 < 0] = math.inf  # buckets that would start before row 0
-    best = np.zeros(n + 1)  # best[j]: cost of rows [0, j)
-    cut = np.zeros(n + 1, dtype=np.int64)
-    for j in range(1, n + 1):
-        k = min(band, j)  # candidate buckets [j - 1 - d, j), d = 0 .. k - 1
-        total = best[j - 1 - np.arange(k)] + cost[j - 1, :k]
-        d = int(np.argmin(total))  # the first minimum: the shortest bucket among equals
-        best[j], cut[j] = total[d], j - 1 - d
-    spans, j = [], n
-    while j > 0:
-        spans.append((int(cut[j]), j))
-        j = int(cut[j])
-    return spans[::-1], float(best[n])
-
-
-def micro_batches(rows: torch.Tensor, lengths: torch.Tensor, prompt_len: int, max_rows: int,
-                  device: torch.device, groups: torch.Tensor | None = None,
-                  share_prompts: bool = False, overhead_tokens: int = 128, packed: bool = False) -> list[torch.Tensor]:
-    """Row indices in forward-pass chunks that compute few tokens: rows sorted by completion length (little
-    padding), or, when prompts can be shared, whole prompt groups kept together (each prompt computed
-    once; groups ordered by their longest completion, rows by length within a group), whichever order's
-    best cut (`length_buckets`, a call costing `overhead_tokens` besides its tokens) computes fewer tokens.
-    `packed` (the model scores packed completions, `models.prefix.packed_states`): padding costs nothing,
-    so the grouped order is cut into as few chunks of `max_rows` as there can be."""
-    lens = lengths[rows].cpu()
-    by_length = grouped = torch.argsort(lens, stable=True)
-    grp = groups[rows].cpu() if groups is not None else None
-    if (share_prompts or packed) and grp is not None:
-        longest = torch.zeros(int(grp.max()) + 1, dtype=lens.dtype).scatter_reduce(0, grp, lens, reduce="amax")
-        grouped = by_length[torch.argsort(grp[by_length], stable=True)]  # stable sorts, last key first: length
-        grouped = grouped[torch.argsort(longest[grp[grouped]], stable=True)]  # in a group, groups by their longest
-    if packed:
-        order = rows[grouped.to(rows.device)]
-        return [order[a : a + max_rows] for a in range(0, len(order), max_rows)]
-    candidates = [by_length] if grouped is by_length else [by_length, grouped]
-    best: tuple[float, list[tuple[int, int]], torch.Tensor] | None = None
-    for perm in candidates:
-        spans, cost = _buckets(lens[perm].tolist(), prompt_len, max_rows, overhead_tokens,
-                               None if grp is None else grp[perm].tolist(), share_prompts)
-        if best is None or cost < best[0]:
-            best = (cost, spans, perm)
-    assert best is not None
-    order = rows[best[2].to(rows.device)]
-    return [order[a:b] for a, b in best[1]]
-
-
-def micro_batch_size(cfg: GRPOConfig, rollout: Rollout, model: Any, device: torch.device, grad: bool = True) -> int:
-    """Sequences per forward: the configured number, or (0) as many as keep the training activations within
-    budget (2 GiB on CPU, a quarter of the GPU), estimated as 4 bytes x (layers x (10 hidden + 4 MLP) + vocab)
-    per token (the vocabulary term: the head's kept probabilities, `models.logprobs.HeadStats`), a shared
-    prompt counting once per group; passes without gradients keep far less and take 4x as many. On SmolLM2
-    (2 cores) the update took 28-29 s a step at 10 rows per micro-batch (the old 1 GiB budget), 26 s at 20
-    (this budget, +0.8 GB peak) and 25-26 s at 32 (+2.6 GB)."""
-    if cfg.micro_batch_size > 0:
-        size = cfg.micro_batch_size
-    else:
-        c = model.config
-        hidden = int(getattr(c, "hidden_size", 1024))
-        per_token = 4 * (int(getattr(c, "num_hidden_layers", 24)) * (10 * hidden + 4 * int(getattr(c, "intermediate_size", 4 * hidden)))
-                         + int(getattr(c, "vocab_size", 32000)))
-        budget = AUTO_ACTIVATION_BYTES_CPU
-        if device.type == "cuda":
-            budget = int(AUTO_ACTIVATION_SHARE_CUDA * torch.cuda.get_device_properties(device).total_memory)
-        prompt = rollout.prompt_len
-        if shares_prompts(model):  # a group's prompt is computed once (`micro_batches` keeps groups together)
-            prompt = math.ceil(prompt / max(1, cfg.group_size))
-        size = max(1, budget // per_token // (prompt + max(int(rollout.lengths.max()), 1)))
-    return size if grad else 4 * size
-
-
 def forward_logprobs(model: Any, batch: Batch, rows: torch.Tensor, cfg: GRPOConfig, device: torch.device,
                      entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Completion-token log-probs (and entropy) of `rows`, trimmed to their longest completion: [n, T_rows]."""
@@ -559,11 +436,10 @@ def score_all(model: Any, batch: Batch, cfg: GRPOConfig, device: torch.device,
     r = batch.rollout
     logp = torch.zeros(r.completion_mask.shape, dtype=torch.float32, device=device)
     ent = torch.zeros_like(logp) if entropy else None
-    size = micro_batch_size(cfg, r, model, device, grad=False)
-    share = shares_prompts(model)
-    overhead = CALL_OVERHEAD_TOKENS.get(device.type, CALL_OVERHEAD_TOKENS["cuda"])
-    for rows in micro_batches(torch.arange(r.batch_size, device=device), r.lengths, r.prompt_len, size, device,
-                              groups=r.group, share_prompts=share, overhead_tokens=overhead, packed=can_pack(model)):
+    size = rows_per_forward(model, device, r.prompt_len, int(r.lengths.max()), cfg.group_size, cfg.micro_batch_size,
+                            grad=False)
+    for rows in model_chunks(model, device, torch.arange(r.batch_size, device=device), r.lengths, r.group,
+                             r.prompt_len, size):
         lp, en = forward_logprobs(model, batch, rows, cfg, device, entropy)
         logp[rows, : lp.shape[1]] = lp
         if ent is not None and en is not None:
@@ -575,17 +451,29 @@ def score_all(model: Any, batch: Batch, cfg: GRPOConfig, device: torch.device,
 # The update: PPO epochs x minibatches of AdamW steps on the clipped surrogate
 # --------------------------------------------------------------------------------------------------------
 
+@dataclass
+class UpdateResult:
+    """What one update did: its metrics (loss/*, optim/*, clip/*) and, for an on-policy update in one pass,
+    the policy's token log-probs and entropy [B, T] as its training forward computed them (None otherwise)."""
+
+    metrics: dict[str, float]
+    logp: torch.Tensor | None = None
+    entropy: torch.Tensor | None = None
+
+
 def update(model: Any, optimizer: AdamW, batch: Batch, ref_logp: torch.Tensor,
-           old_logp: torch.Tensor | None, cfg: GRPOConfig, step: int,
-           device: torch.device) -> tuple[dict[str, float], torch.Tensor | None, torch.Tensor | None]:
-    """Train on one batch. `old_logp` None means on-policy single pass (ratio 1): the training forward
-    itself supplies the policy log-probs and entropy for the metrics, returned as (metrics, logp, entropy)."""
+           old_logp: torch.Tensor | None, cfg: GRPOConfig, step: int, device: torch.device) -> UpdateResult:
+    """Train on one batch: `updates_per_batch` epochs of `num_minibatches` AdamW steps. `old_logp` None means
+    on-policy in one pass (one epoch, one minibatch): every forward sees the policy before the update, so
+    the ratio is 1 and the forward's own log-probs and entropy are the policy's, returned for the caller."""
     r = batch.rollout
     mask = r.completion_mask.float()
     n = r.batch_size
-    fused = old_logp is None
-    seen_logp = torch.zeros_like(mask) if fused else None
-    seen_ent = torch.zeros_like(mask) if fused else None
+    one_pass = old_logp is None
+    if one_pass and (cfg.updates_per_batch, cfg.num_minibatches) != (1, 1):
+        raise ValueError("old_logp is needed unless the update is one epoch of one minibatch")
+    seen_logp = torch.zeros_like(mask) if one_pass else None
+    seen_ent = torch.zeros_like(mask) if one_pass else None
     lr = learning_rate(step, cfg.lr, cfg.warmup_steps)
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -593,34 +481,31 @@ def update(model: Any, optimizer: AdamW, batch: Batch, ref_logp: torch.Tensor,
     grad_norms: list[float] = []
     n_updates, n_tokens = 0, 0.0
     order_gen = torch.Generator().manual_seed(step_seed(cfg.seed, step, STREAM_MINIBATCH))
-    mb_size = micro_batch_size(cfg, r, model, device)
-    overhead = CALL_OVERHEAD_TOKENS.get(device.type, CALL_OVERHEAD_TOKENS["cuda"])
+    rows_per_call = rows_per_forward(model, device, r.prompt_len, int(r.lengths.max()), cfg.group_size,
+                                     cfg.micro_batch_size)
     model.train()
-    share = shares_prompts(model)
     for _epoch in range(cfg.updates_per_batch):
-        order = torch.arange(n) if cfg.minibatches == 1 else torch.randperm(n, generator=order_gen)
-        for mb in torch.tensor_split(order.to(device), cfg.minibatches):
+        order = torch.arange(n) if cfg.num_minibatches == 1 else torch.randperm(n, generator=order_gen)
+        for mb in torch.tensor_split(order.to(device), cfg.num_minibatches):
             weights = token_weights(mask[mb], cfg.loss_type, cfg.max_new_tokens)
             optimizer.zero_grad(set_to_none=True)
-            for rows in micro_batches(torch.arange(len(mb), device=device), r.lengths[mb], r.prompt_len, mb_size,
-                                      device, groups=r.group[mb], share_prompts=share, overhead_tokens=overhead,
-                                      packed=can_pack(model)):
+            for rows in model_chunks(model, device, torch.arange(len(mb), device=device), r.lengths[mb], r.group[mb],
+                                     r.prompt_len, rows_per_call):
                 idx = mb[rows]
-                need_ent = fused or cfg.entropy_coef > 0
-                logp, ent = forward_logprobs(model, batch, idx, cfg, device, entropy=need_ent)
+                logp, ent = forward_logprobs(model, batch, idx, cfg, device, entropy=one_pass or cfg.entropy_coef > 0)
                 t = logp.shape[1]
-                old = logp.detach() if fused else old_logp[idx, :t]
+                old = logp.detach() if one_pass else old_logp[idx, :t]
                 loss, parts = policy_loss(
-                    logp, old, batch.advantages[idx], weights[rows, :t], cfg.loss_type, cfg.epsilon_low,
-                    cfg.epsilon_high, ref_logp=ref_logp[idx, :t], beta=cfg.beta, kl_estimator=cfg.kl_estimator,
+                    logp, old, batch.advantages[idx], weights[rows, :t], cfg.epsilon_low, cfg.epsilon_high,
+                    ref_logp=ref_logp[idx, :t], beta=cfg.beta, kl_estimator=cfg.kl_estimator,
                     entropy=ent if cfg.entropy_coef > 0 else None, entropy_coef=cfg.entropy_coef)
                 loss.backward()
-                if fused:
+                if one_pass:
                     seen_logp[idx, :t] = logp.detach()
                     seen_ent[idx, :t] = ent.detach()
-                sums["total"] += float(loss.detach()) / cfg.minibatches / cfg.updates_per_batch
+                sums["total"] += float(loss.detach()) / cfg.num_minibatches / cfg.updates_per_batch
                 for key in ("policy", "kl", "entropy"):
-                    sums[key] += parts.get(key, 0.0) / cfg.minibatches / cfg.updates_per_batch
+                    sums[key] += parts.get(key, 0.0) / cfg.num_minibatches / cfg.updates_per_batch
                 sums["clip_low"] += parts["clip_low"]
                 sums["clip_high"] += parts["clip_high"]
                 n_tokens += float(mask[idx].sum())
@@ -636,7 +521,7 @@ def update(model: Any, optimizer: AdamW, batch: Batch, ref_logp: torch.Tensor,
         "optim/updates": n_updates,
         "clip/low_frac": sums["clip_low"] / max(n_tokens, 1.0), "clip/high_frac": sums["clip_high"] / max(n_tokens, 1.0),
     }
-    return metrics, seen_logp, seen_ent
+    return UpdateResult(metrics, seen_logp, seen_ent)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -721,10 +606,7 @@ def prepare_run_dir(cfg: GRPOConfig, resume: bool) -> tuple[Path, int, dict[str,
     run = Path(cfg.out)
     config_file, metrics_file = run / "config.json", run / "metrics.jsonl"
     if resume and config_file.exists():
-        try:
-            stored = GRPOConfig.from_dict(json.loads(config_file.read_text()), where=config_file)
-        except ValueError:
-            raise error_at(config_file, "unreadable run config") from None
+        stored = GRPOConfig.from_dict(read_json(config_file, what="run config"), where=config_file)
         check_resume_config(stored, cfg, config_file)
         found = latest_checkpoint(run)
         if found is not None:
@@ -780,7 +662,7 @@ def _run(cfg: GRPOConfig, resume: bool, beat: Heartbeat) -> Path:
         set_rng_state(state["rng"])
     n_params = count_parameters(policy.model, non_embedding=True)
     flops, wall = float(state.get("flops", 0.0)), float(state.get("wall_seconds", 0.0))
-    fused = cfg.updates_per_batch == 1 and cfg.minibatches == 1
+    one_pass = cfg.updates_per_batch == 1 and cfg.num_minibatches == 1  # the training forward measures theta_s
     verified = taskset.names("verified")
 
     for step in range(start, cfg.steps + 1):
@@ -791,24 +673,24 @@ def _run(cfg: GRPOConfig, resume: bool, beat: Heartbeat) -> Path:
         t0 = time.perf_counter()
         beat.now = f"train: step {step}/{cfg.steps} running"
         # 2. sample from theta_step, score, advantages
-        batch = collect(policy, taskset, cfg, step, device)
+        batch = roll_out(policy, taskset, cfg, step, device)
         ref_logp, _ = score_all(ref.model, batch, cfg, device, entropy=False)
         # 3. update theta_step -> theta_{step+1} (not after the last step: that line only measures)
         train_now = step < cfg.steps
-        old_logp = ent = None
-        if not (fused and train_now):
-            old_logp, ent = score_all(policy.model, batch, cfg, device, entropy=True)
         upd: dict[str, float] = {}
-        if train_now:
-            upd, seen_logp, seen_ent = update(policy.model, optimizer, batch, ref_logp, old_logp, cfg, step, device)
-            if fused:
-                old_logp, ent = seen_logp, seen_ent
+        if train_now and one_pass:  # ratio 1: no separate old-policy pass, the update's forward measures theta_step
+            result = update(policy.model, optimizer, batch, ref_logp, None, cfg, step, device)
+            upd, logp, ent = result.metrics, result.logp, result.entropy
+        else:
+            logp, ent = score_all(policy.model, batch, cfg, device, entropy=True)
+            if train_now:
+                upd = update(policy.model, optimizer, batch, ref_logp, logp, cfg, step, device).metrics
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         dt = time.perf_counter() - t0
         # 4. log line `step`: rollout of theta_step, the update made from it, cost of producing theta_step
         m: dict[str, Any] = {"step": step}
-        m.update(rollout_metrics(batch, old_logp, ref_logp, ent, verified, cfg.random_reward))
+        m.update(rollout_metrics(batch, logp, ref_logp, ent, verified, cfg.random_reward))
         m.update(upd)
         m.update({"compute/flops": flops, "compute/wall_seconds": wall, "speed/seconds_per_step": dt,
                   "speed/completions_per_s": batch.rollout.batch_size / dt})
@@ -817,6 +699,6 @@ def _run(cfg: GRPOConfig, resume: bool, beat: Heartbeat) -> Path:
             print(progress_line(step, cfg.steps, m), file=sys.stderr, flush=True)
             beat.beat()
         flops += step_flops(n_params, m["tokens/prompt"], m["tokens/completion"], cfg,
-                            separate_old_forward=not fused, trained=train_now)
+                            separate_old_forward=not one_pass, trained=train_now)
         wall += dt
     return run
