@@ -178,6 +178,7 @@ def _load_folder(path: Path, device: torch.device, dtype: torch.dtype | None,
         raise error_at(path, f"cannot load model folder: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     model.to(device)
     model.eval()
+    model.name_or_path = str(path)  # the folder it came from (engines such as vLLM load the same folder)
     return model, tokenizer
 
 
