@@ -244,3 +244,53 @@ def piecewise_fit(x: np.ndarray, y: np.ndarray, rel_var: np.ndarray | None = Non
             cis.append((float(ok.min()), float(ok.max())) if ok.size else (breaks[i], breaks[i]))
     return Piecewise(breaks=list(breaks), break_ci=cis, slopes=slopes, slope_se=ses, coef=coef, cov=cov,
                      scale2=float(s2), phi=phi, x_range=(float(x[0]), float(x[-1])), bic=bic)
+
+
+@dataclass
+class FallOnset:
+    """Where a series stops being non-decreasing and starts to fall (`decline_onset`)."""
+
+    tau: float
+    ci: tuple[float, float]
+    from_start: bool  # the best split puts the fall at the first point: no threshold, a gradual loss
+
+
+def _split_ssr(x: np.ndarray, y: np.ndarray, w: np.ndarray, i: int) -> tuple[float, float]:
+    """SSR of 'isotonic on points < i, a line on points >= i', and where the line meets the isotonic level."""
+    post_x, post_y, post_w = x[i:], y[i:], w[i:]
+    coef = np.polyfit(post_x, post_y, 1, w=np.sqrt(post_w))
+    ssr = float(np.sum(post_w * (post_y - np.polyval(coef, post_x)) ** 2))
+    if i == 0:
+        return ssr, float(x[0])
+    iso = isotonic_regression(y[:i], weights=w[:i], increasing=True).x
+    ssr += float(np.sum(w[:i] * (y[:i] - iso) ** 2))
+    level = iso[-1]
+    # the fall begins where the falling line reaches the level held before it, between the two points
+    tau = x[i - 1] if coef[0] >= 0 else (level - coef[1]) / coef[0]
+    return ssr, float(np.clip(tau, x[i - 1], x[i]))
+
+
+def decline_onset(x: np.ndarray, y: np.ndarray, rel_var: np.ndarray | None = None, ar1: bool = False,
+                  min_tail: int = 3, level: float = 0.95) -> FallOnset:
+    """Onset of a fall: the split minimising SSR of 'non-decreasing (isotonic) before, a line after'.
+
+    The 95% interval is the set of splits whose SSR is within chi2_1(level) noise scales of the minimum (a
+    profile likelihood over the split; the noise scale from differences, inflated for AR(1) by (1+phi)/(1-phi)).
+    """
+    x = np.asarray(x, float)
+    y = np.asarray(y, float)
+    n = y.size
+    rv = np.ones(n) if rel_var is None else np.maximum(np.asarray(rel_var, float), 1e-12)
+    w = 1.0 / rv
+    splits = range(0, max(n - min_tail, 0) + 1)
+    res = [_split_ssr(x, y, w, i) for i in splits]
+    ssr = np.array([r[0] for r in res])
+    taus = np.array([r[1] for r in res])
+    scale2 = float(diff_scale(y, np.sqrt(rv))[0]) ** 2
+    if ar1:
+        pw = piecewise_fit(x, y, rv)
+        phi = float(np.clip(lag1_autocorr(y - pw.predict(x)), 0.0, 0.95))
+        scale2 *= (1 + phi) / (1 - phi) / max(1 - phi, 1e-3)
+    j = int(np.argmin(ssr))
+    ok = ssr <= ssr[j] + sps.chi2.ppf(level, 1) * max(scale2, 1e-12)
+    return FallOnset(tau=float(taus[j]), ci=(float(taus[ok].min()), float(taus[ok].max())), from_start=j == 0)
