@@ -2,7 +2,9 @@
 
     from ceiling.fit.simulate import simulate_run, simulate_corpus, corpus_table
     run = simulate_run(seed=7)                  # one run; its parameters are drawn from the seed
-    run.frame, run.labels.sequence, run.labels.onsets, run.eval_steps
+    run.frame, run.labels.sequence, run.labels.onsets, run.eval_steps, run.spec.eval_interval
+    run.labels.final, run.labels.changed, run.labels.degenerate_from, run.labels.effect_sd
+    simulate_run(5, draw_spec(5, sequence=("improving", "collapse")), noise=False)   # a chosen sequence, noiseless
     run.to_log("run.csv"); read_log("run.csv", mapping=run.log_mapping())   # the raw CSV a user brings
     runs = simulate_corpus(300, seed=0)         # balanced over SEQUENCES; corpus_table(runs) lists them
 
@@ -397,7 +399,7 @@ def corpus_table(runs: list[SimRun]) -> pd.DataFrame:
         "run": r.run, "sequence": " -> ".join(r.labels.sequence), "onsets": list(r.labels.onsets),
         "degenerate_from": r.labels.degenerate_from, "n_steps": r.spec.n_steps,
         "eval_interval": r.spec.eval_interval, "n_evals": len(r.eval_steps), "n": r.spec.n_problems,
-        "n_unverified": r.spec.n_unverified, "kl_variant": r.spec.kl_variant, "shape": r.spec.shape,
+        "n_unverified": r.spec.n_unverified, "kl_variant": r.spec.kl_variant, "downturn": r.spec.shape,
         "effect_sd": r.labels.effect_sd, "base_gap": r.spec.base_gap, "restart_rows": r.spec.restart_rows,
     } for r in runs])
 
