@@ -25,6 +25,9 @@ onset step of the segment to its end (the next onset or the last step):
                      unverified score falls too in half of these runs, else stays flat.
   collapse           training reward falls by 50-95% of its level at the onset (at least ~0.15);
                      held-out accuracy and the unverified score fall.
+Where relations overlap, the more severe label wins: collapse > over_optimisation > trade_off (an
+over_optimisation run whose unverified score also falls is labelled over_optimisation). A base gap at
+step 0 is a nuisance, not a regime: a no-change run with one is still labelled no-change.
 A run passes through one of `SEQUENCES` (1-3 regimes; harmful ones last); `labels.onsets[i]` is the
 step where `sequence[i + 1]` begins. `simulate_corpus` weights them so that each final regime is a fifth
 of the corpus and 30% are no-change runs (improving-only or plateau-only), for the false-alarm rate.
