@@ -27,7 +27,7 @@ from ceiling.evaluate import measures as ms
 from ceiling.evaluate import sampling as sp
 from ceiling.evaluate.config import EvalConfig
 from ceiling.frame import normalize_frame
-from ceiling.io import atomic_write_json, atomic_write_text, read_jsonl
+from ceiling.io import atomic_write_json, atomic_write_text, read_json, read_jsonl
 from ceiling.memory import keep_freed_memory
 from ceiling.models import LoadedModel, Rollout, load, resolve_device, sample
 from ceiling.progress import Heartbeat, is_terminal
@@ -261,10 +261,9 @@ def _run_config(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "config.json"
     if not path.is_file():
         raise error_at(run_dir, "not a run directory (no config.json)")
-    try:
-        conf = json.loads(path.read_text())
-    except ValueError as exc:
-        raise error_at(path, f"malformed JSON ({exc.__class__.__name__})") from None
+    conf = read_json(path, what="run config")
+    if not isinstance(conf, dict):
+        raise error_at(path, "a run config must be a JSON object")
     for key in ("base", "tasks"):
         if key not in conf:
             raise error_at(path, "missing", field=key)
@@ -283,8 +282,9 @@ def _taskset_of(spec: Any, where: Path) -> TaskSet:
 
 
 def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None,
-                 timings: dict[str, float] | None = None) -> pd.DataFrame:
+                 timings: dict[str, float] | None = None, sampler: Callable[..., Rollout] = sample) -> pd.DataFrame:
     """Evaluate the base and every checkpoint of a run; write `eval.csv` and `eval_config.json` atomically.
+    `sampler`: as for `evaluate_checkpoints` (e.g. `ceiling.engines.vllm.VLLMSampler`; part of the fingerprint).
 
     If eval.csv exists and was made with the same config (fingerprint in eval_config.json), only new
     checkpoints are evaluated and appended (the base is re-sampled to compare against, with the same
@@ -296,7 +296,8 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None,
     if cfg.max_new_tokens is None:
         cfg = replace(cfg, max_new_tokens=int(conf.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS))
     taskset = _taskset_of(conf["tasks"], run_dir / "config.json")
-    fingerprint = cfg.fingerprint(base=str(conf["base"]), tasks=conf["tasks"])
+    engine = {} if sampler is sample else {"sampler": type(sampler).__name__}  # native fingerprints unchanged
+    fingerprint = cfg.fingerprint(base=str(conf["base"]), tasks=conf["tasks"], **engine)
     csv_path, cfg_path = run_dir / "eval.csv", run_dir / "eval_config.json"
     compute = run_compute(run_dir)
     old = _previous(csv_path, cfg_path, fingerprint)
@@ -306,7 +307,8 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None,
         frame = old
     else:
         new = evaluate_checkpoints(conf["base"], [p for _, p in todo], cfg, run=run_dir.name, taskset=taskset,
-                                   steps=[s for s, _ in todo], include_base=0 not in done, timings=timings)
+                                   steps=[s for s, _ in todo], include_base=0 not in done, timings=timings,
+                                   sampler=sampler)
         frame = new if old is None else pd.concat([old, new], ignore_index=True)
     frame = frame.copy()
     frame["compute"] = [compute.get(int(s), np.nan) for s in frame["step"]]

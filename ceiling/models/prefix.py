@@ -107,9 +107,8 @@ PACK_KEYS_PER_HIDDEN = 1.5  # ... or 1.5 x hidden size: a token's wasted attenti
 
 def can_pack(model: PreTrainedModel) -> bool:
     """Packed scoring applies and pays: the model is `ceiling.models.llama.Llama` (its decoder takes a 4-D
-    mask) and small (hidden size <= PACK_MAX_HIDDEN), where fewer calls and no padding win. Measured on this
-    CPU: tiny bases (hidden 128) score and train 20-25% faster packed; SmolLM2 (576) trains 5-10% slower,
-    its packs' attention over other rows' keys costing more than the padding it saves."""
+    mask) and small (hidden size <= PACK_MAX_HIDDEN), where fewer calls and no padding win; in larger models a
+    pack's attention over other rows' keys costs more than the padding it saves (benchmarks/RESULTS.md)."""
     return bool(getattr(model, "lean_llama", False)) and int(model.config.hidden_size) <= PACK_MAX_HIDDEN
 
 

@@ -27,8 +27,7 @@ if TYPE_CHECKING:
 
 COMPACT_AT = 0.75  # drop finished rows once at most this share of the batch is still generating
 # The lean decoding step fuses q/k/v and gate/up of models up to this hidden size, at the cost of one copy of
-# those weights per rollout (SmolLM2-135M: 280 MB, 0.1 s). SmolLM2, 64 rows x 64 tokens, 2 cores: 13.9-15.6 s
-# fused against 15.1-18.5 s unfused, A/B in one process.
+# those weights per rollout (figures: benchmarks/RESULTS.md).
 FUSE_MAX_HIDDEN = 1024
 TRANSPOSED_MIN_HIDDEN = 512  # ... and from this hidden size computes its matmuls as (W @ x.T).T (`_linear_t`)
 GROW_FROM = 16  # the lean decoding cache starts with room for this many new tokens and doubles as needed
@@ -113,8 +112,7 @@ def pick_tokens(logits: torch.Tensor, temperature: float, top_p: float, generato
 def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """One draw per row of probs [N, V] by inverting the CDF: one uniform per row and a binary search.
 
-    `torch.multinomial` draws V exponentials per row (66 ms a step for 64 rows of a 49k vocabulary on 2
-    CPU cores, a fifth of SmolLM2's decoding); this costs a cumulative sum. The CDF is summed in float64,
+    `torch.multinomial` draws V exponentials per row; this costs one cumulative sum. The CDF is summed in float64,
     so the tail of the vocabulary keeps its mass; tokens of probability 0 (top-p's cut) are never drawn.
     """
     cdf = probs.cumsum(dim=-1, dtype=torch.float64)
@@ -305,8 +303,8 @@ class LlamaStepper:
                           for b in self.layers]
             self.final = (inner.embed_tokens.weight, inner.norm.weight, _norm_eps(inner.norm),
                           model.get_output_embeddings().weight)
-            # tiny-medium decoded 4% slower transposed (A/B, 1 thread): small matmuls keep F.linear. CPU only:
-            # on CUDA the transposed q would leave SDPA's fast kernels (not measured there)
+            # small matmuls keep F.linear (transposing does not pay there). CPU only: on CUDA the transposed q
+            # would leave SDPA's fast kernels
             transposed = int(cfg.hidden_size) >= TRANSPOSED_MIN_HIDDEN and mask.device.type == "cpu"
             self.linear = _linear_t if transposed else F.linear
 
@@ -387,9 +385,8 @@ class LlamaStepper:
 def _linear_t(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """`F.linear(x, weight)` for a few rows x [N, in], as the transpose of weight @ x.T (a view [N, out]).
 
-    The same dot products (bitwise equal here), but BLAS runs the weight as the left operand: 15-30% faster
-    at decoding's N = 64 rows on 2 CPU cores (SmolLM2's shapes: 0.56 vs 0.69 ms for q/k/v, 1.91 vs 2.35 ms
-    for gate/up, 36 vs 51 ms for the 49k-vocabulary head)."""
+    The same dot products (bitwise equal here), but BLAS runs the weight as the left operand, which is faster
+    for decoding's few rows on CPU (figures: benchmarks/RESULTS.md)."""
     return torch.mm(weight, x.t()).t()
 
 

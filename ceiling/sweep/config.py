@@ -32,6 +32,7 @@ from typing import Any
 
 from ceiling.pipeline import RunSpec, merge_sections, preset
 from ceiling.errors import error_at
+from ceiling.io import read_json
 
 TOP_LEVEL = ("name", "description", "preset", "train", "eval", "fit", "grid", "controls", "reference_beta")
 AXES = ("base", "seed", "beta", "lr")
@@ -188,12 +189,4 @@ def parse_sweep(data: Any, path: str | Path = "<sweep config>") -> SweepConfig:
 
 def load_sweep(path: str | Path) -> SweepConfig:
     """Read and parse a sweep config file."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise error_at(path, "sweep config not found") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise error_at(path, f"not valid JSON ({getattr(exc, 'msg', exc.__class__.__name__)})",
-                       line=getattr(exc, "lineno", None)) from None
-    return parse_sweep(data, path)
+    return parse_sweep(read_json(path, what="sweep config"), path)
