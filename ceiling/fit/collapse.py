@@ -336,8 +336,6 @@ def fit_collapse(x: Any, unverified: Any, verified: Any | None = None, x_label: 
             raise CeilingError(f"field {nm!r}: {bad.size} NaN/inf value(s), first at index {int(bad[0])}")
     if k.size < 10:
         raise CeilingError(f"field 'unverified': too few points for a collapse analysis ({k.size} < 10)")
-    if np.any(k < 0):
-        raise CeilingError(f"field {x_label!r}: negative values; KL (or steps) must be >= 0")
     if np.ptp(k) == 0:
         raise CeilingError(f"field {x_label!r}: constant; nothing to find a threshold along")
     if np.ptp(u) == 0:
@@ -348,6 +346,9 @@ def fit_collapse(x: Any, unverified: Any, verified: Any | None = None, x_label: 
     sign = _fit_sign(k, u, v, n_bins, alpha)
     methods = {"gao": gao, "segmented": seg, "sign": sign}
     reasons: list[str] = []
+    if np.any(k < 0):
+        reasons.append(f"{x_label} has negative values (a k1-style estimate); used as logged, and as 0 in the "
+                       "Gao form's sqrt(KL)")
     if not x_label.startswith("kl"):
         reasons.append(f"KL not logged: the threshold is against {x_label}, not KL")
     detected = bool(seg["detected"])

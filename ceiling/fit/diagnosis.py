@@ -206,7 +206,8 @@ class RunDiagnosis:
                 if test.onset is None or after is None:
                     out.append(f"{label} {self.rate_words(r)}; no threshold: the loss is gradual from the start")
                 else:
-                    out.append(f"{label} {self.rate_words(after)} after {test.onset.words(self._kl_name())}")
+                    out.append(f"{label} {self.rate_words(after)} once its own fall begins, at "
+                               f"{test.onset.words(self._kl_name())}")
         return "; ".join(out)
 
     def ship_words(self) -> str | None:
@@ -215,6 +216,10 @@ class RunDiagnosis:
         s = self.ship
         kl = f", KL {fnum(s.get('kl'), 3)} nats" if s.get("kl") is not None else ""
         return f"step {s['step']:.0f}{kl} ({s['score_metric']} {fnum(s.get('score'), 3)})"
+
+    @staticmethod
+    def ship_rule_words() -> str:
+        return SHIP_RULE
 
     def budget_words(self) -> str | None:
         if not self.kl_budget:

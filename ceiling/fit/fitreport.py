@@ -5,9 +5,13 @@
     report = load_fits("runs/my-run/fits.json")       # no refitting
     report.ceiling.predict([1e18], band="prediction")
 
-Sections (see SCHEMA.md): `ceiling` (the best saturating form by leave-future-out error, with the form
+Sections (see SCHEMA.md): `diagnosis` (the run diagnosis: regime sequence, onsets, trade-off rates, the
+checkpoint to ship), `ceiling` (the best saturating form by leave-future-out error, with the form
 comparison and an extrapolation backtest), `entropy_law`, `collapse` and `across_runs` (when the frame holds
 at least three runs). A section that cannot be fitted is a `NotAvailable` with the reason in words.
+
+Adding a section: a module with a result class (`kind`, `to_dict`, `from_dict`, `summary`, `headline`,
+`rows`, `warnings`) and one line in `SECTION_KINDS` below, plus its builder in `fit_frame`.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from ceiling.fit.across import AcrossRunsFit, fit_across_runs
 from ceiling.fit.collapse import CollapseFit, fit_collapse
 from ceiling.fit.common import SCHEMA_VERSION, NotAvailable, fingerprint
 from ceiling.fit.curve import CurveFit, backtest, compare_forms, detect_collapse, fit_curve
+from ceiling.fit.diagnosis import RunDiagnosis, diagnose
 from ceiling.fit.entropy import EntropyLawFit, fit_entropy_law
 from ceiling.frame import normalize_frame
 from ceiling.io import atomic_write_json, read_json
@@ -32,9 +37,13 @@ VERIFIED_METRICS = ("verified/reward", "verified/greedy_acc", "verified/eval_acc
 UNVERIFIED_METRICS = ("unverified/score", "unverified/greedy_acc")
 KL_METRICS = ("kl/policy_base_k3", "kl/logged", "kl/policy_base_k1", "kl/policy_base_k3_token")
 ENTROPY_METRIC = "policy/entropy"
-SECTIONS = ("ceiling", "entropy_law", "collapse", "across_runs")
+SECTIONS = ("diagnosis", "ceiling", "entropy_law", "collapse", "across_runs")
+REQUIRED_SECTIONS = ("ceiling", "entropy_law", "collapse")  # always present in fits.json (maybe not_available)
+# the registry: a stored section's `kind` -> the result class that rebuilds it
+SECTION_KINDS = {"diagnosis": RunDiagnosis, "curve": CurveFit, "entropy_law": EntropyLawFit,
+                 "collapse": CollapseFit, "across_runs": AcrossRunsFit}
 
-Section = CurveFit | EntropyLawFit | CollapseFit | AcrossRunsFit | NotAvailable
+Section = RunDiagnosis | CurveFit | EntropyLawFit | CollapseFit | AcrossRunsFit | NotAvailable
 
 
 @dataclass
@@ -47,6 +56,7 @@ class FitReport:
     collapse: Section
     across_runs: Section | None
     meta: dict[str, Any] = field(default_factory=dict)
+    diagnosis: Section | None = None
 
     def sections(self) -> dict[str, Section | None]:
         return {name: getattr(self, name) for name in SECTIONS}
@@ -61,6 +71,8 @@ class FitReport:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "run": self.run}
         for name, sec in self.sections().items():
+            if sec is None and name == "diagnosis":
+                continue  # fits.json written before the diagnosis existed stay as they were
             out[name] = None if sec is None else sec.to_dict()
         out["meta"] = self.meta
         return out
@@ -73,7 +85,7 @@ class FitReport:
             raise CeilingError(f"fits: schema_version {d['schema_version']} is not supported (this version reads "
                                f"{SCHEMA_VERSION})")
         secs = {name: (None if d.get(name) is None else section_from_dict(d[name], name)) for name in SECTIONS}
-        for name in ("ceiling", "entropy_law", "collapse"):
+        for name in REQUIRED_SECTIONS:
             if secs[name] is None:
                 secs[name] = NotAvailable(name, "missing from the stored file")
         return cls(run=d.get("run"), meta=d.get("meta") or {}, **secs)  # type: ignore[arg-type]
@@ -82,18 +94,16 @@ class FitReport:
 def section_from_dict(d: dict[str, Any], section: str = "") -> Section:
     """Rebuild one stored section by its `kind`."""
     kind = d.get("kind") if isinstance(d, dict) else None
-    builders = {"curve": CurveFit.from_dict, "entropy_law": EntropyLawFit.from_dict,
-                "collapse": CollapseFit.from_dict, "across_runs": AcrossRunsFit.from_dict}
     if kind == "not_available":
         return NotAvailable.from_dict(d, section)
-    if kind not in builders:
+    if kind not in SECTION_KINDS:
         raise CeilingError(f"fits: section {section!r} has unknown kind {kind!r}")
-    return builders[kind](d)
+    return SECTION_KINDS[kind].from_dict(d)
 
 
 def from_dict(d: dict[str, Any]) -> FitReport | Section:
     """Rebuild a FitReport (a whole fits.json) or a single result from its `to_dict()`."""
-    if isinstance(d, dict) and "schema_version" in d and "ceiling" in d:
+    if isinstance(d, dict) and "schema_version" in d and "ceiling" in d and "kind" not in d:
         return FitReport.from_dict(d)
     return section_from_dict(d)
 
@@ -190,6 +200,7 @@ def fit_frame(frame: pd.DataFrame, run: str | None = None, x: str = "compute", m
     meta: dict[str, Any] = {"x_requested": x, "fingerprint": fingerprint(rdf["step"].to_numpy(),
                                                                         rdf["value"].to_numpy()),
                             "n_rows": len(rdf)}
+    diagnosis = _section("diagnosis", lambda: diagnose(rdf, n_sim=min(max(n_boot, 199), 999), seed=seed))
     ceiling = _section("ceiling", lambda: _fit_ceiling(rdf, x, metric, forms, n_boot, seed, kw, meta))
     entropy = _section("entropy_law", lambda: _fit_entropy(rdf, metric, meta))
     collapse = _section("collapse", lambda: _fit_collapse_frame(rdf, x, metric, n_boot, seed, meta))
@@ -199,7 +210,7 @@ def fit_frame(frame: pd.DataFrame, run: str | None = None, x: str = "compute", m
                       if len(runs) < 3 else
                       _section("across_runs", lambda: _fit_across(df, runs, x, metric, min(n_boot, 300), seed, kw)))
     return FitReport(run=run, ceiling=ceiling, entropy_law=entropy, collapse=collapse, across_runs=across_sec,
-                     meta=meta)
+                     meta=meta, diagnosis=diagnosis)
 
 
 def _section(name: str, build: Any) -> Section:
@@ -262,6 +273,9 @@ def _fit_collapse_frame(rdf: pd.DataFrame, x: str, metric: str | None, n_boot: i
     if uname is None:
         raise CeilingError(f"no unverified score with at least 10 points (looked for {', '.join(UNVERIFIED_METRICS)})")
     kname, k = _first(rdf, KL_METRICS, 10)
+    if kname is not None and np.ptp(k["value"].to_numpy(dtype=float)) == 0:
+        meta["collapse_kl_note"] = f"{kname} is constant ({float(k['value'].iloc[0]):g}); analysed against {x}"
+        kname = None
     if kname is not None:
         j = u.merge(k[["step", "value"]], on="step", suffixes=("", "_x"))
         xs, x_label = j["value_x"].to_numpy(dtype=float), kname
@@ -276,6 +290,8 @@ def _fit_collapse_frame(rdf: pd.DataFrame, x: str, metric: str | None, n_boot: i
         if jv["value_v"].notna().all():
             vv = jv["value_v"].to_numpy(dtype=float)
     fit = fit_collapse(xs, j["value"].to_numpy(dtype=float), vv, x_label=x_label, n_boot=n_boot, seed=seed)
+    if meta.get("collapse_kl_note"):
+        fit.reasons.insert(0, meta["collapse_kl_note"])
     fit.data.update({"unverified_metric": uname, "verified_metric": vname if vv is not None else None})
     meta["collapse_x"] = x_label
     return fit

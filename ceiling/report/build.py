@@ -222,6 +222,32 @@ def _fig_entropy(f: Fits, both: pd.DataFrame) -> FigureEntry:
     return FigureEntry(name, title, caption, figure=fig)
 
 
+def _fig_regimes(f: Fits, both: pd.DataFrame) -> FigureEntry:
+    name, title = "regimes", "What the run is doing: scores against steps, by regime"
+    d = f.diagnosis_result()
+    if d is None:
+        return FigureEntry(name, title, "", skipped=f.diagnosis_note() or "no run diagnosis")
+    labels = {"held_out": "held-out accuracy", "proxy": "training reward", "never_rewarded": "never-rewarded score"}
+    series = []
+    for role in ("held_out", "proxy", "never_rewarded"):
+        metric = d.roles.get(role)
+        if not metric:
+            continue
+        pts = _metric(both, metric)
+        if pts.empty:
+            continue
+        y = pts["value"].to_numpy(float)
+        scale = 100.0 if d.data.get("percent", {}).get(role) else 1.0
+        series.append((f"{labels[role]} ({metric})", pts["step"].to_numpy(float), y / scale))
+    spans = [(s.regime, s.start, s.end) for s in d.sequence]
+    onsets = [(s.regime, s.onset.step, s.onset.step_low, s.onset.step_high) for s in d.sequence if s.onset]
+    fig = F.regimes_over_steps(series, spans, onsets, note=d.sequence_words())
+    caption = ("Each stretch of the run is shaded by the regime the diagnosis assigns to it (improving, plateau, "
+               "trade-off, over-optimisation, collapse); dashed lines are the onsets with their 95% intervals "
+               "shaded. " + f"Verdict: {d.headline()}")
+    return FigureEntry(name, title, caption, figure=fig)
+
+
 # ---------------------------------------------------------------------------------------------- headline
 def diversity_floor(eval_frame: pd.DataFrame | None) -> str | None:
     """The base model's diversity floor in words (entropy, pass@k at the largest k, distinct answers), or None."""
@@ -259,7 +285,8 @@ def summary_lines(fits: Fits | object, eval_frame: pd.DataFrame | None = None,
 
 def _headline(f: Fits, eval_frame: pd.DataFrame | None) -> list[tuple[str, str]]:
     floor = diversity_floor(eval_frame)
-    rows = [("Ceiling of the verified reward", f.ceiling_headline()),
+    rows = f.diagnosis_headlines()
+    rows += [("Ceiling of the verified reward", f.ceiling_headline()),
             ("Diversity floor of the base", floor or "not measured (no rows for the base, step 0; run `ceiling eval`)"),
             ("KL threshold", f.threshold_headline())]
     ent = f.entropy_headline()
@@ -277,7 +304,10 @@ def _data(frame: pd.DataFrame | None, f: Fits, eval_frame: pd.DataFrame | None) 
 
 
 def _figures(f: Fits, both: pd.DataFrame) -> list[FigureEntry]:
-    return [_fig_ceiling(f, both), _fig_passk(both), _fig_collapse(f, both), _fig_entropy(f, both)]
+    figures = [_fig_ceiling(f, both), _fig_passk(both), _fig_collapse(f, both), _fig_entropy(f, both)]
+    if f.has_diagnosis():
+        figures.insert(0, _fig_regimes(f, both))
+    return figures
 
 
 def report_figures(frame: pd.DataFrame | None, fits: Fits | object,

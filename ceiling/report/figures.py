@@ -241,3 +241,40 @@ def reward_vs_entropy(h: np.ndarray, r: np.ndarray, steps: np.ndarray, y_label: 
     _title(fig, "Verified reward against entropy")
     ax.legend(loc="lower right")
     return fig
+
+
+REGIME_COLORS = {"improving": "#2e7d32", "plateau": "#9e9e9e", "trade_off": "#f9a825",
+                 "over_optimisation": "#ef6c00", "collapse": "#c62828"}
+
+
+@_styled
+def regimes_over_steps(series: list[tuple[str, np.ndarray, np.ndarray]], spans: list[tuple[str, float, float]],
+                       onsets: list[tuple[str, float, float, float]], note: str | None = None) -> Figure:
+    """The run's scores against steps, each stretch shaded by its regime, each onset with its 95% interval.
+
+    series: (label, steps, values in [0, 1]); spans: (regime, start, end); onsets: (regime, step, low, high).
+    """
+    fig, (ax,) = _figure()
+    for regime, a, b in spans:
+        ax.axvspan(a, b, color=REGIME_COLORS.get(regime, MUTED), alpha=0.10, lw=0)
+        ax.text(0.5 * (a + b), 1.0, regime.replace("_", " "), transform=ax.get_xaxis_transform(), ha="center",
+                va="bottom", fontsize=8, color=REGIME_COLORS.get(regime, MUTED))
+    markers = ["o", "s", "^", "D"]
+    for i, (label, x, y) in enumerate(series):
+        dense = x.size > 60
+        if dense:
+            ax.plot(x, y, lw=0.8, alpha=0.7, label=label)
+        else:
+            ax.plot(x, y, marker=markers[i % 4], ms=4, lw=1, label=label)
+    for regime, step, lo, hi in onsets:
+        color = REGIME_COLORS.get(regime, LEVEL)
+        ax.axvline(step, color=color, lw=1.4, ls="--")
+        if hi > lo:
+            ax.axvspan(lo, hi, color=color, alpha=0.18, lw=0)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("step")
+    ax.set_ylabel("score (fraction; percent logs divided by 100)")
+    ax.legend(loc="lower left", fontsize=8)
+    if note:
+        _note(ax, note)
+    return fig

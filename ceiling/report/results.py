@@ -160,6 +160,34 @@ class Fits:
             nan = np.full(np.shape(x), np.nan)
             return nan, nan
 
+    # ------------------------------------------------------------------ run diagnosis (reads the result object)
+    def has_diagnosis(self) -> bool:
+        """Whether fits.json has a diagnosis section at all (files written before it existed have none)."""
+        return isinstance(self.data.get("diagnosis"), dict)
+
+    def diagnosis_result(self) -> Any | None:
+        return self.report.diagnosis if self.section("diagnosis") is not None else None
+
+    def diagnosis_note(self) -> str | None:
+        why = self.unavailable_reason("diagnosis")
+        return f"no run diagnosis: {why}" if why else None
+
+    def diagnosis_headlines(self) -> list[tuple[str, str]]:
+        """The headline's first lines: the regime sequence with onsets and cost, the checkpoint to ship."""
+        if not self.has_diagnosis():
+            return []
+        d = self.diagnosis_result()
+        if d is None:
+            return [("Run diagnosis", f"not analysed: {self.unavailable_reason('diagnosis')}")]
+        rows = [("Run diagnosis", d.headline())]
+        if d.ship_words():
+            rows.append(("Checkpoint to ship", d.ship_words() + f" (rule: {d.ship_rule_words()})"))
+        if d.budget_words():
+            rows.append(("KL budget", d.budget_words()))
+        if d.degeneracy_words():
+            rows.append(("Degeneracy", d.degeneracy_words()))
+        return rows
+
     # ------------------------------------------------------------------ ceiling
     def ceiling_result(self) -> Any | None:
         return self.result("ceiling")
@@ -353,6 +381,9 @@ class Fits:
     def warnings(self) -> list[str]:
         """Every caveat of the fits, in plain words, one sentence each."""
         out = []
+        d = self.diagnosis_result()
+        if d is not None:
+            out += d.warnings()
         for name in SECTIONS:
             label = SECTION_NAMES[name]
             why = self.unavailable_reason(name)
@@ -377,6 +408,13 @@ class Fits:
     def table(self) -> pd.DataFrame:
         """Every fitted number: section, quantity, estimate, 95% interval, method, verdict, diagnostics."""
         rows: list[dict[str, str]] = []
+        d = self.diagnosis_result()
+        if d is not None:
+            rows += [_row("run diagnosis", r["quantity"], r["estimate"], r["low"], r["high"], r["method"],
+                          r["verdict"], r["diagnostics"]) for r in d.rows()]
+        elif self.unavailable_reason("diagnosis"):
+            rows.append(_row("run diagnosis", "-", None, None, None, "-", "not analysed",
+                             self.unavailable_reason("diagnosis") or ""))
         for name in SECTIONS:
             sec = self.section(name)
             why = self.unavailable_reason(name)
