@@ -111,8 +111,9 @@ def spec_from_file(path: str | Path) -> RunSpec:
 
 
 def run(spec: RunSpec, runs_dir: str | Path = "runs", reports_dir: str | Path = "reports", fresh: bool = False,
-        log: bool = True) -> dict[str, Any]:
-    """Train, evaluate, fit and report one run. Returns paths, timings (seconds per stage) and summary lines."""
+        log: bool = True, engine: str = "native", processes: int = 1) -> dict[str, Any]:
+    """Train, evaluate, fit and report one run. Returns paths, timings (seconds per stage) and summary lines.
+    `engine` trains with ceiling.rl (native) or TRL (`ceiling.engines`; `processes` under accelerate)."""
     from ceiling.evaluate import EvalConfig, evaluate_run
     from ceiling.fit import fit_frame, save_fits
     from ceiling.ingest import read_log
@@ -142,7 +143,9 @@ def run(spec: RunSpec, runs_dir: str | Path = "runs", reports_dir: str | Path = 
         if log:
             print(f"training already complete ({run_dir}, step {done[0]}): not repeated")
     else:
-        train(cfg, resume=(run_dir / "config.json").exists())
+        from ceiling.engines import train_with
+
+        train_with(engine, cfg, resume=(run_dir / "config.json").exists(), processes=processes)
     timings["rl"] = time.perf_counter() - t0
 
     stage("evaluate checkpoints")

@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--tasks", default="default", help="task set spec, as for `ceiling train` (default: default)")
     src.add_argument("--out", type=Path, help="output CSV for --base mode (default: eval.csv)")
     src.add_argument("--name", help="run name in the output (default: the run dir's or the --out file's stem)")
+    src.add_argument("--engine", default="native", choices=["native", "vllm"],
+                     help="sampler: native (ceiling.models) or vllm (GPU, the vllm extra; docs/engines.md)")
     add_flags(parser.add_argument_group("sampling and statistics (EvalConfig)"), EvalConfig)
 
 
@@ -53,13 +55,17 @@ def summary_table(frame: pd.DataFrame) -> str:
 
 def main(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
+    from ceiling.engines import eval_sampler
+
+    engine = eval_sampler(args.engine)
+    sampler = {} if engine is None else {"sampler": engine}
     timings: dict[str, float] = {}
     if args.run is not None:
         if args.base or args.checkpoints:
             raise CeilingError("give either --run, or --base with --checkpoints, not both")
         if not args.run.is_dir():
             raise error_at(args.run, "no such run directory")
-        frame = evaluate_run(args.run, cfg, timings=timings)
+        frame = evaluate_run(args.run, cfg, timings=timings, **sampler)
         out = args.run / "eval.csv"
     else:
         if not args.base:
@@ -72,7 +78,7 @@ def main(args: argparse.Namespace) -> int:
         taskset = TaskSet.parse(args.tasks)
         out = args.out or Path("eval.csv")
         frame = evaluate_checkpoints(args.base, list(args.checkpoints), cfg, run=args.name or out.stem,
-                                     taskset=taskset, timings=timings)
+                                     taskset=taskset, timings=timings, **sampler)
         atomic_write_text(out, frame.to_csv(index=False))
         atomic_write_json(out.with_name(out.stem + "_config.json"),
                           {"config": cfg.to_dict(), **eval_record(taskset, cfg), "base": args.base,

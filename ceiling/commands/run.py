@@ -27,6 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reports-dir", default="reports", help="where reports go (default: reports/)")
     p.add_argument("--fresh", action="store_true", help="delete an existing run directory of the same name first")
     p.add_argument("--list-presets", action="store_true", help="print the presets and exit")
+    p.add_argument("--engine", default="native", choices=["native", "trl"],
+                   help="training engine: native (ceiling.rl) or trl (TRL's GRPOTrainer; docs/engines.md)")
+    p.add_argument("--processes", type=int, default=1, help="trl engine: processes under `accelerate launch`")
 
 
 def resolve(args: argparse.Namespace) -> RunSpec:
@@ -52,7 +55,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     spec = resolve(args)
     t0 = time.perf_counter()
-    out = run(spec, args.runs_dir, args.reports_dir, fresh=args.fresh)
+    out = run(spec, args.runs_dir, args.reports_dir, fresh=args.fresh, engine=args.engine, processes=args.processes)
     total = time.perf_counter() - t0
     print("\n== summary ==")
     for line in out["summary"]:

@@ -26,6 +26,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fresh", action="store_true", help="delete the sweep's cell directories first")
     p.add_argument("--report-only", action="store_true", help="aggregate the cells as they are; train nothing")
     p.add_argument("--list", action="store_true", help="print the cells and whether each is complete, then exit")
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local processes (--jobs) or one Ray task per run (the ray extra; docs/engines.md)")
+    p.add_argument("--ray-address", default=None, help="ray engine: a cluster to join (e.g. auto); default: a local one")
+    p.add_argument("--cpus-per-run", type=float, default=1.0, help="ray engine: num_cpus of each run's task (default 1)")
+    p.add_argument("--gpus-per-run", type=float, default=0.0, help="ray engine: num_gpus of each run's task (default 0)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -61,8 +66,16 @@ def main(args: argparse.Namespace) -> int:
             what = {"done": "complete, skipped", "ran": f"done in {r.seconds:.0f}s", "failed": f"FAILED: {r.error}"}
             print(f"[{done}/{total}] {r.cell}: {what[r.status]}", flush=True)
 
-        outcome = run_sweep(config, args.runs_dir, args.reports_dir, jobs=args.jobs, fresh=args.fresh,
-                            threads=threads, progress=progress)
+        if args.engine == "ray":
+            from ceiling.engines.ray import RayResources, run_sweep_ray
+
+            resources = RayResources(cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
+                                     address=args.ray_address)
+            outcome = run_sweep_ray(config, args.runs_dir, args.reports_dir, resources, fresh=args.fresh,
+                                    progress=progress)
+        else:
+            outcome = run_sweep(config, args.runs_dir, args.reports_dir, jobs=args.jobs, fresh=args.fresh,
+                                threads=threads, progress=progress)
         analysis, path, failed = outcome.analysis, outcome.report, outcome.failed
     print("\n== conclusion ==")
     for claim, verdict in analysis.verdicts.items():

@@ -18,7 +18,7 @@ from typing import Any
 from ceiling.config import add_flags, given_flags
 from ceiling.io import read_json
 from ceiling.pipeline import preset
-from ceiling.rl.grpo import RENAMED, GRPOConfig, train
+from ceiling.rl.grpo import RENAMED, GRPOConfig
 
 
 def defaults() -> dict[str, Any]:
@@ -30,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE.json", help="settings as a JSON object (GRPOConfig field names)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last complete checkpoint")
+    parser.add_argument("--engine", default="native", choices=["native", "trl"],
+                        help="native (ceiling.rl, one process) or trl (TRL's GRPOTrainer; docs/engines.md)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="trl engine: processes under `accelerate launch` (GPUs, or CPU processes)")
     group = parser.add_argument_group("training settings (GRPOConfig; defaults: `ceiling run`'s default preset)")
     add_flags(group, GRPOConfig, defaults=defaults())
 
@@ -54,6 +58,8 @@ def build_config(args: argparse.Namespace) -> GRPOConfig:
 
 def main(args: argparse.Namespace) -> int:
     cfg = build_config(args)
-    run = train(cfg, resume=bool(args.resume))
+    from ceiling.engines import train_with
+
+    run = train_with(args.engine, cfg, resume=bool(args.resume), processes=args.processes)
     print(f"run directory: {run}  (metrics.jsonl, checkpoints/)")
     return 0

@@ -40,3 +40,28 @@ def check_engine(engine: str, known: tuple[str, ...], command: str) -> str:
     if engine not in known:
         raise CeilingError(f"ceiling {command}: unknown --engine {engine!r}; known: {', '.join(known)}")
     return engine
+
+
+def train_with(engine: str, cfg: object, resume: bool = False, processes: int = 1) -> object:
+    """Train `cfg` (a GRPOConfig) with the named engine; returns the run directory. `processes` > 1 runs the trl
+    engine under `accelerate launch` (the native loop is one process)."""
+    check_engine(engine, TRAIN_ENGINES, "train")
+    if engine == "trl":
+        from ceiling.engines.trl import launch
+
+        return launch(cfg, resume=resume, processes=processes)
+    if processes != 1:
+        raise CeilingError("--processes needs --engine trl (the native loop runs in one process)")
+    from ceiling.rl.grpo import train
+
+    return train(cfg, resume=resume)  # type: ignore[arg-type]
+
+
+def eval_sampler(engine: str) -> object | None:
+    """The sampler the evaluator should use for `engine` (None = its default, `ceiling.models.sample`)."""
+    check_engine(engine, EVAL_ENGINES, "eval")
+    if engine == "vllm":
+        from ceiling.engines.vllm import VLLMSampler
+
+        return VLLMSampler()
+    return None

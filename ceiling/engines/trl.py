@@ -1,9 +1,11 @@
 """`ceiling train --engine trl`: TRL's GRPOTrainer under accelerate, writing `ceiling`'s run directory.
 
-    ceiling train --engine trl --config run.json                                   # one process
-    accelerate launch --num_processes 8 -m ceiling.cli train --engine trl --config run.json     # 8 GPUs
-    accelerate launch --config_file configs/accelerate/zero2.yaml -m ceiling.cli train --engine trl ...
-    accelerate launch --cpu --num_processes 2 -m ceiling.cli train --engine trl ...   # the CPU test
+    ceiling train --engine trl --config run.json                              # one process
+    ceiling train --engine trl --processes 8 --config run.json                # accelerate launch, 8 processes
+    accelerate launch --num_processes 8 -m ceiling.engines.trl run.json       # the same, by hand
+    accelerate launch --config_file zero2.yaml -m ceiling.engines.trl run.json    # DeepSpeed ZeRO (docs/engines.md)
+    accelerate launch --multi_gpu --num_processes 2 -m ceiling.engines.trl run.json   # 2 CPU processes (gloo)
+                                                                              # when run.json says device cpu
 
 What stays ours: the `GRPOConfig` (mapped to TRL's by `trl_settings`; docs/engines.md lists what maps and
 what does not), the problems of every step (the ones `ceiling.rl.train` draws with the same seed, fed in
@@ -416,6 +418,7 @@ def train_trl(cfg: Any, resume: bool = False) -> Path:
         dataset = datasets.Dataset.from_list(step_rows(cfg, cfg.steps + 1, chat, tokenizer.bos_token or ""))
         trainer = trl_cls(model=str(base), reward_funcs=[trl_reward_fn(TaskSet.parse(cfg.tasks))], args=targs,
                           train_dataset=dataset, processing_class=tokenizer, base_path=str(base))
+        trainer.remove_callback(transformers.PrinterCallback)  # our progress lines replace its log dicts
         n_params = count_parameters(trainer.accelerator.unwrap_model(trainer.model), non_embedding=True)
         trainer.add_callback(_metrics_callback(run, cfg, trainer, n_params, start, float(state.get("flops", 0.0)),
                                                float(state.get("wall_seconds", 0.0))))
@@ -441,26 +444,52 @@ def _plain(value: Any) -> Any:
     return value if isinstance(value, (bool, int, float, str, type(None), list, dict)) else str(value)
 
 
-def launch_command(config_file: str | Path, resume: bool, processes: int, cpu: bool,
+def launch_command(config_file: str | Path, resume: bool, processes: int,
                    accelerate_args: Sequence[str] = ()) -> list[str]:
     """The `accelerate launch` command line that runs `ceiling train --engine trl` in `processes` processes."""
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes)]
-    if cpu:
-        cmd.append("--cpu")
-    cmd += [*accelerate_args, "-m", "ceiling.cli", "train", "--engine", "trl", "--config", str(config_file)]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes),
+           "--num_machines", "1", "--dynamo_backend", "no"]
+    if processes > 1:
+        cmd.append("--multi_gpu")  # accelerate's torchrun launcher; on CPU (device cpu: TRL's use_cpu) it is gloo
+    cmd += [*accelerate_args, "-m", "ceiling.engines.trl", str(config_file)]
     return cmd + (["--resume"] if resume else [])
 
 
 def launch(cfg: Any, resume: bool = False, processes: int = 1, accelerate_args: Sequence[str] = ()) -> Path:
-    """Run the trl engine in `processes` processes under `accelerate launch` (1: in this process)."""
+    """Run the trl engine in `processes` processes under `accelerate launch` (1 and no accelerate arguments:
+    in this process)."""
     if processes <= 1 and not accelerate_args:
         return train_trl(cfg, resume)
     require("accelerate", "trl")
     with tempfile.TemporaryDirectory(prefix="ceiling_trl_launch_") as tmp:
         config_file = Path(tmp) / "train.json"
         config_file.write_text(json.dumps(cfg.to_dict()))
-        cmd = launch_command(config_file, resume, processes, cfg.device == "cpu", accelerate_args)
+        cmd = launch_command(config_file, resume, processes, accelerate_args)
         done = subprocess.run(cmd, check=False)
     if done.returncode != 0:
         raise CeilingError(f"accelerate launch of the trl engine failed (exit {done.returncode}): {' '.join(cmd)}")
     return Path(cfg.out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m ceiling.engines.trl CONFIG.json [--resume]`: one process of an `accelerate launch`."""
+    import argparse
+
+    from ceiling.io import read_json
+    from ceiling.rl.grpo import GRPOConfig
+
+    p = argparse.ArgumentParser(prog="python -m ceiling.engines.trl", description=main.__doc__)
+    p.add_argument("config", help="a JSON object of GRPOConfig settings (out = the run directory)")
+    p.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    args = p.parse_args(argv)
+    try:
+        cfg = GRPOConfig.from_dict(read_json(args.config, what="settings file"), where=args.config)
+        train_trl(cfg, resume=args.resume)
+    except CeilingError as exc:
+        print(f"ceiling: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
