@@ -252,7 +252,7 @@ class FallOnset:
 
     tau: float
     ci: tuple[float, float]
-    from_start: bool  # the best split puts the fall at the first point: no threshold, a gradual loss
+    from_start: bool  # the interval reaches the first point: no threshold, a loss from the start
 
 
 def _split_ssr(x: np.ndarray, y: np.ndarray, w: np.ndarray, i: int) -> tuple[float, float]:
@@ -293,4 +293,6 @@ def decline_onset(x: np.ndarray, y: np.ndarray, rel_var: np.ndarray | None = Non
         scale2 *= (1 + phi) / (1 - phi) / max(1 - phi, 1e-3)
     j = int(np.argmin(ssr))
     ok = ssr <= ssr[j] + sps.chi2.ppf(level, 1) * max(scale2, 1e-12)
-    return FallOnset(tau=float(taus[j]), ci=(float(taus[ok].min()), float(taus[ok].max())), from_start=j == 0)
+    ci = (float(taus[ok].min()), float(taus[ok].max()))
+    # the data cannot place the fall after the first point: no threshold, a loss from the start
+    return FallOnset(tau=float(taus[j]), ci=ci, from_start=bool(ok[0]))
