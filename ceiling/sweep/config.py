@@ -45,9 +45,13 @@ class Cell:
     name: str
     """Run name and folder name, made from the coordinates (e.g. `tiny-low-s0-b0`)."""
     base: str
+    """Base model: a shipped name or a model folder."""
     seed: int
+    """Training seed (evaluation and fit keep the shared seeds)."""
     beta: float
+    """KL penalty coefficient."""
     lr: float
+    """Peak learning rate."""
     control: bool
     """True for a random-reward control (reward drawn independently of correctness)."""
     spec: RunSpec = field(compare=False, hash=False)
@@ -68,11 +72,17 @@ class SweepConfig:
     """A parsed sweep config (see the module docstring)."""
 
     name: str
+    """Sweep name: runs go to <runs-dir>/<name>/<cell>, the report to <reports-dir>/<name>."""
     cells: list[Cell]
+    """The grid's cells, then the random-reward controls (no duplicates)."""
     description: str = ""
+    """Shown on the report."""
     reference_beta: float = 0.0
+    """Cells at this beta (and `reference_lr`) feed the across-run regression."""
     reference_lr: float = 0.0
+    """The learning rate of the first grid cell at `reference_beta`."""
     source: str = ""
+    """The config file it was read from."""
 
     def real_cells(self) -> list[Cell]:
         return [c for c in self.cells if not c.control]
