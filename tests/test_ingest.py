@@ -29,7 +29,8 @@ import pytest
 from ceiling.errors import CeilingError
 from ceiling.frame import COLUMNS, METRICS
 from ceiling.ingest import read_log
-from ceiling.ingest.mappings import CEILING_KEYS, GENERIC_KEYS, TABLES, TRACKER_KEYS, TRL_KEYS, VERL_KEYS, resolve_keys
+from ceiling.ingest.mappings import (CEILING_KEYS, GENERIC_KEYS, HELDOUT_RECORD_KEYS, TABLES, TRACKER_KEYS, TRL_KEYS,
+                                     VERL_KEYS, resolve_keys)
 
 REPO = Path(__file__).resolve().parents[1]
 FIX = REPO / "tests" / "fixtures"
@@ -78,12 +79,13 @@ def test_real_7_3_log_restart_percent_and_sparse_eval(folder: Path) -> None:
     np.testing.assert_allclose(series(f, "policy/entropy").to_numpy(), [float(r["entropy_avg"]) for r in rows])
     evals = series(f, "verified/eval_acc")
     assert list(evals.index) == list(range(50, 501, 50))
-    np.testing.assert_allclose(evals.to_numpy(), [float(r["eval_acc"]) / 100 for r in rows if r["eval_acc"]])
-    assert evals[50] == pytest.approx(0.462) and evals[500] == pytest.approx(0.330)
+    # percent stays as logged (the fitter reads percent), with a note
+    np.testing.assert_allclose(evals.to_numpy(), [float(r["eval_acc"]) for r in rows if r["eval_acc"]])
+    assert evals[50] == pytest.approx(46.2) and evals[500] == pytest.approx(33.0)
     notes = " | ".join(res.notes)
     assert "restart at line 7" in notes and "steps 1-5" in notes
     assert "eval_acc at step 1" in notes  # the aborted run's only step-1 eval is gone, and the note says so
-    assert "percent" in notes
+    assert "in percent (max 46.2): kept as logged" in notes
     restart = res.dropped[res.dropped["reason"] == "restart"]
     assert sorted(restart["location"].unique()) == [2, 3, 4, 5, 6]
     assert ((restart["source_key"] == "eval_acc") & (restart["value"] == 15.6)).any()
@@ -116,7 +118,7 @@ def test_unverified_flag_maps_the_benchmark() -> None:
     res = read_log(FIX / "real_logs" / LOG_73, mapping={"unverified": "eval_acc"})
     assert res.mapping["eval_acc"] == "unverified/score"
     assert "verified/eval_acc" not in set(res.frame["metric"])
-    assert series(res.frame, "unverified/score")[300] == pytest.approx(0.37)
+    assert series(res.frame, "unverified/score")[300] == pytest.approx(37.0)
 
 
 # ---------------------------------------------------------------------------------------------------- TRL
@@ -228,16 +230,20 @@ def test_verl_console_log_matches_file_logger() -> None:
     assert any("restart" in n for n in res.notes)
 
 
-def test_verl_several_validation_sources_are_not_guessed(tmp_path: Path) -> None:
+def test_verl_several_validation_sources_first_is_eval_acc_others_raw_eval(tmp_path: Path) -> None:
     p = tmp_path / "m.jsonl"
-    lines = [{"step": s, "data": {"critic/score/mean": 0.1 * s, "val-core/gsm8k/acc/mean@1": 0.5,
-                                  "val-core/math/acc/mean@1": 0.3}} for s in range(1, 4)]
+    lines = [{"step": s, "data": {"critic/score/mean": 0.1 * s, "val-core/gsm8k/acc/mean@1": 0.5 + s / 100,
+                                  "val-core/math/acc/mean@1": 0.3, "val-core/aime/reward/mean@1": 0.1}}
+             for s in range(1, 4)]
     p.write_text("".join(json.dumps(x) + "\n" for x in lines))
     res = read_log(p)
-    assert "verified/eval_acc" not in set(res.frame["metric"])
-    assert any("2 keys match" in n for n in res.notes)
+    assert series(res.frame, "verified/eval_acc").to_list() == [0.51, 0.52, 0.53]  # the first in the log
+    assert series(res.frame, "raw/eval/math").to_list() == [0.3, 0.3, 0.3]
+    assert series(res.frame, "raw/eval/aime").to_list() == [0.1, 0.1, 0.1]  # another entry, another dataset
+    assert any("3 held-out datasets: 'gsm8k'" in n and "math, aime" in n for n in res.notes)
     res2 = read_log(p, mapping={"unverified": "val-core/math/acc/mean@1"})
     assert series(res2.frame, "unverified/score").to_list() == [0.3, 0.3, 0.3]
+    assert res2.mapping["val-core/gsm8k/acc/mean@1"] == "verified/eval_acc"
 
 
 # -------------------------------------------------------------------------------------------------- wandb
@@ -251,7 +257,7 @@ def test_wandb_history_export() -> None:
     assert list(reward.index) == train["train/global_step"].astype(int).tolist()  # global step, not _step
     np.testing.assert_allclose(reward.to_numpy(), train["train/reward"].to_numpy())
     assert list(series(res.frame, "verified/eval_acc").index) == [10, 20, 30]
-    assert any("checkpoint_path" in n and "no numbers" in n for n in res.notes)
+    assert any("checkpoint_path" in n and "only text" in n for n in res.ignored)
     assert "raw/eval/loss" not in set(res.frame["metric"])  # all "NaN": not logged
     assert not any("restart" in n for n in res.notes)  # eval and summary rows share steps, repeat no key
 
@@ -312,7 +318,7 @@ def test_generic_jsonl_nested_mixed_types(tmp_path: Path) -> None:
     assert series(res.frame, "kl/logged").to_dict() == {1: 0.01, 3: 0.03}
     assert series(res.frame, "raw/flag").to_dict() == {2: 1.0}
     assert any("non-finite" in n for n in res.notes)
-    assert any("'note' holds no numbers" in n for n in res.notes)
+    assert any("only text: 'note' (1 value)" in n for n in res.ignored)
 
 
 def test_resume_from_earlier_checkpoint_keeps_the_steps_before_it(tmp_path: Path) -> None:
@@ -357,7 +363,7 @@ def test_truncated_last_line_is_skipped_but_a_bad_middle_line_is_an_error(tmp_pa
 @pytest.mark.parametrize("text, pattern", [
     ("step,reward\n1,0.1\n1.5,0.2\n", r"x\.csv:3: field 'step': step '1\.5' is not a whole number"),
     ("step,reward\n1,0.1\n-2,0.2\n", r"x\.csv:3: .*not a whole number >= 0"),
-    ("it,reward\n1,0.1\n", r"x\.csv: no step column .*--step"),
+    ("it,reward\n1,0.1\n", r"x\.csv: no step key .*--step KEY"),
     ("step,reward,reward\n1,0.1,0.2\n", r"x\.csv:1: column 'reward' appears twice"),
     ("", r"x\.csv: empty file"),
     ("step,other\n1,\n", r"x\.csv: no numeric values found"),
@@ -405,16 +411,17 @@ def test_detection_and_forced_format(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------- docs and tables
 def test_docs_list_every_mapping_of_every_table() -> None:
     doc = (REPO / "docs" / "ingest.md").read_text()
-    sections = re.split(r"\n### ", doc)
+    sections = re.split(r"\n##+ ", doc)
     for name, table in [("CEILING_KEYS", CEILING_KEYS), ("TRL_KEYS", TRL_KEYS), ("VERL_KEYS", VERL_KEYS),
-                        ("TRACKER_KEYS", TRACKER_KEYS), ("GENERIC_KEYS", GENERIC_KEYS)]:
+                        ("TRACKER_KEYS", TRACKER_KEYS), ("GENERIC_KEYS", GENERIC_KEYS),
+                        ("HELDOUT_RECORD_KEYS", HELDOUT_RECORD_KEYS)]:
         section = next(s for s in sections if re.findall(r"`(\w+_KEYS)`", s.split("\n", 1)[0])[:1] == [name])
-        rows = set(re.findall(r"^\| `([^`]+)` \| `([^`]+)` \|$", section, flags=re.MULTILINE))
+        rows = set(re.findall(r"^\| `([^`]+)` \| `([^`]+)` \|", section, flags=re.MULTILINE))
         assert rows == set(table.items()), name
 
 
 def test_tables_name_canonical_metrics_only() -> None:
-    for tables in TABLES.values():
+    for tables in [*TABLES.values(), [HELDOUT_RECORD_KEYS]]:
         for table in tables:
             assert set(table.values()) <= set(METRICS)
 

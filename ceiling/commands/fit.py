@@ -7,7 +7,8 @@ are written into --out.
 
     ceiling fit runs/demo                                   # our run dir: writes runs/demo/fits.json
     ceiling fit trainer_state.json --out reports/my-trl-run
-    ceiling fit metrics.csv --unverified eval_acc --x step  # say the eval is a held-out benchmark
+    ceiling fit metrics.csv --eval-n 500                    # eval_acc -> verified/eval_acc, on 500 problems
+    ceiling fit metrics.csv --unverified eval_acc --x step  # say the eval is a benchmark of another task
 """
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ import pandas as pd
 from ceiling.fit import fit_frame, save_fits
 from ceiling.ingest import FORMATS, IngestResult, read_log
 from ceiling.ingest.mappings import FLAG_METRICS
+from ceiling.ingest.summary import describe, require_verified
 
-MAX_NOTES = 8
+MAX_READ_LINES = 15  # what was read, before the headline
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +43,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for flag, metric in FLAG_METRICS.items():
         what = "cumulative training FLOPs (fills the compute column)" if flag == "compute" else metric
         maps.add_argument(f"--{flag}", metavar="KEY", help=f"the key to read as {what}")
+    maps.add_argument("--eval-n", type=_positive_int, metavar="N",
+                      help="number of held-out problems behind the held-out accuracy (verified/eval_acc), "
+                           "where the log does not give it (e.g. num_examples)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not >= 1")
+    return value
 
 
 def mapping_from_args(args: argparse.Namespace) -> dict[str, str]:
@@ -68,17 +83,15 @@ def out_dir(args: argparse.Namespace, result: IngestResult, run: str) -> Path:
 
 
 def main(args: argparse.Namespace) -> int:
-    result = read_log(args.log, format=args.format, mapping=mapping_from_args(args), run=args.run)
+    result = read_log(args.log, format=args.format, mapping=mapping_from_args(args), run=args.run,
+                      eval_n=args.eval_n)
+    require_verified(result, args.log)
     frame = result.frame
-    run = str(frame["run"].iloc[0]) if len(frame) else (args.run or "run")
-    print(f"read {args.log} as {result.format}: {frame['step'].nunique()} steps, "
-          f"{frame['metric'].nunique()} metrics, run {run!r}")
-    for key, metric in result.mapping.items():
-        print(f"  {key} -> {metric}")
-    for note in result.notes[1:MAX_NOTES + 1]:
-        print(f"  note: {note}")
-    if len(result.notes) > MAX_NOTES + 1:
-        print(f"  ({len(result.notes) - MAX_NOTES - 1} more notes)")
+    run = result.runs[0] if result.runs else (str(frame["run"].iloc[0]) if len(frame) else (args.run or "run"))
+    lines = describe(result, args.log, max_lines=MAX_READ_LINES - (len(result.runs) > 1))
+    if len(result.runs) > 1:
+        lines.append(f"  fitting run {run!r}, the first of {len(result.runs)}; pick one with --run NAME")
+    print("\n".join(lines))
     report = fit_frame(frame, run=run, x=args.x, n_boot=args.n_boot, seed=args.seed)
     report.meta["source"] = {"log": str(args.log), "format": result.format, "mapping": result.mapping,
                              "notes": result.notes}

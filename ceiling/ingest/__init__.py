@@ -2,8 +2,8 @@
 
     from ceiling.ingest import read_log
     res = read_log("trainer_state.json")                 # format auto-detected
-    res = read_log("metrics.csv", mapping={"unverified": "eval_acc"})
-    res.frame, res.format, res.notes, res.dropped, res.mapping
+    res = read_log("metrics.csv", mapping={"unverified": "eval_acc"}, eval_n=500)
+    res.frame, res.format, res.notes, res.dropped, res.mapping, res.step_key, res.kinds, res.ignored
 
 Formats: `ceiling` (our run dir), `trl` (trainer_state.json), `verl` (file-logger JSONL or console log),
 `wandb` (history CSV export), `tensorboard` (event files), `csv` and `jsonl` (any, with mapping flags).
@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from ceiling.errors import CeilingError
+from ceiling.errors import CeilingError, error_at
 from ceiling.ingest.ceiling_run import read_ceiling_run
-from ceiling.ingest.core import Collector, IngestResult, check_mapping
+from ceiling.ingest.core import Collector, IngestResult, check_mapping, concat_results
 from ceiling.ingest.detect import FORMATS, detect_format
 from ceiling.ingest.mappings import TABLES
 from ceiling.ingest.tabular import check_readable, read_csv, read_jsonl, read_verl_console, read_verl_jsonl
@@ -61,12 +61,14 @@ def _verl_reader(path: Path) -> Reader:
 
 
 def read_log(path: str | Path, format: str = "auto", mapping: dict[str, str] | None = None,
-             run: str | None = None) -> IngestResult:
+             run: str | None = None, eval_n: int | None = None) -> IngestResult:
     """Read one training log into the canonical frame.
 
     path: a log file or folder. format: "auto" or one of FORMATS. mapping: {"step" | "verified" |
     "unverified" | "kl" | "entropy" | "compute" | a canonical metric name: source key}; the user's mapping
-    wins over the tables. run: the run name (default: from the path).
+    wins over the tables. run: the run name (default: from the path); for a file holding several runs (a
+    W&B chart export), the one run to keep. eval_n: the number of held-out problems behind
+    verified/eval_acc (the frame's `n`) where the log does not give it.
     Raises CeilingError (one line naming the file and line) for anything it cannot read.
     """
     path = Path(path)
@@ -74,6 +76,8 @@ def read_log(path: str | Path, format: str = "auto", mapping: dict[str, str] | N
     fmt = detect_format(path) if format in (None, "", "auto") else format
     if fmt not in FORMATS:
         raise CeilingError(f"unknown format {format!r}; one of auto, {', '.join(FORMATS)}")
+    if eval_n is not None and (not isinstance(eval_n, int) or eval_n < 1):
+        raise CeilingError(f"eval_n must be a whole number >= 1, not {eval_n!r}")
     user = check_mapping(mapping)
     name = run or run_name(path)
     if fmt == "ceiling":
@@ -94,6 +98,31 @@ def read_log(path: str | Path, format: str = "auto", mapping: dict[str, str] | N
         unit = {"trl": "entry", "tensorboard": "event"}.get(fmt, "line")
         collector = Collector(path, unit=unit)
         reader(path, collector, fmt, user)
-        result = collector.result(fmt, name, user)
+        if collector.children:
+            result = _several_runs(collector, fmt, user, run, eval_n)
+        else:
+            result = collector.result(fmt, name, user, eval_n=eval_n)
     result.notes.insert(0, f"read {path} as {fmt}" + (" (auto-detected)" if format in (None, "", "auto") else ""))
+    return result
+
+
+def _several_runs(collector: Collector, fmt: str, user: dict[str, str], run: str | None,
+                  eval_n: int | None) -> IngestResult:
+    """One result for a file that holds several runs (each its own collector): all of them, or `run`."""
+    runs = list(collector.children)
+    if run is not None:
+        if run not in collector.children:
+            raise error_at(collector.path, f"no run {run!r} in this file (runs: {', '.join(runs[:10])})")
+        runs = [run]
+    parts = []
+    for name in runs:
+        child = collector.children[name]
+        if not child.values:
+            collector.note(f"run {name!r}: no numeric values")
+            continue
+        parts.append(child.result(fmt, name, user, eval_n=eval_n))
+    if not parts:
+        raise error_at(collector.path, "no numeric values found in any run")
+    result = concat_results(parts, fmt)
+    result.notes[:0] = collector.notes
     return result

@@ -1,14 +1,18 @@
 """What every reader shares: value cleaning, restart handling, key mapping, and the canonical frame.
 
 A reader streams its file once and hands each logged row to a `Collector` as `(step, {key: value},
-location)`. The collector cleans values (numbers, numeric strings and booleans kept; null/NaN/empty skipped
-as "not logged"; inf and text dropped with a note), detects restarts, and at the end maps keys to
+location, kind)`. The collector cleans values (numbers, numeric strings and booleans kept; null/NaN/empty
+skipped as "not logged"; inf and text dropped with a note), detects restarts, and at the end maps keys to
 canonical metrics (`mappings.resolve_keys`) and builds the canonical long frame.
 
-Restart rule: a row at step `s` that logs a key already logged at a step >= `s` (bookkeeping keys such as
+Restart rule: a row at step `s` that logs a key already logged at a step > `s` (bookkeeping keys such as
 `epoch` aside) means the run was restarted or resumed from an earlier checkpoint. The later segment
 supersedes the earlier one: every earlier value at a step >= `s` is dropped, with a note. A row whose step
 goes back without repeating a key (an eval row logged late) is kept, and the frame is sorted by step.
+
+Several rows at one step (a loop that logs a rollout record, two optimizer records and an eval record per
+step) merge: a key logged more than once at one step gets the mean of its values (bookkeeping keys: the
+last value), with a note that counts them.
 """
 from __future__ import annotations
 
@@ -23,9 +27,11 @@ import pandas as pd
 
 from ceiling.errors import CeilingError, error_at
 from ceiling.frame import METRICS, empty_frame, normalize_frame
-from ceiling.ingest.mappings import FLAG_METRICS, FRACTION_METRICS, is_bookkeeping, resolve_keys
+from ceiling.ingest.mappings import (EVAL_N_KEYS, FLAG_METRICS, FRACTION_METRICS, HELDOUT_METRIC, is_bookkeeping,
+                                     is_heldout_kind, resolve_keys)
 
 MAX_STEP = 2**62
+DROPPED_COLUMNS = ["step", "source_key", "value", "location", "reason"]
 
 
 @dataclass
@@ -37,7 +43,13 @@ class IngestResult:
     notes: what was assumed, converted or dropped, in words (one line each).
     dropped: one row per value left out: step, source_key, value, location, reason
         (`restart`, `non-finite`, `non-numeric`, `truncated`).
-    mapping: source key -> canonical metric, for the keys that were mapped.
+    mapping: source key -> metric, for the keys that were mapped (canonical, or `raw/eval/<dataset>`).
+    step_key: how the step was read, in words (the key and the rule that chose it).
+    kinds: record kind -> number of records, for logs whose records name their kind (else empty).
+    kind_key: the key that names the record kinds (`type`, `split`, ...), or None.
+    ignored: keys left out of the frame and why (only text, only null), one line each.
+    runs: the runs in the frame, in the order they were read.
+    eval_n_from: where the `n` of verified/eval_acc came from (a key of the log, `--eval-n`), or "".
     """
 
     frame: pd.DataFrame
@@ -45,9 +57,12 @@ class IngestResult:
     notes: list[str] = field(default_factory=list)
     dropped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=DROPPED_COLUMNS))
     mapping: dict[str, str] = field(default_factory=dict)
-
-
-DROPPED_COLUMNS = ["step", "source_key", "value", "location", "reason"]
+    step_key: str = ""
+    kinds: dict[str, int] = field(default_factory=dict)
+    kind_key: str | None = None
+    ignored: list[str] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)
+    eval_n_from: str = ""
 
 
 def to_number(value: Any) -> float | None | str:
@@ -119,6 +134,11 @@ def check_mapping(mapping: dict[str, str] | None) -> dict[str, str]:
     return out
 
 
+def short_list(items: list[str], limit: int = 8) -> str:
+    """'a, b, c, ...' (at most `limit` items)."""
+    return ", ".join(items[:limit]) + (", ..." if len(items) > limit else "")
+
+
 class Collector:
     """Accumulates (step, key, value) rows from one log, handling restarts and bad values as it goes."""
 
@@ -136,19 +156,35 @@ class Collector:
         self.dropped: list[tuple[int, str, Any, int, str]] = []
         self.bad: dict[str, dict[str, int]] = {"non-finite": {}, "non-numeric": {}}
         self.good_count: dict[str, int] = {}
+        self.null_keys: set[str] = set()
         self.notes: list[str] = []
         self.max_step = -1
         self.late_rows = 0
+        self.step_key = ""  # how the step was read, in words (set by the reader)
+        self.kind_key: str | None = None  # the key naming record kinds (set by the reader)
+        self.kinds: dict[str, int] = {}  # record kind -> records
+        self.merged: dict[str, int] = {}  # record kind ("" for none) -> rows merged into an earlier row of a step
+        self.children: dict[str, Collector] = {}  # one per run, for files holding several runs
+        self.eval_n_from = ""  # where the n of verified/eval_acc came from
 
     def where(self, loc: int) -> str:
         return f"{self.unit} {loc}"
 
-    def add(self, step: int, row: dict[str, Any], loc: int) -> None:
-        """Add the values one log row holds at `step` (found at location `loc`)."""
+    def child(self, run: str) -> Collector:
+        """The collector of one run of a file that holds several (a W&B chart export)."""
+        if run not in self.children:
+            self.children[run] = Collector(self.path, unit=self.unit)
+        return self.children[run]
+
+    def add(self, step: int, row: dict[str, Any], loc: int, kind: str | None = None) -> None:
+        """Add the values one log row holds at `step` (found at location `loc`; `kind`: its record kind)."""
+        if kind is not None:
+            self.kinds[kind] = self.kinds.get(kind, 0) + 1
         clean: dict[str, float] = {}
         for key, raw in row.items():
             x = to_number(raw)
             if x is None:
+                self.null_keys.add(key)
                 continue
             if isinstance(x, str):
                 self.bad[x][key] = self.bad[x].get(key, 0) + 1
@@ -158,11 +194,14 @@ class Collector:
         if not clean:
             return
         if step <= self.max_step:  # a step seen before: a restart, a late row, or another row of this step
-            repeated = [k for k in clean if not is_bookkeeping(k) and self.key_max.get(k, -1) >= step]
+            repeated = [k for k in clean if not is_bookkeeping(k) and self.key_max.get(k, -1) > step]
             if repeated:
                 self._restart(step, loc, repeated[0])
-            elif step < self.max_step and not all(is_bookkeeping(k) for k in clean):
-                self.late_rows += 1
+            else:
+                if any(not is_bookkeeping(k) and self.key_max.get(k, -1) == step for k in clean):
+                    self.merged[kind or ""] = self.merged.get(kind or "", 0) + 1
+                if step < self.max_step and not all(is_bookkeeping(k) for k in clean):
+                    self.late_rows += 1
         for key, x in clean.items():
             kid = self.key_id.get(key)
             if kid is None:
@@ -211,24 +250,29 @@ class Collector:
         self.notes.append(text)
 
     # -- the end ---------------------------------------------------------------------------------------
+    def seen_keys(self) -> list[str]:
+        """Every key with at least one kept number, in first-seen order."""
+        return [k for k in self.key_names if self.good_count.get(k, 0) > 0]
+
     def result(self, fmt: str, run: str, mapping: dict[str, str] | None = None,
-               keep_raw: set[str] | None = None) -> IngestResult:
+               keep_raw: set[str] | None = None, eval_n: int | None = None) -> IngestResult:
         """Map keys to canonical metrics and build the frame.
 
         mapping: canonical metric -> source key (from `check_mapping`, without 'step').
         keep_raw: canonical metrics this log must not provide (another file of the run has them).
+        eval_n: the number of held-out problems behind verified/eval_acc, where the log does not give it.
         """
         overrides = {m: k for m, k in (mapping or {}).items() if m != "step"}
-        self._bad_value_notes()
+        ignored = self._ignored()
         if not self.values:
             raise error_at(self.path, "no numeric values found" + (
                 " (every value was dropped; see above)" if self.dropped else ""))
-        keys = [k for k in self.key_names if self.good_count.get(k, 0) > 0]
+        keys = self.seen_keys()
         missing = [k for k in overrides.values() if k not in keys]
         if missing:
-            shown = ", ".join(keys[:12]) + (", ..." if len(keys) > 12 else "")
-            raise error_at(self.path, f"mapping: no numeric key {missing[0]!r} in this log (keys: {shown})")
-        mapped, notes = resolve_keys(keys, fmt, overrides)
+            raise error_at(self.path, f"mapping: no numeric key {missing[0]!r} in this log (keys: {short_list(keys, 12)})")
+        kinds = {k: is_heldout_kind(k) for k in self.kinds}
+        mapped, notes = resolve_keys(keys, fmt, overrides, kinds=kinds)
         self.notes.extend(notes)
         if keep_raw:
             for key, metric in list(mapped.items()):
@@ -239,21 +283,58 @@ class Collector:
         if self.late_rows:
             self.notes.append(f"{self.late_rows} {self.unit}s log a step below an earlier one without repeating "
                               f"a key (late rows): kept, and the frame is sorted by step")
+        self._merged_note()
         names = np.asarray(self.key_names, dtype=object)
         metrics = np.asarray([mapped.get(k, f"raw/{k}") for k in self.key_names], dtype=object)
         ids = np.asarray(self.keys, dtype=np.int64)
-        df = pd.DataFrame({"step": np.asarray(self.steps, dtype=np.int64), "source_key": names[ids],
-                           "metric": metrics[ids], "value": np.asarray(self.values, dtype=np.float64)})
-        # bookkeeping keys (epoch, _runtime) repeat in the several rows of one step: keep the last
-        df = df.drop_duplicates(["step", "source_key"], keep="last")
+        df = pd.DataFrame({"step": np.asarray(self.steps, dtype=np.int64), "key_id": ids,
+                           "value": np.asarray(self.values, dtype=np.float64)})
+        df = _merge_steps(df, np.asarray([is_bookkeeping(k) for k in self.key_names], dtype=bool))
+        df["source_key"] = names[df["key_id"].to_numpy()]
+        df["metric"] = metrics[df["key_id"].to_numpy()]
+        df = df.drop(columns="key_id")
         df["run"] = run
-        df = self._fractions(df)
+        self._percent_notes(df)
         flops = df.loc[df["metric"] == "compute/flops"].groupby("step")["value"].last()
         df["compute"] = df["step"].map(flops) if len(flops) else np.nan
         df = normalize_frame(df, where=str(self.path))
+        df = self._eval_n(df, mapped, eval_n)
         df = df.sort_values(["step", "metric"], kind="stable").reset_index(drop=True)
         dropped = pd.DataFrame(self.dropped, columns=DROPPED_COLUMNS)
-        return IngestResult(frame=df, format=fmt, notes=self.notes, dropped=dropped, mapping=mapped)
+        return IngestResult(frame=df, format=fmt, notes=self.notes, dropped=dropped, mapping=mapped,
+                            step_key=self.step_key, kinds=dict(self.kinds), kind_key=self.kind_key,
+                            ignored=ignored, runs=[run], eval_n_from=self.eval_n_from)
+
+    def _eval_n(self, df: pd.DataFrame, mapped: dict[str, str], eval_n: int | None) -> pd.DataFrame:
+        """Fill the `n` column of verified/eval_acc: from a count key beside it in the log, else `eval_n`."""
+        acc_key = next((k for k, m in mapped.items() if m == HELDOUT_METRIC), None)
+        if acc_key is None:
+            if eval_n is not None:
+                self.notes.append(f"--eval-n {eval_n} not used: no held-out accuracy (verified/eval_acc) in this log")
+            return df
+        rows = df["metric"] == HELDOUT_METRIC
+        n_key = find_n_key(acc_key, set(df["source_key"]))
+        if n_key is not None:
+            counts = df.loc[df["source_key"] == n_key].set_index("step")["value"]
+            df.loc[rows, "n"] = df.loc[rows, "step"].map(counts).to_numpy()
+            self.eval_n_from = n_key
+        if eval_n is not None:
+            fill = rows & df["n"].isna()
+            if fill.any():
+                df.loc[fill, "n"] = float(eval_n)
+                self.eval_n_from = f"{n_key} and --eval-n" if n_key else "--eval-n"
+            else:
+                self.notes.append(f"--eval-n {eval_n} not used: the log gives n ({n_key}) at every held-out step")
+        return df
+
+    def _merged_note(self) -> None:
+        for kind, count in self.merged.items():
+            if kind:
+                total = self.kinds.get(kind, 0)
+                self.notes.append(f"{kind!r}: {total} records at {total - count} steps (several at one step): "
+                                  "values averaged per step")
+            else:
+                self.notes.append(f"{count} {self.unit}s log a key again at the same step: values averaged per step")
 
     def _unreplaced_note(self) -> None:
         """Name the values a restart dropped that the later segment never logged again."""
@@ -269,35 +350,73 @@ class Collector:
                      + (" ..." if len(set(v)) > 5 else "") for k, v in list(lost.items())[:5]]
             self.notes.append("dropped by a restart and not logged again by the later segment: " + "; ".join(parts))
 
-    def _fractions(self, df: pd.DataFrame) -> pd.DataFrame:
-        """Accuracy-like metrics logged in percent (values > 1, all <= 100) become fractions."""
+    def _percent_notes(self, df: pd.DataFrame) -> None:
+        """Accuracy-like metrics logged in percent (values > 1, all <= 100) are kept as logged, with a note."""
         for metric in sorted(set(df["metric"]) & FRACTION_METRICS):
-            m = df["metric"] == metric
-            vals = df.loc[m, "value"]
+            vals = df.loc[df["metric"] == metric, "value"]
+            key = df.loc[df["metric"] == metric, "source_key"].iloc[0]
             if vals.max() > 1.0 and vals.min() >= 0.0 and vals.max() <= 100.0:
-                key = df.loc[m, "source_key"].iloc[0]
-                df.loc[m, "value"] = vals / 100.0
-                self.notes.append(f"{key!r} ({metric}) is in percent (max {vals.max():g}): divided by 100")
+                self.notes.append(f"{key!r} ({metric}) is in percent (max {vals.max():g}): kept as logged")
             elif vals.max() > 1.0:
-                key = df.loc[m, "source_key"].iloc[0]
                 self.notes.append(f"{key!r} ({metric}) has values outside [0, 1] and outside [0, 100]: kept as logged")
-        return df
 
-    def _bad_value_notes(self) -> None:
+    def _ignored(self) -> list[str]:
+        """Keys that gave no numbers (one line per reason), and notes on dropped values."""
+        out: list[str] = []
+        text_only: list[str] = []
         for reason, counts in self.bad.items():
             for key, n in counts.items():
                 if self.good_count.get(key, 0) == 0 and reason == "non-numeric":
-                    self.notes.append(f"{key!r} holds no numbers ({n} text values): ignored")
+                    text_only.append(f"{key!r} ({n} value{'s' if n > 1 else ''})")
                 else:
                     self.notes.append(f"{key!r}: {n} {reason} value{'s' if n > 1 else ''} dropped")
+        if text_only:
+            out.append(f"ignored, only text: {short_list(text_only, 6)}")
+        nulls = sorted(k for k in self.null_keys if k not in self.key_id and k not in self.bad["non-numeric"]
+                       and k not in self.bad["non-finite"])
+        if nulls:
+            out.append(f"ignored, always null or empty (not logged): {short_list(nulls, 6)}")
+        self.notes.extend(out)
+        return out
+
+
+def _merge_steps(df: pd.DataFrame, bookkeeping: np.ndarray) -> pd.DataFrame:
+    """One value per (step, key): the mean of a key's values at a step; the last for bookkeeping keys."""
+    if not df.duplicated(["step", "key_id"]).any():
+        return df
+    grouped = df.groupby(["step", "key_id"], sort=False)["value"]
+    out = grouped.mean().rename("value").reset_index()
+    last = grouped.last().to_numpy()
+    book = bookkeeping[out["key_id"].to_numpy()]
+    out.loc[book, "value"] = last[book]
+    return out
+
+
+def find_n_key(acc_key: str, keys: set[str]) -> str | None:
+    """The key beside `acc_key` that counts its held-out problems (`eval/num_examples` for `eval/accuracy`)."""
+    prefix = acc_key.rsplit("/", 1)[0] + "/" if "/" in acc_key else ""
+    for name in EVAL_N_KEYS:
+        if prefix + name in keys:
+            return prefix + name
+    return None
 
 
 def concat_results(parts: list[IngestResult], fmt: str) -> IngestResult:
-    """Join the results of several files of one run (frames, notes, dropped rows, mappings)."""
+    """Join the results of several files (or runs) of one read (frames, notes, dropped rows, mappings)."""
     frames = [p.frame for p in parts if len(p.frame)]
     frame = pd.concat(frames, ignore_index=True) if frames else empty_frame()
     dropped = pd.concat([p.dropped for p in parts if len(p.dropped)] or [pd.DataFrame(columns=DROPPED_COLUMNS)],
                         ignore_index=True)
     notes = [n for p in parts for n in p.notes]
     mapping = {k: v for p in parts for k, v in p.mapping.items()}
-    return IngestResult(frame=frame, format=fmt, notes=notes, dropped=dropped, mapping=mapping)
+    kinds: dict[str, int] = {}
+    for p in parts:
+        for k, c in p.kinds.items():
+            kinds[k] = kinds.get(k, 0) + c
+    runs = list(dict.fromkeys(r for p in parts for r in p.runs))
+    first = next((p for p in parts if p.step_key), parts[0] if parts else None)
+    return IngestResult(frame=frame, format=fmt, notes=notes, dropped=dropped, mapping=mapping,
+                        step_key=first.step_key if first else "", kinds=kinds,
+                        kind_key=next((p.kind_key for p in parts if p.kind_key), None),
+                        ignored=[i for p in parts for i in p.ignored], runs=runs,
+                        eval_n_from=next((p.eval_n_from for p in parts if p.eval_n_from), ""))

@@ -34,6 +34,7 @@ def read_tensorboard(path: Path, collector: Collector, fmt: str, mapping: dict[s
     except ImportError:  # pragma: no cover - tensorboard is a declared extra
         raise CeilingError("reading TensorBoard files needs the tensorboard package: pip install tensorboard") from None
     files = event_files(path)
+    collector.step_key = "each event's step"
     root = files[0].parent
     index = 0
     for file in files:

@@ -27,6 +27,7 @@ def read_trainer_state(path: Path, collector: Collector, fmt: str, mapping: dict
     if not isinstance(state, dict) or not isinstance(state.get("log_history"), list):
         raise error_at(path, "not a trainer_state.json: no 'log_history' list", field="log_history")
     step_key = mapping.get("step", "step")
+    collector.step_key = f"{step_key} (of each log_history entry)" + (" (--step)" if "step" in mapping else "")
     missing = 0
     for i, entry in enumerate(state["log_history"]):
         where = f"log_history[{i}]"
