@@ -58,8 +58,11 @@ HARMFUL = ("trade_off", "over_optimisation", "collapse")
 KL_METRICS = ("kl/policy_base_k3", "kl/policy_base_k1", "kl/logged", "kl/policy_base_k3_token")
 SHIP_RULE = ("the evaluated step with the highest fitted held-out score (training reward without one) plus the "
              "fitted change of the never-rewarded score; of the steps within one standard error of it, the earliest")
-DEGENERACY = (("diversity/duplicate_share", +1, "duplicate share"), ("diversity/distinct_2", -1, "distinct bigrams"),
-              ("length/mean", +1, "mean length"))
+# degeneracy measures: (metric, direction of harm, words, the smallest change that counts as degenerate:
+# absolute for shares, relative for the rest), so ordinary sharpening is not called degeneracy
+DEGENERACY = (("diversity/duplicate_share", +1, "duplicate share", ("abs", 0.10)),
+              ("diversity/distinct_2", -1, "distinct bigrams", ("rel", 0.25)),
+              ("length/mean", +1, "mean length", ("rel", 0.50)))
 
 
 # ----------------------------------------------------------------------------------------- result types
@@ -225,6 +228,8 @@ class RunDiagnosis:
         if not self.kl_budget:
             return None
         b = self.kl_budget
+        if b.get("from_start"):
+            return f"none: the {b['regime'].replace('_', '-')} begins with training (no KL threshold to stay under)"
         return (f"{b['regime']} begins at KL {fnum(b['kl'], 3)} [{fnum(b['kl_low'], 3)}, {fnum(b['kl_high'], 3)}] "
                 f"nats ({b['metric']})")
 
@@ -644,18 +649,26 @@ def diagnose(frame: pd.DataFrame, run: str | None = None, alpha: float = 0.05, n
         ax = _kl_at(kl, s.x) if kl is not None else s.x / 100.0
         tradeoff += _rates(s, next((t for t in tests if t.metric == s.metric), None), ax, per)
     degeneracy: list[SeriesTest] = []
-    present = [(m, sign, label) for m, sign, label in DEGENERACY if _series(df, m, label) is not None]
-    for m, sign, label in present:
+    present = [d for d in DEGENERACY if _series(df, d[0], d[2]) is not None]
+    for m, sign, label, (kind, size) in present:
         s = _series(df, m, label, bounded=m != "length/mean")
         t, _ = _test(s, alpha / len(present), rng, n_sim, direction=sign)
+        change = sign * ((t.last or 0.0) - (t.first or 0.0))
+        if kind == "rel":
+            change /= max(abs(t.first or 0.0), 1e-12)
+        if t.falls and change < size:
+            t.falls, t.onset = False, None
+            t.noise += f"; a change of {change:.2g} is below the {size:g} ({'absolute' if kind == 'abs' else 'relative'}) that counts"
         t.onset = _with_kl(t.onset, kl)
         degeneracy.append(t)
     first_harm = next((sp for sp in spans if sp.regime in {"trade_off", "over_optimisation", "collapse"}), None)
     budget = None
     if first_harm is not None and kl is not None:
-        on = first_harm.onset or _with_kl(Onset(x0, x0, x0, cause=v.metric), kl)
-        budget = {"regime": first_harm.regime, "kl": on.kl, "kl_low": on.kl_low, "kl_high": on.kl_high,
-                  "step": on.step, "metric": kl_name}
+        on = first_harm.onset
+        budget = ({"regime": first_harm.regime, "kl": on.kl, "kl_low": on.kl_low, "kl_high": on.kl_high,
+                   "step": on.step, "metric": kl_name, "from_start": False} if on is not None else
+                  {"regime": first_harm.regime, "kl": None, "kl_low": None, "kl_high": None, "step": x0,
+                   "metric": kl_name, "from_start": True})
     ship = _ship(fits, kl)
     data = {"x_min": x0, "x_max": x1, "n_points": {r: (None if s is None else int(s.x.size)) for r, s in found.items()},
             "percent": {r: bool(s.scale == 100) for r, s in found.items() if s is not None},
