@@ -146,18 +146,23 @@ class TrainConfig:
     warmup: int = 40
     """Linear warm-up steps."""
     weight_decay: float = 0.01
+    """AdamW weight decay."""
     betas: tuple[float, float] = (0.9, 0.98)
+    """AdamW betas."""
     grad_clip: float = 1.0
+    """Gradient clipping threshold on the global norm."""
     prompt_loss_weight: float = 0.0
     """Weight of the prompt tokens in the loss, relative to completion tokens and <eos> (weight 1). 0 spends
     the whole (tiny) budget on answers: prompts here are random operands, unpredictable by design."""
     hidden_size: int = 128
+    """Model width."""
     num_layers: int = 4
+    """Decoder layers."""
     num_heads: int = 4
+    """Attention heads."""
     threads: int = 2
-    """Torch CPU threads. Results are bitwise reproducible for a fixed thread count. Measured per step here:
-    0.098 s with 2 threads, 0.137 s with 1, 0.177 s with 2 and OMP_WAIT_POLICY=PASSIVE. On a busy machine
-    use 1 (`ceiling pretrain --threads 1`): spinning OpenMP waits made 2 threads 10-20x slower there."""
+    """Torch CPU threads. Results are bitwise reproducible for a fixed thread count. On a busy machine use 1
+    (`ceiling pretrain --threads 1`): 2 threads waiting on each other slow down there (benchmarks/RESULTS.md)."""
     bucket_batches: int = 32
     """Length bucketing: the document stream is cut into pools of this many batches, each pool is sorted by
     length and cut into batches, and the batches of a pool are shuffled (seeded). Documents here are 5-24
