@@ -1,0 +1,242 @@
+"""The sweep's verdicts on constructed aggregates where the right answer is known.
+
+Each claim (1: the ceiling is set by base diversity; 2: past a critical KL, verified gains cost unverified
+reasoning), the coverage claim (RL narrows pass@k at large k) and the random-reward control are decided by
+`ceiling.sweep.aggregate.analyse` on a sweep table built here row by row (the table `collect` reads from the
+cells), once where the numbers support the claim, once where they contradict it, and once where they cannot
+decide it. The tests read verdict values, never wording: `verdict()` and `finding_verdicts()` below are the
+only places that know how a claim is named.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from ceiling.sweep.aggregate import (
+    COLUMNS,
+    CONTRADICT,
+    SUPPORT,
+    UNDECIDED,
+    Interval,
+    analyse,
+    difference,
+    mean_interval,
+)
+from ceiling.sweep.config import SweepConfig
+
+LR = 1e-3
+CONFIG = SweepConfig(name="constructed", cells=[], reference_beta=0.0, reference_lr=LR)
+CLAIM_NAMES = {"claim1": ("claim 1", "1."), "claim2": ("claim 2", "2."), "coverage": ("coverage", "coverage"),
+               "control": ("control", "control")}
+
+
+def verdict(analysis, claim: str) -> str:
+    """The overall verdict on `claim` ("claim1", "claim2", "coverage", "control")."""
+    key = CLAIM_NAMES[claim][0]
+    found = [v for k, v in analysis.verdicts.items() if key in k]
+    assert len(found) == 1, (claim, list(analysis.verdicts))
+    return found[0]
+
+
+def finding_verdicts(analysis, claim: str) -> list[str]:
+    """The verdicts of the findings about `claim`, in order."""
+    return [f.verdict for f in analysis.findings if f.claim.startswith(CLAIM_NAMES[claim][1])]
+
+
+def is_undecided(v: str) -> bool:
+    return v.startswith(UNDECIDED)  # claim 2 may add why, e.g. "(no threshold ... up to KL 4 nats)"
+
+
+def row(cell: str, base: str, *, seed: int = 0, beta: float = 0.0, reward: str = "verified", x: float = 0.5,
+        ceiling: float | None = None, ceiling_half: float = 0.02, identifiable: bool = True,
+        base_reward: float = 0.2, final_reward: float = 0.5, reward_half: float = 0.03,
+        base_cov: float = 0.6, final_cov: float = 0.6, cov_half: float = 0.03,
+        base_unv: float = 0.4, final_unv: float = 0.4, unv_half: float = 0.02,
+        threshold: float | None = None, max_kl: float = 4.0) -> dict:
+    """One run of the sweep table, as `cell_row` makes it from a cell's fits.json and eval.csv."""
+    r = {"cell": cell, "base": base, "seed": seed, "beta": beta, "lr": LR, "reward": reward, "status": "complete",
+         "ceiling": np.nan if ceiling is None else ceiling,
+         "ceiling_low": np.nan if ceiling is None else ceiling - ceiling_half,
+         "ceiling_high": np.nan if ceiling is None else ceiling + ceiling_half,
+         "ceiling_identifiable": bool(identifiable and ceiling is not None), "ceiling_form": "sigmoid",
+         "base_pass@kmax": base_cov, "k_max": 32.0, "base_entropy": 0.5 + x, "base_distinct_answers": 2 + 3 * x,
+         "final_step": 60, "max_kl": max_kl, "threshold_detected": threshold is not None,
+         "threshold": np.nan if threshold is None else threshold, "threshold_p": 0.01 if threshold else 0.5}
+    for name, (b, f, h) in {"reward": (base_reward, final_reward, reward_half),
+                            "pass@kmax": (base_cov, final_cov, cov_half),
+                            "unverified": (base_unv, final_unv, unv_half)}.items():
+        r.update({f"base_{name}": b, f"base_{name}_low": b - h, f"base_{name}_high": b + h,
+                  f"final_{name}": f, f"final_{name}_low": f - h, f"final_{name}_high": f + h})
+    r.update(gain=final_reward - base_reward, coverage_change=final_cov - base_cov,
+             unverified_change=final_unv - base_unv)
+    return r
+
+
+def table(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    for c in COLUMNS:
+        if c not in df.columns:
+            df[c] = np.nan
+    return df[COLUMNS]
+
+
+def diversity_runs(ceiling_of, noise=(0.004, -0.004)) -> list[dict]:
+    """Two seeds on each of three bases whose pass@k at the largest k is 0.4, 0.6, 0.8."""
+    return [row(f"b{i}-s{s}", f"b{i}", seed=s, x=x, base_cov=x, final_cov=x, ceiling=ceiling_of(x) + noise[s])
+            for i, x in enumerate((0.4, 0.6, 0.8)) for s in (0, 1)]
+
+
+# ------------------------------------------------------------------------------------ claim 1
+def test_claim1_supported_when_ceilings_rise_with_base_diversity():
+    a = analyse(CONFIG, table(diversity_runs(lambda x: 0.1 + 0.5 * x)))
+    assert a.across is not None and a.across.regressions["base_pass@kmax"]["slope_ci"][0] > 0
+    assert verdict(a, "claim1") == SUPPORT
+    assert finding_verdicts(a, "claim1")[-1] == SUPPORT  # every ceiling lies below what its base can reach
+
+
+def test_claim1_contradicted_when_ceilings_fall_with_base_diversity():
+    a = analyse(CONFIG, table(diversity_runs(lambda x: 0.4 - 0.3 * x)))
+    assert a.across.regressions["base_pass@kmax"]["slope_ci"][1] < 0
+    assert verdict(a, "claim1") == CONTRADICT
+
+
+def test_claim1_contradicted_by_a_ceiling_above_what_the_base_reaches():
+    """Ceilings rise with diversity (the regression supports) but lie above the base's pass@k at the largest
+    k: the cap finding contradicts, so the claim is not called supported."""
+    a = analyse(CONFIG, table(diversity_runs(lambda x: 0.35 + 0.5 * x)))
+    found = finding_verdicts(a, "claim1")
+    assert SUPPORT in found and found[-1] == CONTRADICT
+    assert verdict(a, "claim1") not in (SUPPORT, UNDECIDED)
+
+
+@pytest.mark.parametrize("case", ["flat", "too_few_identifiable"])
+def test_claim1_cannot_decide(case):
+    if case == "flat":  # no relation: the slope's interval includes 0
+        rows = diversity_runs(lambda x: 0.3, noise=(0.03, -0.03))
+    else:  # two identifiable ceilings only: no regression
+        rows = diversity_runs(lambda x: 0.1 + 0.5 * x)
+        for r in rows[2:]:
+            r["ceiling_identifiable"] = False
+    a = analyse(CONFIG, table(rows))
+    assert is_undecided(verdict(a, "claim1"))
+    if case == "too_few_identifiable":
+        assert a.across is None
+
+
+# ------------------------------------------------------------------------------------ claim 2
+def claim2_runs(unverified_change: float, detected: int, gain: float = 0.3) -> list[dict]:
+    return [row(f"r{i}", f"b{i % 2}", seed=i, final_reward=0.2 + gain + 0.01 * i,
+                final_unv=0.4 + unverified_change + 0.005 * i, threshold=2.0 + i if i < detected else None)
+            for i in range(4)]
+
+
+def test_claim2_supported_when_gains_cost_unverified_past_detected_thresholds():
+    a = analyse(CONFIG, table(claim2_runs(unverified_change=-0.1, detected=4)))
+    assert a.unverified["change"]["ci_high"] < 0 and a.thresholds["n_detected"] == 4
+    assert verdict(a, "claim2") == SUPPORT
+
+
+def test_claim2_contradicted_when_thresholds_pass_without_unverified_loss():
+    a = analyse(CONFIG, table(claim2_runs(unverified_change=0.02, detected=2)))
+    assert a.unverified["change"]["ci_low"] >= 0
+    assert CONTRADICT in finding_verdicts(a, "claim2")
+    assert verdict(a, "claim2") == CONTRADICT
+
+
+@pytest.mark.parametrize("case", ["no_gain", "no_threshold_no_loss"])
+def test_claim2_cannot_decide(case):
+    if case == "no_gain":  # verified reward did not rise reliably: no gain whose cost could be measured
+        rows = claim2_runs(unverified_change=-0.1, detected=4, gain=0.0)
+        for i, r in enumerate(rows):
+            r["final_reward"] = 0.2 + (0.1 if i % 2 else -0.1)
+            r["gain"] = r["final_reward"] - r["base_reward"]
+    else:  # no threshold reached and no loss: what the claim expects below its critical KL
+        rows = claim2_runs(unverified_change=0.02, detected=0)
+    a = analyse(CONFIG, table(rows))
+    assert is_undecided(verdict(a, "claim2"))
+
+
+# ------------------------------------------------------------------------------------ coverage
+@pytest.mark.parametrize("change, expected", [(-0.1, SUPPORT), (0.1, CONTRADICT), (None, UNDECIDED)])
+def test_coverage_verdict(change, expected):
+    steps = [0.1, -0.1, 0.05, -0.05] if change is None else [change + d for d in (0.01, -0.01, 0.0, 0.005)]
+    rows = [row(f"r{i}", "b", seed=i, base_cov=0.6, final_cov=0.6 + c) for i, c in enumerate(steps)]
+    if change is None:  # and no reliable verified gain either
+        for i, r in enumerate(rows):
+            r["final_reward"] = 0.2 + (0.05 if i % 2 else -0.05)
+            r["gain"] = r["final_reward"] - r["base_reward"]
+    a = analyse(CONFIG, table(rows))
+    assert a.coverage["change"]["estimate"] == pytest.approx(np.mean(steps))
+    assert verdict(a, "coverage") == expected
+
+
+# ------------------------------------------------------------------------------------ the random-reward control
+def _gains(mean: float, half: float, n: int) -> list[float]:
+    """n gains with mean `mean` whose 95% t interval over runs has half-width `half`."""
+    z = np.arange(n) - (n - 1) / 2
+    sd_wanted = half * np.sqrt(n) / sps.t.ppf(0.975, n - 1)
+    return list(mean + z / z.std(ddof=1) * sd_wanted)
+
+
+def control_table(real_gain: float, real_half: float, ctrl_gain: float, ctrl_half: float) -> pd.DataFrame:
+    real = [row(f"real{i}", "b", seed=i, final_reward=0.2 + g) for i, g in enumerate(_gains(real_gain, real_half, 3))]
+    ctrl = [row(f"ctrl{i}", "b", seed=i, reward="random", final_reward=0.2 + g)
+            for i, g in enumerate(_gains(ctrl_gain, ctrl_half, 2))]
+    return table(real + ctrl)
+
+
+def test_control_supported_by_quadrature_where_added_half_widths_would_not_decide():
+    """Gains 0.30 +- 0.15 (3 runs) against 0.05 +- 0.15 (2 runs): the difference 0.25 has half-width
+    sqrt(0.15^2 + 0.15^2) = 0.212 (independent groups), so its interval excludes 0; adding the half-widths
+    (0.30) would not."""
+    a = analyse(CONFIG, control_table(0.30, 0.15, 0.05, 0.15))
+    (k,) = a.controls
+    assert (k["real"]["ci_high"] - k["real"]["ci_low"]) / 2 == pytest.approx(0.15)
+    assert (k["control"]["ci_high"] - k["control"]["ci_low"]) / 2 == pytest.approx(0.15)
+    d = k["difference"]
+    assert d["estimate"] == pytest.approx(0.25)
+    assert (d["ci_low"], d["ci_high"]) == (pytest.approx(0.25 - np.hypot(0.15, 0.15)), pytest.approx(0.25 + np.hypot(0.15, 0.15)))
+    assert verdict(a, "control") == SUPPORT
+
+
+def test_control_contradicted_when_random_rewards_gain_as_much():
+    a = analyse(CONFIG, control_table(0.30, 0.05, 0.45, 0.05))
+    assert verdict(a, "control") == CONTRADICT
+
+
+@pytest.mark.parametrize("real_gain, ctrl_gain", [(0.30, 0.25), (0.0, 0.0)])
+def test_control_cannot_decide(real_gain, ctrl_gain):
+    a = analyse(CONFIG, control_table(real_gain, 0.1, ctrl_gain, 0.1))
+    assert is_undecided(verdict(a, "control"))
+    no_controls = analyse(CONFIG, table([row("r0", "b"), row("r1", "b", seed=1)]))
+    assert is_undecided(verdict(no_controls, "control"))
+
+
+# ------------------------------------------------------------------------------------ the intervals behind them
+def test_difference_combines_half_widths_in_quadrature():
+    d = difference(Interval(1.0, 0.7, 1.3, 3, ""), Interval(0.2, -0.2, 0.6, 2, ""))
+    assert (d.estimate, d.low, d.high, d.n) == (pytest.approx(0.8), pytest.approx(0.3), pytest.approx(1.3), 5)
+    assert np.isnan(difference(Interval(np.nan, 0, 0, 0, ""), Interval(0.2, 0.1, 0.3, 1, "")).estimate)
+
+
+def test_mean_interval_by_hand():
+    v = [0.1, 0.4, 0.3, 0.2]
+    e = mean_interval(v)
+    half = sps.t.ppf(0.975, 3) * np.std(v, ddof=1) / 2
+    assert (e.estimate, e.low, e.high, e.n) == (pytest.approx(0.25), pytest.approx(0.25 - half),
+                                                pytest.approx(0.25 + half), 4)
+    one = mean_interval([0.3, np.nan], [0.04, 9.0])  # a single finite run keeps its own half-width
+    assert (one.low, one.high, one.n) == (pytest.approx(0.26), pytest.approx(0.34), 1)
+    assert np.isnan(mean_interval([0.3]).low) and mean_interval([]).n == 0
+
+
+def test_single_run_gain_interval_combines_its_two_evaluations():
+    """One real run: its gain's half-width is sqrt(0.03^2 + 0.04^2) = 0.05 from base and final intervals."""
+    r = row("r0", "b", base_reward=0.1, final_reward=0.5, reward_half=0.0)
+    r.update(base_reward_low=0.07, base_reward_high=0.13, final_reward_low=0.46, final_reward_high=0.54)
+    a = analyse(CONFIG, table([r]))
+    g = a.unverified["verified_gain"]
+    assert (g["estimate"], g["ci_low"], g["ci_high"], g["n"]) == (pytest.approx(0.4), pytest.approx(0.35),
+                                                                  pytest.approx(0.45), 1)
