@@ -129,3 +129,31 @@ def test_gpu_run_bf16(random_base, tmp_path):
     assert [r["step"] for r in rows] == [0, 1, 2]
     assert all(math.isfinite(r["policy/entropy"]) for r in rows)
     AutoModelForCausalLM.from_pretrained(out / "checkpoints" / "step_000002")
+
+
+def test_on_policy_update_returns_the_policys_statistics(random_base, tmp_path):
+    """One epoch of one minibatch: `update` returns the log-probs and entropy its training forward saw, equal to
+    a separate scoring pass of the policy before the update; with several minibatches the caller must pass
+    `old_logp` and gets metrics only."""
+    from ceiling.models import load
+    from ceiling.rl.grpo import roll_out, score_all, update
+    from ceiling.rl.optim import AdamW
+    from ceiling.tasks import TaskSet
+
+    cfg = small_config(random_base, tmp_path / "u", random_reward=True)
+    cpu = torch.device("cpu")
+    policy = load(str(random_base), device=cpu, dtype=torch.float32)
+    batch = roll_out(policy, TaskSet.parse(cfg.tasks), cfg, 0, cpu)
+    ref_logp, _ = score_all(policy.model, batch, cfg, cpu, entropy=False)
+    logp, ent = score_all(policy.model, batch, cfg, cpu, entropy=True)
+    result = update(policy.model, AdamW(policy.model.parameters(), lr=cfg.lr), batch, ref_logp, None, cfg, 0, cpu)
+    torch.testing.assert_close(result.logp, logp, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(result.entropy, ent, atol=1e-5, rtol=1e-5)
+    assert set(UPDATE_KEYS) <= set(result.metrics) and result.metrics["optim/updates"] == 1
+    moved, _ = score_all(policy.model, batch, cfg, cpu, entropy=False)
+    assert not torch.equal(moved, logp)  # the update changed the policy
+    two = small_config(random_base, tmp_path / "u2", num_minibatches=2)
+    with pytest.raises(ValueError, match="old_logp"):
+        update(policy.model, AdamW(policy.model.parameters(), lr=two.lr), batch, ref_logp, None, two, 0, cpu)
+    result = update(policy.model, AdamW(policy.model.parameters(), lr=two.lr), batch, ref_logp, moved, two, 0, cpu)
+    assert result.logp is None and result.entropy is None and result.metrics["optim/updates"] == 2
