@@ -499,3 +499,288 @@ def test_ceiling_fit_no_report_on_trl(tmp_path: Path) -> None:
     fits = json.loads((out / "fits.json").read_text())
     assert set(fits) >= {"ceiling", "entropy_law", "collapse"} and not (out / "report").exists()
     assert math.isfinite(fits["meta"]["n_rows"])
+
+
+# ------------------------------------------------------------------ layouts real runs write (issue 20)
+LAYOUT_METRICS = ("verified/reward", "policy/entropy", "kl/logged", "length/mean", "verified/eval_acc")
+
+
+def assert_same_series(a: pd.DataFrame, b: pd.DataFrame, metrics: tuple[str, ...] = LAYOUT_METRICS) -> None:
+    for metric in metrics:
+        x, y = series(a, metric), series(b, metric)
+        assert list(x.index) == list(y.index), metric
+        np.testing.assert_allclose(x.to_numpy(), y.to_numpy(), rtol=1e-12, err_msg=metric)
+
+
+def test_hand_made_loop_jsonl_reads_like_its_tidy_csv() -> None:
+    path = FIX / "loop_jsonl" / "metrics.jsonl"
+    res = read_log(path)  # no flags
+    tidy = read_log(FIX / "loop_jsonl" / "tidy.csv", eval_n=1024)
+    assert_same_series(res.frame, tidy.frame)
+    assert res.step_key.startswith("grpo_step (in every record") and "optimizer_step in 400" in res.step_key
+    assert res.kind_key == "type" and res.kinds == {"eval": 41, "rollout": 200, "train": 400}
+    assert res.mapping == {"eval/answer_accuracy": "verified/eval_acc", "rollout/reward_mean": "verified/reward",
+                           "train/entropy": "policy/entropy", "train/reference_kl": "kl/logged",
+                           "rollout/response_length_mean": "length/mean"}
+    # recomputed from the source records, independently of the generator's tidy CSV
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    train = pd.DataFrame([r for r in records if r["type"] == "train"])
+    per_step = train.groupby("grpo_step")["entropy"].mean()
+    np.testing.assert_allclose(series(res.frame, "policy/entropy").to_numpy(), per_step.to_numpy(), rtol=1e-12)
+    evals = [r for r in records if r["type"] == "eval"]
+    acc = series(res.frame, "verified/eval_acc")
+    assert list(acc.index) == [r["grpo_step"] for r in evals] == list(range(0, 201, 5))
+    assert acc.to_list() == [r["answer_accuracy"] for r in evals]
+    f = res.frame
+    n = f.loc[f["metric"] == "verified/eval_acc", "n"]
+    assert (n == 1024).all() and res.eval_n_from == "eval/num_examples"
+    assert (tidy.frame.loc[tidy.frame["metric"] == "verified/eval_acc", "n"] == 1024).all()
+    assert "raw/train/approx_kl" in set(f["metric"])  # PPO's KL to the old policy is not a KL to the base
+    assert "raw/train/optimizer_step" in set(f["metric"])
+    assert set(res.dropped["reason"]) == {"non-numeric"}  # the timestamps; no restart
+    assert not any("restart" in note for note in res.notes)
+    notes = " | ".join(res.notes)
+    assert "1 'config' record without a value for the step (grpo_step): skipped" in notes
+    assert "'train': 400 records at 200 steps" in notes
+    assert any("only text" in i and "train/timestamp" in i for i in res.ignored)
+
+
+def test_old_verl_console_log_reads_like_its_tidy_csv() -> None:
+    res = read_log(FIX / "verl_old" / "console.log", eval_n=1319)  # the GSM8K test set
+    tidy = read_log(FIX / "verl_old" / "tidy.csv", eval_n=1319)
+    assert res.format == "verl"
+    assert_same_series(res.frame, tidy.frame)
+    assert res.mapping["val/test_score/openai/gsm8k"] == "verified/eval_acc"
+    assert res.mapping["actor/entropy_loss"] == "policy/entropy"
+    assert res.mapping["critic/kl"] == "kl/logged" and "raw/actor/ppo_kl" in set(res.frame["metric"])
+    acc = series(res.frame, "verified/eval_acc")
+    # before training (step 0), inside every 10th training line, and the final validation on its own line
+    assert list(acc.index) == [*range(0, 431, 10), 435]
+    assert list(series(res.frame, "verified/reward").index) == list(range(1, 435))
+    assert (series(res.frame, "kl/logged") < 0).any()  # the KL-in-reward estimate is kept whatever its sign
+    assert (res.frame.loc[res.frame["metric"] == "verified/eval_acc", "n"] == 1319).all()
+    assert not any("restart" in n for n in res.notes)
+
+
+@pytest.mark.parametrize("val_key, entropy_key", [
+    ("val/test_score/openai/gsm8k", "actor/entropy_loss"),  # older verl (TinyZero era)
+    ("val/openai/gsm8k/acc/mean@4", "actor/entropy"),  # versions in between
+    ("val/openai/gsm8k/score/mean@1", "actor/entropy"),
+    ("val-core/openai/gsm8k/acc/mean@4", "actor/entropy"),  # verl >= 0.3
+    ("val-core/openai/gsm8k/reward/mean@1", "actor/entropy"),
+    ("val-aux/openai/gsm8k/score/mean@1", "actor/entropy"),  # no val-core key logged
+])
+def test_every_verl_naming_generation_maps_the_held_out_score(tmp_path: Path, val_key: str, entropy_key: str) -> None:
+    p = tmp_path / "verl.jsonl"
+    rows = [{"step": s, "data": {"critic/score/mean": s / 10, entropy_key: 1 - s / 10,
+                                 **({val_key: 0.2 + s / 100} if s % 2 == 0 else {})}} for s in range(0, 7)]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = read_log(p)
+    assert res.mapping[val_key] == "verified/eval_acc" and res.mapping[entropy_key] == "policy/entropy"
+    assert series(res.frame, "verified/eval_acc").to_dict() == pytest.approx({0: 0.2, 2: 0.22, 4: 0.24, 6: 0.26})
+
+
+def test_val_core_wins_over_val_aux_of_the_same_dataset(tmp_path: Path) -> None:
+    p = tmp_path / "verl.jsonl"
+    rows = [{"step": s, "data": {"val-aux/gsm8k/reward/mean@4": 0.9, "val-core/gsm8k/acc/mean@4": 0.4,
+                                 "val-aux/gsm8k/acc/std@4": 0.1}} for s in (10, 20)]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = read_log(p)
+    assert res.mapping == {"val-core/gsm8k/acc/mean@4": "verified/eval_acc"}  # same dataset: the aux stays raw
+    assert "raw/val-aux/gsm8k/reward/mean@4" in set(res.frame["metric"])
+
+
+def test_trl_eval_keys_and_several_eval_sets(tmp_path: Path) -> None:
+    p = tmp_path / "trainer_state.json"
+    hist = []
+    for s in (1, 2, 3, 4):
+        hist.append({"step": s, "reward": s / 10, "epoch": s / 4})
+        if s % 2 == 0:
+            hist.append({"step": s, "eval_gsm8k_reward": 0.3 + s / 100, "eval_math_reward": 0.1, "epoch": s / 4})
+    p.write_text(json.dumps({"log_history": hist, "global_step": 4}))
+    res = read_log(p)
+    assert res.mapping["eval_gsm8k_reward"] == "verified/eval_acc"
+    assert res.mapping["eval_math_reward"] == "raw/eval/math"
+    assert series(res.frame, "verified/eval_acc").to_dict() == pytest.approx({2: 0.32, 4: 0.34})
+    assert any("2 held-out datasets: 'gsm8k'" in n for n in res.notes)
+    q = tmp_path / "acc" / "trainer_state.json"
+    q.parent.mkdir()
+    q.write_text(json.dumps({"log_history": [{"step": 1, "reward": 0.1}, {"step": 1, "eval_accuracy": 0.5}]}))
+    assert read_log(q).mapping["eval_accuracy"] == "verified/eval_acc"
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_step_key_rule(tmp_path: Path) -> None:
+    # `step` only on the train records, `grpo_step` on every record: grpo_step
+    rows = [{"kind": "train", "grpo_step": s, "step": 2 * s, "reward": s} for s in range(1, 9)]
+    rows += [{"kind": "eval", "grpo_step": s, "accuracy": 0.5} for s in (4, 8)]
+    res = read_log(_jsonl(tmp_path / "a.jsonl", rows))
+    assert res.step_key.startswith("grpo_step (in every record")
+    assert list(series(res.frame, "verified/eval_acc").index) == [4, 8]
+    # W&B history: `train/global_step` missing from a few rows still beats W&B's `_step`
+    lines = ["_step,train/global_step,train/reward"] + [f"{i},{i // 2 + 1},{i / 10}" for i in range(19)] + ["19,,"]
+    (tmp_path / "h.csv").write_text("\n".join(lines) + "\n")
+    res = read_log(tmp_path / "h.csv")
+    assert res.format == "wandb" and res.step_key.startswith("train/global_step (in 19 of 20 records")
+    # no key in 90% of the records: the one in the most records
+    rows = [{"iteration": i, "reward": i} for i in range(6)] + [{"optimizer_step": i, "loss": 1} for i in range(4)]
+    res = read_log(_jsonl(tmp_path / "b.jsonl", rows))
+    assert res.step_key.startswith("iteration (in 6 of 10 records, the most")
+    assert any("4 lines without a value for the step (iteration): skipped" in n for n in res.notes)
+    # --step wins
+    res = read_log(_jsonl(tmp_path / "a2.jsonl", rows), mapping={"step": "optimizer_step"})
+    assert res.step_key == "optimizer_step (--step)"
+    # TRL's fractional epoch is never a step
+    with pytest.raises(CeilingError, match="no step key"):
+        read_log(_jsonl(tmp_path / "c.jsonl", [{"epoch": 0.25, "reward": 1}, {"epoch": 0.5, "reward": 2}]))
+
+
+def test_epoch_plus_batch_step(tmp_path: Path) -> None:
+    rows = [{"epoch": e, "batch": b, "reward": e + b / 10} for e in (0, 1, 2) for b in range(4)]
+    res = read_log(_jsonl(tmp_path / "eb.jsonl", rows))
+    reward = series(res.frame, "verified/reward")
+    assert list(reward.index) == list(range(12))
+    assert reward[5] == pytest.approx(1.1) and reward[11] == pytest.approx(2.3)
+    assert "epoch * batches per epoch + batch" in res.step_key and "4 batches per epoch" in res.step_key
+
+
+def test_several_rows_at_one_step_merge_but_a_step_going_back_is_a_restart(tmp_path: Path) -> None:
+    p = tmp_path / "m.csv"
+    p.write_text("step,reward,entropy\n1,0.1,1.0\n1,0.3,\n2,0.5,0.8\n2,0.7,0.6\n3,0.9,0.5\n")
+    res = read_log(p)
+    assert series(res.frame, "verified/reward").to_dict() == pytest.approx({1: 0.2, 2: 0.6, 3: 0.9})
+    assert series(res.frame, "policy/entropy").to_dict() == pytest.approx({1: 1.0, 2: 0.7, 3: 0.5})
+    assert res.dropped.empty and any("2 lines log a key again at the same step: values averaged" in n
+                                     for n in res.notes)
+    q = tmp_path / "r.csv"
+    q.write_text("step,reward\n1,0.1\n2,0.2\n3,0.3\n2,0.9\n3,0.8\n")
+    r = series(read_log(q).frame, "verified/reward")
+    assert r.to_dict() == pytest.approx({1: 0.1, 2: 0.9, 3: 0.8})
+
+
+def test_split_column_and_null_keys_in_a_csv(tmp_path: Path) -> None:
+    p = tmp_path / "log.csv"
+    lines = ["step,split,reward,accuracy,num_examples,reference_kl"]
+    for s in range(1, 7):
+        lines.append(f"{s},train,{s / 10},{s / 10},,")
+        if s % 3 == 0:
+            lines.append(f"{s},test,,{0.4 + s / 100},250,")
+    p.write_text("\n".join(lines) + "\n")
+    res = read_log(p)
+    assert res.kind_key == "split" and res.kinds == {"train": 6, "test": 2}
+    assert res.mapping["test/accuracy"] == "verified/eval_acc" and res.mapping["train/reward"] == "verified/reward"
+    assert series(res.frame, "verified/eval_acc").to_dict() == pytest.approx({3: 0.43, 6: 0.46})
+    assert (res.frame.loc[res.frame["metric"] == "verified/eval_acc", "n"] == 250).all()
+    assert "raw/train/accuracy" in set(res.frame["metric"])  # a training accuracy is not the held-out one
+    assert any("always null" in i and "train/reference_kl" in i for i in res.ignored)
+    assert "kl/logged" not in set(res.frame["metric"])
+
+
+def test_two_held_out_kinds_first_is_eval_acc(tmp_path: Path) -> None:
+    rows = [{"type": "train", "step": s, "reward": s / 10} for s in range(1, 5)]
+    rows += [{"type": "eval", "step": 4, "accuracy": 0.6}, {"type": "test", "step": 4, "accuracy": 0.3}]
+    res = read_log(_jsonl(tmp_path / "k.jsonl", rows))
+    assert res.mapping["eval/accuracy"] == "verified/eval_acc" and res.mapping["test/accuracy"] == "raw/eval/test"
+
+
+def test_wandb_chart_export_of_several_runs(tmp_path: Path) -> None:
+    p = tmp_path / "chart.csv"
+    p.write_text('"Step","a - train/reward","a - train/reward__MIN","a - train/reward__MAX",'
+                 '"b - train/reward","b - train/reward__MIN","b - train/reward__MAX"\n'
+                 "1,0.2,0.1,0.3,0.5,0.4,0.6\n2,0.4,0.3,0.5,,,\n3,,,,0.7,0.6,0.8\n")
+    res = read_log(p)
+    assert res.runs == ["a", "b"] and set(res.frame["run"]) == {"a", "b"}
+    f = res.frame
+    a, b = f[f["run"] == "a"], f[f["run"] == "b"]
+    assert series(a, "verified/reward").to_dict() == {1: 0.2, 2: 0.4}
+    assert series(b, "verified/reward").to_dict() == {1: 0.5, 3: 0.7}
+    assert set(f["metric"]) == {"verified/reward"}  # no "<run> - " prefixes, no __MIN/__MAX
+    only_b = read_log(p, run="b")
+    assert set(only_b.frame["run"]) == {"b"} and only_b.runs == ["b"]
+    with pytest.raises(CeilingError, match=r"no run 'c' in this file \(runs: a, b\)"):
+        read_log(p, run="c")
+
+
+def _restart_log(path: Path, restarts: int = 445) -> Path:
+    steps = [s for i in range(1, restarts + 1) for s in (i, i + 2)]
+    path.write_text("step,reward\n" + "".join(f"{s},{0.8 - 0.6 * math.exp(-s / 80):.6f}\n" for s in steps))
+    return path
+
+
+def test_ceiling_fit_prints_at_most_15_lines_before_the_headline(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    log = _restart_log(tmp_path / "restarts.csv")
+    res = read_log(log)
+    assert sum("restart at line" in n for n in res.notes) >= 440
+    assert run_fit([str(log), "--out", str(tmp_path / "o"), "--n-boot", "20", "--no-report", "--x", "step"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("read ")
+    before = 1 + next(i for i, line in enumerate(out[1:]) if not line.startswith("  "))
+    assert before <= 15
+    assert any("restart at line" in line and "(and 44" in line and "more like it)" in line for line in out[:before])
+    notes = json.loads((tmp_path / "o" / "fits.json").read_text())["meta"]["source"]["notes"]
+    assert sum("restart at line" in n for n in notes) >= 440  # all kept in fits.json
+
+
+def test_ceiling_fit_on_both_layouts_and_the_real_log_with_no_flags(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    for log, expect in [(FIX / "loop_jsonl" / "metrics.jsonl",
+                         ["eval/answer_accuracy -> verified/eval_acc (n = 1024, from eval/num_examples)",
+                          "record kinds ('type'): eval 41, rollout 200, train 400", "step: grpo_step"]),
+                        (FIX / "verl_old" / "console.log",
+                         ["val/test_score/openai/gsm8k -> verified/eval_acc (n, the number of held-out problems, "
+                          "unknown: give --eval-n N)", "actor/entropy_loss -> policy/entropy"]),
+                        (FIX / "real_logs" / LOG_73, ["eval_acc -> verified/eval_acc"])]:
+        out = tmp_path / log.stem
+        assert run_fit([str(log), "--out", str(out), "--n-boot", "20", "--no-report"]) == 0
+        text = capsys.readouterr().out
+        for line in expect:
+            assert line in text, (log, line)
+        fits = json.loads((out / "fits.json").read_text())
+        assert fits["meta"]["source"]["mapping"]  # the fit ran on what was read
+    assert run_fit([str(FIX / "real_logs" / LOG_73), "--out", str(tmp_path / "n"), "--n-boot", "20",
+                    "--no-report", "--eval-n", "500"]) == 0
+    assert "eval_acc -> verified/eval_acc (n = 500, from --eval-n)" in capsys.readouterr().out
+
+
+def test_ceiling_fit_refuses_a_log_with_no_reward(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = tmp_path / "noreward.csv"
+    p.write_text("step,loss,tokens_per_sec,grad_norm\n" + "".join(f"{s},{1 / s},{40 + s},0.5\n" for s in range(1, 30)))
+    assert run_fit([str(p), "--out", str(tmp_path / "o"), "--no-report"]) != 0
+    cap = capsys.readouterr()
+    err = cap.err.strip()
+    assert err.count("\n") == 0 and err.startswith("ceiling: error: ") and "noreward.csv" in err
+    assert "keys: loss, tokens_per_sec, grad_norm" in err and "--verified KEY" in err
+    assert not (tmp_path / "o").exists() and cap.out == ""
+    assert run_fit([str(p), "--out", str(tmp_path / "o2"), "--no-report", "--n-boot", "20",
+                    "--verified", "tokens_per_sec", "--x", "step"]) == 0
+
+
+def test_ceiling_fit_on_a_chart_export_of_several_runs_says_which_it_fits(tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    p = tmp_path / "chart.csv"
+    header = '"Step","run-a - train/reward","run-b - train/reward"'
+    rows = [f"{s},{0.7 - 0.5 * math.exp(-s / 8):.4f},{0.6 - 0.5 * math.exp(-s / 6):.4f}" for s in range(1, 31)]
+    p.write_text(header + "\n" + "\n".join(rows) + "\n")
+    assert run_fit([str(p), "--out", str(tmp_path / "o"), "--n-boot", "20", "--no-report", "--x", "step"]) == 0
+    text = capsys.readouterr().out
+    assert "2 runs (run-a, run-b)" in text and "fitting run 'run-a', the first of 2" in text
+    assert json.loads((tmp_path / "o" / "fits.json").read_text())["run"] == "run-a"
+    assert run_fit([str(p), "--out", str(tmp_path / "b"), "--n-boot", "20", "--no-report", "--x", "step",
+                    "--run", "run-b"]) == 0
+    assert json.loads((tmp_path / "b" / "fits.json").read_text())["run"] == "run-b"
+
+
+def test_layout_fixtures_are_what_the_generator_writes(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "tools" / "make_fixtures"))
+    try:
+        import make_layout_fixtures
+    finally:
+        sys.path.pop(0)
+    make_layout_fixtures.main(tmp_path)
+    for name in ("loop_jsonl/metrics.jsonl", "loop_jsonl/tidy.csv", "verl_old/console.log", "verl_old/tidy.csv"):
+        assert (tmp_path / name).read_bytes() == (FIX / name).read_bytes(), name

@@ -50,6 +50,7 @@ class IngestResult:
     ignored: keys left out of the frame and why (only text, only null), one line each.
     runs: the runs in the frame, in the order they were read.
     eval_n_from: where the `n` of verified/eval_acc came from (a key of the log, `--eval-n`), or "".
+    keys: the source keys that gave numbers, in the order the log first shows them.
     """
 
     frame: pd.DataFrame
@@ -63,6 +64,7 @@ class IngestResult:
     ignored: list[str] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
     eval_n_from: str = ""
+    keys: list[str] = field(default_factory=list)
 
 
 def to_number(value: Any) -> float | None | str:
@@ -303,7 +305,7 @@ class Collector:
         dropped = pd.DataFrame(self.dropped, columns=DROPPED_COLUMNS)
         return IngestResult(frame=df, format=fmt, notes=self.notes, dropped=dropped, mapping=mapped,
                             step_key=self.step_key, kinds=dict(self.kinds), kind_key=self.kind_key,
-                            ignored=ignored, runs=[run], eval_n_from=self.eval_n_from)
+                            ignored=ignored, runs=[run], eval_n_from=self.eval_n_from, keys=keys)
 
     def _eval_n(self, df: pd.DataFrame, mapped: dict[str, str], eval_n: int | None) -> pd.DataFrame:
         """Fill the `n` column of verified/eval_acc: from a count key beside it in the log, else `eval_n`."""
@@ -419,4 +421,5 @@ def concat_results(parts: list[IngestResult], fmt: str) -> IngestResult:
                         step_key=first.step_key if first else "", kinds=kinds,
                         kind_key=next((p.kind_key for p in parts if p.kind_key), None),
                         ignored=[i for p in parts for i in p.ignored], runs=runs,
-                        eval_n_from=next((p.eval_n_from for p in parts if p.eval_n_from), ""))
+                        eval_n_from=next((p.eval_n_from for p in parts if p.eval_n_from), ""),
+                        keys=list(dict.fromkeys(k for p in parts for k in p.keys)))

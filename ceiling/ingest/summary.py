@@ -62,7 +62,8 @@ def describe(result: IngestResult, log: str, max_lines: int = MAX_LINES) -> list
         lines.append(f"  {key} -> {metric}" + (_eval_n_text(result) if metric == HELDOUT_METRIC else ""))
     if other_eval:
         lines.append(f"  other held-out datasets: {short_list(other_eval, 3)}")
-    raw = [k for k in dict.fromkeys(f["source_key"].dropna()) if k not in result.mapping and k != "eval.csv"]
+    raw = [k for k in (result.keys or dict.fromkeys(f["source_key"].dropna())) if k not in result.mapping
+           and k != "eval.csv"]
     if raw:
         lines.append(f"  kept raw ({len(raw)} keys, as raw/<key>): {short_list(raw, 6)}")
     for line in result.ignored:
@@ -86,6 +87,6 @@ def require_verified(result: IngestResult, log: str) -> None:
     metrics = set(result.frame["metric"])
     if any(m.startswith("verified/") for m in metrics):
         return
-    keys = [k for k in dict.fromkeys(result.frame["source_key"].dropna())]
+    keys = result.keys or list(dict.fromkeys(result.frame["source_key"].dropna()))
     raise error_at(log, f"no reward or held-out accuracy recognised (keys: {short_list(keys, 12)}); "
                         "name the reward column with --verified KEY")
