@@ -22,6 +22,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +149,50 @@ def _load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(path)
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
+
+
+def _has_tokenizer(path: Path) -> bool:
+    return path.is_dir() and any((path / f).is_file() for f in TOKENIZER_FILES)
+
+
+def _base_named_in(path: Path) -> list[tuple[Path, str]]:
+    """The base named by a checkpoint's config.json `_name_or_path` (transformers 4 writes it): that folder,
+    or the shipped base of that name."""
+    try:
+        name = json.loads((path / "config.json").read_text()).get("_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        return []
+    if not isinstance(name, str) or not name:
+        return []
+    why = f"config.json's _name_or_path {name!r}"
+    return [(Path(name).expanduser(), why)] + ([(bases_dir() / name, why)] if name in available_bases() else [])
+
+
+def tokenizer_folder(path: Path, tokenizer: str | Path | None = None) -> Path:
+    """The folder whose tokenizer a model folder uses: its own; else (a checkpoint saved without one, as TRL
+    can write) `tokenizer` (a base name, "smollm2" or a folder), the training output folder around a
+    `checkpoint-N/`, or the base named in its config.json; printed on stderr when it is not the folder's own."""
+    if _has_tokenizer(path):
+        return path
+    candidates: list[tuple[Path, str]] = []
+    if tokenizer is not None:
+        spec = str(tokenizer)
+        own = cache_dir() / SMOLLM2 if spec == SMOLLM2 else (
+            bases_dir() / spec if spec in available_bases() else Path(spec).expanduser())
+        candidates.append((own, "as asked"))
+    if path.name.startswith(("checkpoint-", "step_")):
+        candidates.append((path.parent, "the training output folder around this checkpoint"))
+    candidates += _base_named_in(path)
+    for folder, why in candidates:
+        if _has_tokenizer(folder):
+            print(f"ceiling: {path} has no tokenizer files; using the tokenizer of {folder} ({why})", file=sys.stderr)
+            return folder
+    looked = ", ".join(str(f) for f, _ in candidates)
+    raise error_at(path, f"no tokenizer files in this model folder, and none found for its base (looked in {looked}); "
+                         "give the base's tokenizer (load(..., tokenizer=BASE))")
+
+
 def native_reason(path: Path) -> str | None:
     """Why the folder cannot use the native Llama backend (None: it can)."""
     try:
@@ -157,17 +202,18 @@ def native_reason(path: Path) -> str | None:
 
 
 def _load_folder(path: Path, device: torch.device, dtype: torch.dtype | None,
-                 backend: str = "auto") -> tuple[Any, PreTrainedTokenizerBase]:
+                 backend: str = "auto", tokenizer_from: str | Path | None = None) -> tuple[Any, PreTrainedTokenizerBase]:
     if backend not in BACKENDS:
         raise error_at(None, f"unknown backend {backend!r} (use {', '.join(BACKENDS)})", field="backend")
     if not any(path.glob("*.safetensors")):
         raise error_at(path, "no *.safetensors weights in this model folder (pickled weights are not loaded)")
+    tok_dir = tokenizer_folder(path, tokenizer_from)
     why_not = native_reason(path) if backend != "transformers" else "transformers asked"
     if backend == "native" and why_not:
         raise error_at(path / "config.json", f"the native backend cannot run this model: {why_not}", field="backend")
     try:
         with _quiet():
-            tokenizer = _load_tokenizer(path)
+            tokenizer = _load_tokenizer(tok_dir)
             if why_not is None:
                 model = llama.from_folder(path, device=device, dtype=dtype)
             else:
@@ -238,9 +284,11 @@ def _invalid_spec(spec: str) -> CeilingError:
 
 
 def load(spec: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype | None = None,
-         backend: str = "auto") -> LoadedModel:
+         backend: str = "auto", tokenizer: str | Path | None = None) -> LoadedModel:
     """Load a model and its tokenizer from a base name, `"smollm2"`, or a local folder (see module docs);
-    `backend` picks the model implementation: auto | native | transformers."""
+    `backend` picks the model implementation: auto | native | transformers. A folder without tokenizer files
+    (a TRL checkpoint saved without one) takes its base's, and says so: `tokenizer` (a base name or folder),
+    else the output folder around a `checkpoint-N/`, else the base its config.json names (`tokenizer_folder`)."""
     dev, dt = resolve_device(device), resolve_dtype(dtype)
     spec_s = str(spec)
     if spec_s == SMOLLM2:
@@ -258,9 +306,9 @@ def load(spec: str | Path, device: str | torch.device = "auto", dtype: str | tor
                 raise error_at(base, f"base {spec_s!r} is not built yet: run `ceiling pretrain`", field="model")
             raise _invalid_spec(spec_s)
         path, name = base, spec_s
-    model, tokenizer = _load_folder(path, dev, dt, backend)
-    chat = getattr(tokenizer, "chat_template", None) is not None
-    return LoadedModel(model, tokenizer, name=name, spec=spec_s, chat=chat, path=path)
+    model, tok = _load_folder(path, dev, dt, backend, tokenizer_from=tokenizer)
+    chat = getattr(tok, "chat_template", None) is not None
+    return LoadedModel(model, tok, name=name, spec=spec_s, chat=chat, path=path)
 
 
 def format_prompts(loaded: LoadedModel, texts: Sequence[str]) -> list[str]:
