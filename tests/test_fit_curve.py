@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ceiling.errors import CeilingError
-from ceiling.fit import CurveFit, backtest, compare_forms, fit_curve, from_dict
+from ceiling.fit import CurveFit, CurveFitter, backtest, compare_forms, fit_curve, from_dict
 from ceiling.fit.curve import detect_collapse
 from ceiling.io import dumps
 
@@ -153,7 +153,7 @@ def test_exclusion_window_is_recorded() -> None:
 def test_form_comparison_and_backtest() -> None:
     rng = np.random.default_rng(3)
     c, y = scalerl_curve(2542, 1.92, 0.61, rng)
-    cmp_ = compare_forms(c, y, n_boot=100)
+    cmp_ = compare_forms(c, y, fitter=CurveFitter(n_boot=100))
     assert set(cmp_.table["form"]) == {"sigmoid", "power", "exponential"}
     assert cmp_.best in cmp_.fits
     assert cmp_.best != "power"  # the power law misses the plateau

@@ -116,7 +116,7 @@ def test_html_is_self_contained_and_embeds_every_png(run_dir: Path) -> None:
     out = run_dir / "first"
     html = (out / "index.html").read_text()
     pngs = sorted(out.glob("*.png"))
-    assert [p.stem for p in pngs] == ["passk", "reward_vs_compute", "reward_vs_entropy", "score_vs_kl"]
+    assert [p.stem for p in pngs] == ["passk", "regimes", "reward_vs_compute", "reward_vs_entropy", "score_vs_kl"]
     embedded = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
     assert sorted(base64.b64decode(e) for e in embedded) == sorted(p.read_bytes() for p in pngs)
     assert re.findall(r'(?:src|href)="(?!data:)', html) == []
@@ -187,6 +187,8 @@ def test_summary_lines_name_the_three_headline_numbers(run_dir: Path) -> None:
     fits = load_fits(run_dir / "fits.json")
     lines = summary_lines(fits, read_eval_csv(run_dir / "eval.csv", "sim"), report_path="x/index.html")
     c, k = fits.ceiling, fits.collapse
+    assert lines[0] == f"Run diagnosis: {fits.diagnosis.headline()}"  # the verdict leads (issue 15)
+    lines = lines[next(i for i, line in enumerate(lines) if line.startswith("Ceiling of")):]
     assert lines[0].startswith("Ceiling of the verified reward: ") and f"[{c.ci_low:.3f}, {c.ci_high:.3f}]" in lines[0]
     assert "pass@64" in lines[1] and "entropy" in lines[1]
     assert lines[2].startswith("KL threshold: ") and f"{k.estimate:.3f}" in lines[2]
@@ -204,7 +206,7 @@ def test_missing_data_skips_figures_and_says_why_in_plain_words(tmp_path: Path) 
     assert not fits.ceiling.identifiable
     index = build_report(frame, fits, tmp_path / "out", title="short")
     html = index.read_text()
-    assert html.count("data:image/png;base64,") == 1
+    assert html.count("data:image/png;base64,") == 2  # the regimes and the ceiling figures
     skipped = re.findall(r'<p class="skip">Skipped: ([^<]+)</p>', html)
     assert len(skipped) == 3
     assert "no pass@k rows" in skipped[0] and "unverified score" in skipped[1] and "entropy" in skipped[2]
@@ -215,6 +217,8 @@ def test_missing_data_skips_figures_and_says_why_in_plain_words(tmp_path: Path) 
     assert type(figs["reward_vs_compute"]).__name__ == "Figure"
     assert [figs[k] for k in ("passk", "score_vs_kl", "reward_vs_entropy")] == [f"skipped: {html_lib.unescape(r)}" for r in skipped]
     lines = summary_lines(fits)
+    assert lines[0].startswith("Run diagnosis: ")
+    lines = lines[next(i for i, line in enumerate(lines) if line.startswith("Ceiling of")):]
     assert "not identifiable" in lines[0] and "not measured" in lines[1] and lines[2].startswith("KL threshold: not")
 
 

@@ -6,11 +6,13 @@ fits.json.
 from ceiling.fit.across import AcrossRunsFit, fit_across_runs
 from ceiling.fit.collapse import CollapseFit, fit_collapse
 from ceiling.fit.common import SCHEMA_VERSION, NotAvailable
+from ceiling.fit.diagnosis import RunDiagnosis, diagnose
 from ceiling.fit.curve import (
     DEFAULT_EXCLUDE_FRAC,
     DEFAULT_MAX_CI_WIDTH,
     DEFAULT_MIN_PROGRESS,
     CurveFit,
+    CurveFitter,
     FormComparison,
     backtest,
     compare_forms,
@@ -37,11 +39,14 @@ __all__ = [
                                "AcrossRunsFit",
                                "CollapseFit",
                                "CurveFit",
+                               "CurveFitter",
                                "EntropyLawFit",
                                "FitReport",
                                "FormComparison",
                                "NotAvailable",
+                               "RunDiagnosis",
                                "backtest",
+                               "diagnose",
                                "base_measures",
                                "compare_forms",
                                "fit_across_runs",

@@ -39,7 +39,7 @@ Identifiability: the ceiling is reported as not identifiable (with the reasons i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -86,6 +86,7 @@ class CurveFit:
     data: dict[str, Any]
     stats: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    reason_codes: list[str] = field(default_factory=list)  # one code per reason (what logic may test)
 
     # ------------------------------------------------------------------ numbers a reader plans with
     @property
@@ -178,6 +179,7 @@ class CurveFit:
                           "draws": np.round(self.draws, 10).tolist()},
             "residuals": np.round(self.residuals, 10).tolist(), "data": self.data, "stats": self.stats,
             **({"extra": self.extra} if self.extra else {}),
+            **({"reason_codes": list(self.reason_codes)} if self.reason_codes else {}),
         }
 
     @classmethod
@@ -194,7 +196,8 @@ class CurveFit:
                        draws=draws, residuals=np.asarray(d["residuals"], dtype=float), loss=d["loss"],
                        f_scale=float(d["f_scale"]), level=float(d["level"]), window=d["window"],
                        bootstrap={k: v for k, v in d["bootstrap"].items() if k not in ("draws", "param_names")},
-                       data=d["data"], stats=d.get("stats", {}), extra=d.get("extra", {}))
+                       data=d["data"], stats=d.get("stats", {}), extra=d.get("extra", {}),
+                       reason_codes=list(d.get("reason_codes") or []))
         except (KeyError, TypeError, ValueError) as exc:
             raise CeilingError(f"fits: stored curve fit is malformed ({exc.__class__.__name__}: {exc})") from None
 
@@ -250,29 +253,65 @@ def _point_fit(form: Form, u: np.ndarray, y: np.ndarray, lo: np.ndarray, hi: np.
     return theta[best], float(f_scale), bool(ok[best])
 
 
-def fit_curve(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, form: str = "sigmoid",
-              loss: str = "soft_l1", f_scale: float | None = None, exclude_frac: float = DEFAULT_EXCLUDE_FRAC,
-              x_min: float | None = None, x_max: float | None = None, n_boot: int = 1000, block: int | None = None, level: float = 0.95,
-              seed: int = 0, a_bounds: tuple[float, float] | None = None,
-              max_ci_width: float = DEFAULT_MAX_CI_WIDTH, min_progress: float = DEFAULT_MIN_PROGRESS,
-              x_label: str = "compute", r0: float | None = None) -> CurveFit:
-    """Fit a saturating curve y(x) and bootstrap it.
+@dataclass(frozen=True)
+class CurveFitter:
+    """A saturating-curve estimator in the scikit-learn manner: the settings here, the data in `fit`.
 
-    Args:
-        x, y: the series (x strictly increasing, finite; y not constant).
-        form: "sigmoid" (ScaleRL), "power" (A - D x^-B) or "exponential".
-        loss: "soft_l1" (default), "huber" or "linear"; `f_scale` is the residual scale where the robust loss
-            bends (default 1.5 x a MAD estimate of the noise).
-        exclude_frac: leave out points with x <= exclude_frac * max(x) (default 0.05, see the module doc);
-            `x_min` instead keeps exactly the points with x >= x_min; `x_max` drops points after it (e.g. after
-            a collapse, see `detect_collapse`).
-        n_boot: bootstrap replicates (0 for a point fit only); `block` fixes the block length (default:
-            Carlstein's rule); `level` the interval level; `seed` the resampling seed.
-        a_bounds: bounds on A and R0 (default [0, 1] for data in [0, 1], else the data range widened 3x).
-        max_ci_width, min_progress: identifiability thresholds (see the module doc).
-        x_label: what x is ("compute", "step"), recorded in the result.
-        r0: fix R0 (sigmoid and exponential) at a known starting level, as ScaleRL does, instead of fitting it.
+        fitter = CurveFitter(form="sigmoid", n_boot=1000)
+        fit = fitter.fit(compute, reward)              # -> CurveFit
+        replace(fitter, form="power", n_boot=0)        # a variant (model selection and backtests do this)
     """
+
+    form: str = "sigmoid"
+    """"sigmoid" (ScaleRL), "power" (A - D x^-B) or "exponential"."""
+    loss: str = "soft_l1"
+    """"soft_l1", "huber" or "linear"."""
+    f_scale: float | None = None
+    """Residual scale where the robust loss bends (default 1.5 x a MAD estimate of the noise)."""
+    exclude_frac: float = DEFAULT_EXCLUDE_FRAC
+    """Leave out points with x <= exclude_frac * max(x) (the early window, see the module doc)."""
+    x_min: float | None = None
+    """Instead of exclude_frac: keep exactly the points with x >= x_min."""
+    x_max: float | None = None
+    """Drop points after x_max (e.g. after a collapse, see `detect_collapse`)."""
+    n_boot: int = 1000
+    """Bootstrap replicates (0: a point fit only)."""
+    block: int | None = None
+    """Bootstrap block length (default: Carlstein's rule from the residual autocorrelation)."""
+    level: float = 0.95
+    """Interval level."""
+    seed: int = 0
+    """Resampling seed."""
+    a_bounds: tuple[float, float] | None = None
+    """Bounds on A and R0 (default [0, 1] for data in [0, 1], else the data range widened 3x)."""
+    max_ci_width: float = DEFAULT_MAX_CI_WIDTH
+    """Identifiability: the widest interval on A that still pins the ceiling down."""
+    min_progress: float = DEFAULT_MIN_PROGRESS
+    """Identifiability: the share of the fitted rise the data must cover."""
+    x_label: str = "compute"
+    """What x is ("compute", "step"), recorded in the result."""
+    r0: float | None = None
+    """Fix R0 (sigmoid, exponential) at a known starting level, as ScaleRL does, instead of fitting it."""
+
+    def fit(self, x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> CurveFit:
+        """Fit the curve y(x) (x strictly increasing, finite; y not constant) and bootstrap it."""
+        return _fit(self, x, y)
+
+
+def fit_curve(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, form: str = "sigmoid",
+              **settings: Any) -> CurveFit:
+    """`CurveFitter(form=form, **settings).fit(x, y)`: a one-call form (settings as CurveFitter's fields)."""
+    unknown = set(settings) - {f.name for f in fields(CurveFitter)}
+    if unknown:
+        raise CeilingError(f"fit_curve: unknown setting(s) {', '.join(sorted(unknown))}")
+    return CurveFitter(form=form, **settings).fit(x, y)
+
+
+def _fit(cfg: CurveFitter, x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> CurveFit:
+    form, loss, f_scale, exclude_frac, x_min, x_max = (cfg.form, cfg.loss, cfg.f_scale, cfg.exclude_frac,
+                                                        cfg.x_min, cfg.x_max)
+    n_boot, block, level, seed, a_bounds = cfg.n_boot, cfg.block, cfg.level, cfg.seed, cfg.a_bounds
+    max_ci_width, min_progress, x_label, r0 = cfg.max_ci_width, cfg.min_progress, cfg.x_label, cfg.r0
     fm = get_form(form)
     if loss not in LOSSES:
         raise CeilingError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
@@ -339,11 +378,11 @@ def fit_curve(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, 
         profile = _profile_a(fm, u, yf, theta, lo, hi, loss, fs, ylo, yhi, resid, p)
         width = profile[1] - profile[0]
         if width > max_ci_width:
-            reasons.append(f"the profile likelihood admits any ceiling in [{profile[0]:.3g}, {profile[1]:.3g}] "
-                           f"(wider than {max_ci_width:g}): the data do not pin the ceiling down, they may stop "
-                           "before or near the midpoint")
+            reasons.append(("wide_profile", f"the profile likelihood admits any ceiling in [{profile[0]:.3g}, "
+                                            f"{profile[1]:.3g}] (wider than {max_ci_width:g}): the data do not pin "
+                                            "the ceiling down, they may stop before or near the midpoint"))
     if not converged:
-        reasons.append("the point fit did not converge")
+        reasons.append(("not_converged", "the point fit did not converge"))
     ssr = float(np.sum(resid**2))
     stats = {"rmse": float(np.sqrt(ssr / n)), "aic": float(n * np.log(max(ssr, 1e-300) / n) + 2 * p),
              "lag1_autocorr": lag1_autocorr(resid), "converged": converged,
@@ -360,9 +399,10 @@ def fit_curve(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, 
     data = {"n": int(n), "n_total": int(xa.size), "x_min": float(xf.min()), "x_max": float(xf.max()),
             "y_min": float(yf.min()), "y_max": float(yf.max()), "fingerprint": fingerprint(xa, ya),
             "a_bounds": [ylo, yhi]}
-    return CurveFit(form=form, params=params, ci=ci, identifiable=not reasons, reasons=reasons, method=method,
-                    x_label=x_label, x_scale=x_scale, draws=draws, residuals=resid, loss=loss, f_scale=fs,
-                    level=level, window=window, bootstrap=boot, data=data, stats=stats)
+    return CurveFit(form=form, params=params, ci=ci, identifiable=not reasons, reasons=[m for _, m in reasons],
+                    method=method, x_label=x_label, x_scale=x_scale, draws=draws, residuals=resid, loss=loss,
+                    f_scale=fs, level=level, window=window, bootstrap=boot, data=data, stats=stats,
+                    reason_codes=[c for c, _ in reasons])
 
 
 def _start_upper(y: np.ndarray, k: int = 3) -> float:
@@ -416,35 +456,37 @@ def _progress(fm: Form, u: np.ndarray, theta: np.ndarray, a: float) -> float:
 
 def _identifiability(fm: Form, params: dict[str, float], ci: dict[str, tuple[float, float]], draws: np.ndarray,
                      xf: np.ndarray, u: np.ndarray, theta: np.ndarray, yhat: np.ndarray, ylo: float, yhi: float,
-                     n_boot: int, n_failed: int, max_ci_width: float, min_progress: float) -> list[str]:
-    reasons: list[str] = []
+                     n_boot: int, n_failed: int, max_ci_width: float, min_progress: float) -> list[tuple[str, str]]:
+    """Why the ceiling is not identifiable, as (code, message) pairs; empty when it is."""
+    reasons: list[tuple[str, str]] = []
     a = params["A"]
     prog = _progress(fm, u, theta, a)
     if prog < min_progress:
-        reasons.append(f"the data stop at {prog:.1%} of the fitted rise to the ceiling (before or near the "
-                       f"midpoint; need {min_progress:.0%})")
+        reasons.append(("early_stop", f"the data stop at {prog:.1%} of the fitted rise to the ceiling (before or "
+                                      f"near the midpoint; need {min_progress:.0%})"))
     if fm.name == "sigmoid" and xf.max() < params["C_mid"]:
-        reasons.append(f"the last point (x={xf.max():.4g}) lies before the fitted midpoint C_mid={params['C_mid']:.4g}")
+        reasons.append(("before_midpoint", f"the last point (x={xf.max():.4g}) lies before the fitted midpoint "
+                                           f"C_mid={params['C_mid']:.4g}"))
     start = float(fm.f(np.array([u.min()]), theta[None, :])[0, 0])
     if a < start:
-        reasons.append(f"the fitted curve falls (from {start:.4g} towards {a:.4g}): the metric declines over the "
-                       "window, which is a collapse, not a rise to a ceiling")
+        reasons.append(("declines", f"the fitted curve falls (from {start:.4g} towards {a:.4g}): the metric declines "
+                                    "over the window, which is a collapse, not a rise to a ceiling"))
     tol = 1e-6 * max(yhi - ylo, 1e-12)
     if a >= yhi - tol or a <= ylo + tol:
-        reasons.append(f"the ceiling is pinned at its bound ({a:.4g}); the data do not constrain it")
+        reasons.append(("pinned", f"the ceiling is pinned at its bound ({a:.4g}); the data do not constrain it"))
     if n_boot > 0:
         lo, hi = ci["A"]
         if hi - lo > max_ci_width:
-            reasons.append(f"the interval on the ceiling is {hi - lo:.3g} wide (> {max_ci_width:g})")
+            reasons.append(("wide_interval", f"the interval on the ceiling is {hi - lo:.3g} wide (> {max_ci_width:g})"))
         if not lo <= a <= hi:
-            reasons.append(f"the bootstrap interval [{lo:.4g}, {hi:.4g}] does not contain the fitted ceiling "
-                           f"{a:.4g} (an unstable fit)")
+            reasons.append(("unstable", f"the bootstrap interval [{lo:.4g}, {hi:.4g}] does not contain the fitted "
+                                        f"ceiling {a:.4g} (an unstable fit)"))
         ia = fm.natural_names.index("A")
         at_bound = np.mean((draws[:, ia] >= yhi - tol) | (draws[:, ia] <= ylo + tol))
-        if at_bound > 0.10 and not any("pinned" in r for r in reasons):
-            reasons.append(f"{at_bound:.0%} of bootstrap refits put the ceiling at its bound")
+        if at_bound > 0.10 and not any(code == "pinned" for code, _ in reasons):
+            reasons.append(("pinned_in_bootstrap", f"{at_bound:.0%} of bootstrap refits put the ceiling at its bound"))
         if n_failed > 0.2 * n_boot:
-            reasons.append(f"{n_failed} of {n_boot} bootstrap refits did not converge")
+            reasons.append(("not_converged", f"{n_failed} of {n_boot} bootstrap refits did not converge"))
     return reasons
 
 
@@ -492,15 +534,16 @@ class FormComparison:
         return {"best": self.best, "criterion": "leave-future-out RMSE (AIC secondary)", "table": rows}
 
 
-def _lfo_rmse(x: np.ndarray, y: np.ndarray, form: str, cut_fracs: Sequence[float], **kw: Any) -> float:
+def _lfo_rmse(x: np.ndarray, y: np.ndarray, fitter: CurveFitter, cut_fracs: Sequence[float]) -> float:
+    point = replace(fitter, n_boot=0, exclude_frac=0.0, x_min=None)
     errs = []
     for f in cut_fracs:
         cut = x.min() + f * (x.max() - x.min())
         tr, te = x <= cut, x > cut
-        if te.sum() < 2 or tr.sum() < len(get_form(form).theta_names) + 3:
+        if te.sum() < 2 or tr.sum() < len(get_form(fitter.form).theta_names) + 3:
             continue
         try:
-            fit = fit_curve(x[tr], y[tr], form=form, n_boot=0, exclude_frac=0.0, **kw)
+            fit = point.fit(x[tr], y[tr])
         except CeilingError:
             continue
         errs.append(float(np.sqrt(np.mean((fit.predict(x[te]) - y[te]) ** 2))))
@@ -508,11 +551,11 @@ def _lfo_rmse(x: np.ndarray, y: np.ndarray, form: str, cut_fracs: Sequence[float
 
 
 def compare_forms(x: Any, y: Any, forms: Sequence[str] = ("sigmoid", "power", "exponential"),
-                  cut_fracs: Sequence[float] = (0.5, 0.7), exclude_frac: float = DEFAULT_EXCLUDE_FRAC,
-                  n_boot: int = 1000, seed: int = 0, x_label: str = "compute", tie_tol: float = 0.05,
-                  **kw: Any) -> FormComparison:
+                  cut_fracs: Sequence[float] = (0.5, 0.7), fitter: CurveFitter | None = None,
+                  tie_tol: float = 0.05) -> FormComparison:
     """Fit every form on all the data (with bootstrap) and score each by leave-future-out RMSE.
 
+    `fitter` holds every other setting (default `CurveFitter()`); each form is `replace(fitter, form=...)`.
     Leave-future-out: for each cut fraction f, fit on the points within the first f of the x range (after
     the early-window exclusion) and take the RMSE on the points after it; the mean over cuts is the score.
     The best identifiable form wins (if none is identifiable, the best of all); forms whose score is within
@@ -520,20 +563,21 @@ def compare_forms(x: Any, y: Any, forms: Sequence[str] = ("sigmoid", "power", "e
     points, and a tie goes to the earlier form in `forms` (the ScaleRL sigmoid by default). AIC is
     reported beside the score.
     """
-    xa, ya = check_xy(x, y, name_x=x_label)
+    fitter = fitter or CurveFitter()
+    xa, ya = check_xy(x, y, name_x=fitter.x_label)
     fits: dict[str, CurveFit] = {}
     rows = []
     for name in forms:
+        variant = replace(fitter, form=name)
         try:
-            fit = fit_curve(xa, ya, form=name, exclude_frac=exclude_frac, n_boot=n_boot, seed=seed,
-                            x_label=x_label, **kw)
+            fit = variant.fit(xa, ya)
         except CeilingError as exc:
             rows.append({"form": name, "lfo_rmse": np.nan, "aic": np.nan, "A": np.nan, "ci_low": np.nan,
                          "ci_high": np.nan, "identifiable": False, "note": str(exc)})
             continue
         fits[name] = fit
-        keep = _window(xa, get_form(name), exclude_frac, None)
-        score = _lfo_rmse(xa[keep], ya[keep], name, cut_fracs, x_label=x_label, **kw)
+        keep = _window(xa, get_form(name), fitter.exclude_frac, None)
+        score = _lfo_rmse(xa[keep], ya[keep], variant, cut_fracs)
         rows.append({"form": name, "lfo_rmse": score, "aic": fit.stats["aic"], "A": fit.estimate,
                      "ci_low": fit.ci_low, "ci_high": fit.ci_high, "identifiable": fit.identifiable, "note": ""})
     table = pd.DataFrame(rows)
@@ -548,18 +592,21 @@ def compare_forms(x: Any, y: Any, forms: Sequence[str] = ("sigmoid", "power", "e
     return FormComparison(table=table, best=best, fits=fits)
 
 
-def backtest(x: Any, y: Any, form: str = "sigmoid", fractions: Sequence[float] = (0.25, 0.5, 0.75),
-             exclude_frac: float = DEFAULT_EXCLUDE_FRAC, x_label: str = "compute", **kw: Any) -> pd.DataFrame:
+def backtest(x: Any, y: Any, fitter: CurveFitter | None = None,
+             fractions: Sequence[float] = (0.25, 0.5, 0.75)) -> pd.DataFrame:
     """Extrapolation backtest: fit on the first fraction f of x, report the error on the rest.
 
+    `fitter` gives the form and settings (default `CurveFitter()`); the early fits are point fits.
     Columns: fraction, n_fit, n_test, rmse, mae (on the held-out later points), A (fitted on the early part),
     A_full (fitted on everything), identifiable (the early fit's verdict, point fit only), note.
     """
-    xa, ya = check_xy(x, y, name_x=x_label)
-    keep = _window(xa, get_form(form), exclude_frac, None)
+    fitter = fitter or CurveFitter()
+    xa, ya = check_xy(x, y, name_x=fitter.x_label)
+    keep = _window(xa, get_form(fitter.form), fitter.exclude_frac, None)
     xk, yk = xa[keep], ya[keep]
+    point = replace(fitter, n_boot=0, exclude_frac=0.0, x_min=None)
     try:
-        a_full = fit_curve(xk, yk, form=form, n_boot=0, exclude_frac=0.0, x_label=x_label, **kw).estimate
+        a_full = point.fit(xk, yk).estimate
     except CeilingError:
         a_full = np.nan
     rows = []
@@ -569,7 +616,7 @@ def backtest(x: Any, y: Any, form: str = "sigmoid", fractions: Sequence[float] =
         row: dict[str, Any] = {"fraction": f, "n_fit": int(tr.sum()), "n_test": int(te.sum()), "rmse": np.nan,
                                "mae": np.nan, "A": np.nan, "A_full": a_full, "identifiable": False, "note": ""}
         try:
-            fit = fit_curve(xk[tr], yk[tr], form=form, n_boot=0, exclude_frac=0.0, x_label=x_label, **kw)
+            fit = point.fit(xk[tr], yk[tr])
             err = fit.predict(xk[te]) - yk[te]
             row.update(rmse=float(np.sqrt(np.mean(err**2))) if te.any() else np.nan,
                        mae=float(np.mean(np.abs(err))) if te.any() else np.nan, A=fit.estimate,

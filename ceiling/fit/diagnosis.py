@@ -245,7 +245,10 @@ class RunDiagnosis:
         return "degenerate outputs: " + "; ".join(out)
 
     def warnings(self) -> list[str]:
-        return [f"run diagnosis: {msg}" for _, msg in self.reasons]
+        """Caveats on this verdict: a missing held-out score matters only when the verdict rests on a fall of the
+        training reward (collapse); the other notes always qualify it."""
+        collapse = any(s.regime == "collapse" for s in self.sequence)
+        return [f"run diagnosis: {msg}" for code, msg in self.reasons if code != "no_held_out" or collapse]
 
     def rows(self) -> list[dict[str, Any]]:
         """Rows of the report's table of fitted numbers (section, quantity, estimate, low, high, method, ...)."""

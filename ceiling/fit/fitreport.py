@@ -16,7 +16,7 @@ Adding a section: a module with a result class (`kind`, `to_dict`, `from_dict`, 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from ceiling.errors import CeilingError, error_at
 from ceiling.fit.across import AcrossRunsFit, fit_across_runs
 from ceiling.fit.collapse import CollapseFit, fit_collapse
 from ceiling.fit.common import SCHEMA_VERSION, NotAvailable, fingerprint
-from ceiling.fit.curve import CurveFit, backtest, compare_forms, detect_collapse, fit_curve
+from ceiling.fit.curve import DEFAULT_MAX_CI_WIDTH, CurveFit, CurveFitter, backtest, compare_forms, detect_collapse
 from ceiling.fit.diagnosis import RunDiagnosis, diagnose
 from ceiling.fit.entropy import EntropyLawFit, fit_entropy_law
 from ceiling.frame import normalize_frame
@@ -196,19 +196,20 @@ def fit_frame(frame: pd.DataFrame, run: str | None = None, x: str = "compute", m
     if run not in runs:
         raise CeilingError(f"fit: run {run!r} is not in the frame (runs: {', '.join(runs[:10])})")
     rdf = df[df["run"] == run]
-    kw: dict[str, Any] = {} if exclude_frac is None else {"exclude_frac": exclude_frac}
+    fitter = CurveFitter(n_boot=n_boot, seed=seed, x_label=x,
+                         **({} if exclude_frac is None else {"exclude_frac": exclude_frac}))
     meta: dict[str, Any] = {"x_requested": x, "fingerprint": fingerprint(rdf["step"].to_numpy(),
                                                                         rdf["value"].to_numpy()),
                             "n_rows": len(rdf)}
     diagnosis = _section("diagnosis", lambda: diagnose(rdf, n_sim=min(max(n_boot, 199), 999), seed=seed))
-    ceiling = _section("ceiling", lambda: _fit_ceiling(rdf, x, metric, forms, n_boot, seed, kw, meta))
+    ceiling = _section("ceiling", lambda: _fit_ceiling(rdf, x, metric, forms, fitter, meta))
     entropy = _section("entropy_law", lambda: _fit_entropy(rdf, metric, meta))
     collapse = _section("collapse", lambda: _fit_collapse_frame(rdf, x, metric, n_boot, seed, meta))
     across_sec: Section | None = None
     if across:
         across_sec = (NotAvailable("across_runs", f"the frame holds {len(runs)} run(s); at least 3 are needed")
                       if len(runs) < 3 else
-                      _section("across_runs", lambda: _fit_across(df, runs, x, metric, min(n_boot, 300), seed, kw)))
+                      _section("across_runs", lambda: _fit_across(df, runs, x, metric, replace(fitter, n_boot=min(n_boot, 300)))))
     return FitReport(run=run, ceiling=ceiling, entropy_law=entropy, collapse=collapse, across_runs=across_sec,
                      meta=meta, diagnosis=diagnosis)
 
@@ -228,21 +229,21 @@ def _verified(rdf: pd.DataFrame, metric: str | None, min_points: int) -> tuple[s
     return name, s
 
 
-def _fit_ceiling(rdf: pd.DataFrame, x: str, metric: str | None, forms: Sequence[str], n_boot: int, seed: int,
-                 kw: dict[str, Any], meta: dict[str, Any]) -> CurveFit:
+def _fit_ceiling(rdf: pd.DataFrame, x: str, metric: str | None, forms: Sequence[str], fitter: CurveFitter,
+                 meta: dict[str, Any]) -> CurveFit:
     name, s = _verified(rdf, metric, 8)
     xs, x_label, notes = _x_axis(s, x)
     y = s["value"].to_numpy(dtype=float)
     scale = 100.0 if _is_percent(y) else 1.0
-    extra = {"a_bounds": (0.0, scale)} if y.min() >= 0 and y.max() <= scale else {}
+    fitter = replace(fitter, x_label=x_label, max_ci_width=0.10 * scale,
+                     a_bounds=(0.0, scale) if y.min() >= 0 and y.max() <= scale else None)
     cut = detect_collapse(xs, y)
     if cut is not None:
         notes.append(f"the metric collapses after {x_label} = {cut:.4g}; the ceiling is fitted up to there only")
         xs, y = xs[xs <= cut], y[xs <= cut]
-    cmp_ = compare_forms(xs, y, forms=forms, n_boot=n_boot, seed=seed, x_label=x_label,
-                         max_ci_width=0.10 * scale, **extra, **kw)
+    cmp_ = compare_forms(xs, y, forms=forms, fitter=fitter)
     fit = cmp_.fits[cmp_.best]
-    bt = backtest(xs, y, form=cmp_.best, x_label=x_label, **extra, **kw)
+    bt = backtest(xs, y, replace(fitter, form=cmp_.best, max_ci_width=DEFAULT_MAX_CI_WIDTH))
     fit.extra = {"metric": name, "collapse_at": cut, "units": "percent" if scale == 100 else "as logged", "notes": notes,
                  "selection": cmp_.to_dict(),
                  "backtest": bt.replace({np.nan: None}).to_dict(orient="records")}
@@ -317,8 +318,7 @@ def base_measures(df: pd.DataFrame, run: str) -> dict[str, float]:
     return out
 
 
-def _fit_across(df: pd.DataFrame, runs: list[str], x: str, metric: str | None, n_boot: int, seed: int,
-                kw: dict[str, Any]) -> AcrossRunsFit:
+def _fit_across(df: pd.DataFrame, runs: list[str], x: str, metric: str | None, fitter: CurveFitter) -> AcrossRunsFit:
     rows = []
     for r in runs:
         rdf = df[df["run"] == r]
@@ -327,7 +327,7 @@ def _fit_across(df: pd.DataFrame, runs: list[str], x: str, metric: str | None, n
             _, s = _verified(rdf, metric, 8)
             xs, x_label, _ = _x_axis(s, x)
             y = s["value"].to_numpy(dtype=float)
-            fit = fit_curve(xs, y, form="sigmoid", n_boot=n_boot, seed=seed, x_label=x_label, **kw)
+            fit = replace(fitter, form="sigmoid", x_label=x_label).fit(xs, y)
             row.update(ceiling=fit.estimate, ci_low=fit.ci_low, ci_high=fit.ci_high, identifiable=fit.identifiable)
         except CeilingError as exc:
             row.update(ceiling=np.nan, ci_low=np.nan, ci_high=np.nan, identifiable=False, note=str(exc))

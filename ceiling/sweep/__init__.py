@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ceiling.sweep.aggregate import SweepAnalysis, analyse, collect, read_eval
+from ceiling.sweep.aggregate import SweepAnalysis, analyse, read_eval, sweep_table
 from ceiling.sweep.config import Cell, SweepConfig, load_sweep, parse_sweep
 from ceiling.sweep.engine import (
     CellResult,
@@ -26,7 +26,7 @@ from ceiling.sweep.engine import (
 )
 
 __all__ = ["Cell", "CellResult", "SweepAnalysis", "SweepConfig", "SweepOutcome", "analyse", "build_sweep_report",
-           "cell_dir", "collect", "is_complete", "load_sweep", "parse_sweep", "run_cells", "run_sweep",
+           "cell_dir", "is_complete", "load_sweep", "parse_sweep", "run_cells", "run_sweep",
            "threads_per_worker"]
 
 
@@ -48,7 +48,7 @@ def build_sweep_report(config: SweepConfig, runs_dir: str | Path = "runs",
     """Aggregate the sweep's cells as they are now and write reports_dir/<sweep name>/ (no training)."""
     from ceiling.sweep.report import curves, write_report
 
-    table = collect(config, runs_dir)
+    table = sweep_table(config, runs_dir)
     analysis = analyse(config, table)
     frames = {}
     for c in config.cells:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from ceiling.errors import CeilingError
-from ceiling.fit import base_measures, fit_across_runs
+from ceiling.fit import CollapseFit, CurveFit, base_measures, fit_across_runs, load_fits
 from ceiling.frame import normalize_frame
 from ceiling.sweep.config import Cell, SweepConfig
 from ceiling.sweep.engine import base_folder, cell_dir, is_complete
@@ -76,11 +77,6 @@ def diversity_record(base: str) -> dict[str, Any]:
         return {}
 
 
-def _section(fits: dict[str, Any], name: str) -> dict[str, Any]:
-    sec = fits.get(name)
-    return sec if isinstance(sec, dict) else {}
-
-
 def _num(v: Any) -> float:
     try:
         return float(v) if v is not None else np.nan
@@ -94,24 +90,24 @@ def cell_row(cell: Cell, run_dir: Path) -> dict[str, Any]:
     row: dict[str, Any] = cell.coordinates()
     complete = is_complete(run_dir, cell)
     row["status"] = "complete" if complete else ("incomplete" if run_dir.exists() else "missing")
-    fits: dict[str, Any] = {}
-    if complete:
-        fits = json.loads((run_dir / "fits.json").read_text())
-    ceil, col = _section(fits, "ceiling"), _section(fits, "collapse")
-    fitted = ceil.get("kind") == "curve"
-    row.update({"ceiling": _num(ceil.get("estimate")) if fitted else np.nan,
-                "ceiling_low": _num(ceil.get("ci_low")) if fitted else np.nan,
-                "ceiling_high": _num(ceil.get("ci_high")) if fitted else np.nan,
-                "ceiling_identifiable": bool(ceil.get("identifiable")) if fitted else False,
-                "ceiling_form": ceil.get("form") if fitted else None,
-                "ceiling_note": "; ".join(ceil.get("reasons") or [])[:300] if complete else None})
-    detected = bool(col.get("detected")) and col.get("kind") == "collapse"
+    fits = load_fits(run_dir / "fits.json") if complete else None
+    ceil = fits.ceiling if fits is not None else None
+    fitted = isinstance(ceil, CurveFit)
+    row.update({"ceiling": _num(ceil.estimate) if fitted else np.nan,
+                "ceiling_low": _num(ceil.ci_low) if fitted else np.nan,
+                "ceiling_high": _num(ceil.ci_high) if fitted else np.nan,
+                "ceiling_identifiable": bool(ceil.identifiable) if fitted else False,
+                "ceiling_form": ceil.form if fitted else None,
+                "ceiling_note": "; ".join(ceil.reasons)[:300] if ceil is not None else None})
+    col = fits.collapse if fits is not None else None
+    analysed = isinstance(col, CollapseFit)
+    detected = analysed and bool(col.detected)
     row.update({"threshold_detected": detected,
-                "threshold": _num(col.get("estimate")) if detected else np.nan,
-                "threshold_low": _num(col.get("ci_low")) if detected else np.nan,
-                "threshold_high": _num(col.get("ci_high")) if detected else np.nan,
-                "threshold_p": _num(col.get("p_value")) if col.get("kind") == "collapse" else np.nan,
-                "threshold_x": col.get("x") if col.get("kind") == "collapse" else None})
+                "threshold": _num(col.estimate) if detected else np.nan,
+                "threshold_low": _num(col.ci_low) if detected else np.nan,
+                "threshold_high": _num(col.ci_high) if detected else np.nan,
+                "threshold_p": _num(col.p_value) if analysed else np.nan,
+                "threshold_x": col.x_label if analysed else None})
     ev = read_eval(run_dir) if complete else None
     if ev is not None and not ev.empty:
         ev = ev.assign(run=cell.name)
@@ -151,7 +147,7 @@ COLUMNS = ["cell", "base", "seed", "beta", "lr", "reward", "status", "ceiling", 
            "threshold_low", "threshold_high", "threshold_p", "threshold_x", "ceiling_note"]
 
 
-def collect(config: SweepConfig, runs_dir: str | Path) -> pd.DataFrame:
+def sweep_table(config: SweepConfig, runs_dir: str | Path) -> pd.DataFrame:
     """One row per cell (config order), columns `COLUMNS`."""
     rows = [cell_row(c, cell_dir(runs_dir, config, c)) for c in config.cells]
     df = pd.DataFrame(rows)
@@ -308,11 +304,23 @@ def _ci(d: dict[str, Any] | Interval) -> str:
     return f"{_fmt(d['estimate'])} [{_fmt(d['ci_low'])}, {_fmt(d['ci_high'])}]"
 
 
+class Claim(str, Enum):
+    """What a finding is about. The value is the words the report prints; logic compares members."""
+
+    CEILING = "1. ceiling set by base diversity"
+    KL_COST = "2. past a critical KL, verified gains cost unverified reasoning"
+    COVERAGE = "coverage (Yue et al. 2025: RL narrows pass@k at large k)"
+    CONTROL = "control: random reward"
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
 @dataclass
 class Finding:
     """One statement about the claim: its verdict and the numbers behind it, in words."""
 
-    claim: str
+    claim: Claim
     verdict: str
     text: str
     key: bool = True
@@ -362,7 +370,7 @@ def _seeds_note(df: pd.DataFrame) -> str:
 
 def _claim1(a: SweepAnalysis, reg: pd.DataFrame) -> list[Finding]:
     out: list[Finding] = []
-    c = "1. ceiling set by base diversity"
+    c = Claim.CEILING
     n_all = len(reg)
     ident = reg[reg["identifiable"].astype(bool)]
     n_id = len(ident)
@@ -412,7 +420,7 @@ def _claim1(a: SweepAnalysis, reg: pd.DataFrame) -> list[Finding]:
 
 def _claim2(a: SweepAnalysis, real: pd.DataFrame) -> list[Finding]:
     out: list[Finding] = []
-    c = "2. past a critical KL, verified gains cost unverified reasoning"
+    c = Claim.KL_COST
     t = a.thresholds
     n, d = t["n_runs"], t["n_detected"]
     by_beta = ", ".join(f"beta {b:g}: {v['detected']} of {v['runs']}" for b, v in sorted(
@@ -458,7 +466,7 @@ def _coverage_finding(a: SweepAnalysis) -> Finding:
         v = SUPPORT
     elif ch["ci_low"] is not None and (ch["ci_low"] > 0 or (ch["ci_low"] >= 0 and learned)):
         v = CONTRADICT
-    return Finding("coverage (Yue et al. 2025: RL narrows pass@k at large k)", v,
+    return Finding(Claim.COVERAGE, v,
                    f"pass@k at the largest k, final minus base: {_ci(ch)} over {ch['n']} real-reward runs; "
                    f"{cv['n_lower']} run(s) end clearly below their base (intervals apart), {cv['n_higher']} "
                    "clearly above." + ("" if learned else " (Verified reward did not rise reliably: RL may not "
@@ -467,7 +475,7 @@ def _coverage_finding(a: SweepAnalysis) -> Finding:
 
 def _control_findings(a: SweepAnalysis) -> list[Finding]:
     out = []
-    c = "control: random reward"
+    c = Claim.CONTROL
     if not a.controls:
         return [Finding(c, UNDECIDED, "No complete random-reward control: genuine learning cannot be separated "
                                       "from side effects of the update.")]
@@ -487,10 +495,10 @@ def _control_findings(a: SweepAnalysis) -> list[Finding]:
     return out
 
 
-def _overall(findings: list[Finding], claim_prefix: str) -> str:
+def _overall(findings: list[Finding], claim: Claim) -> str:
     """The claim's verdict from its key findings: all supported -> supported; contradicted (and nothing
     supported) -> contradicted; both -> mixed; some supported, the rest undecided -> partly supported."""
-    vs = [f.verdict for f in findings if f.claim.startswith(claim_prefix) and f.key]
+    vs = [f.verdict for f in findings if f.claim == claim and f.key]
     if CONTRADICT in vs and SUPPORT in vs:
         return "mixed: some numbers support it, others contradict it"
     if CONTRADICT in vs:
@@ -531,11 +539,11 @@ def analyse(config: SweepConfig, table: pd.DataFrame) -> SweepAnalysis:
                       coverage=coverage, unverified=unverified, thresholds=thresholds,
                       controls=control_comparison(table))
     a.findings = _claim1(a, reg) + _claim2(a, real) + [_coverage_finding(a)] + _control_findings(a)
-    claim2 = _overall(a.findings, "2.")
+    claim2 = _overall(a.findings, Claim.KL_COST)
     if claim2 == UNDECIDED and thresholds["n_detected"] == 0 and thresholds["max_kl"] is not None:
         claim2 += f" (no threshold and no unverified loss up to KL {_fmt(thresholds['max_kl'])} nats)"
-    a.verdicts = {"claim 1: verified reward saturates at a ceiling set by base diversity": _overall(a.findings, "1."),
+    a.verdicts = {"claim 1: verified reward saturates at a ceiling set by base diversity": _overall(a.findings, Claim.CEILING),
                   "claim 2: past a critical KL, verified gains cost unverified reasoning": claim2,
-                  "RL narrows coverage (pass@k at large k)": _overall(a.findings, "coverage"),
-                  "gains are genuine (beat the random-reward control)": _overall(a.findings, "control")}
+                  "RL narrows coverage (pass@k at large k)": _overall(a.findings, Claim.COVERAGE),
+                  "gains are genuine (beat the random-reward control)": _overall(a.findings, Claim.CONTROL)}
     return a
