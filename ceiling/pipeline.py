@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,6 +112,20 @@ def spec_from_file(path: str | Path) -> RunSpec:
     return spec
 
 
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's CPU thread count set to n (n <= 0: unchanged) for the duration of the block."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run(spec: RunSpec, runs_dir: str | Path = "runs", reports_dir: str | Path = "reports", fresh: bool = False,
         log: bool = True, engine: str = "native", processes: int = 1) -> dict[str, Any]:
     """Train, evaluate, fit and report one run. Returns paths, timings (seconds per stage) and summary lines.
@@ -132,8 +148,6 @@ def run(spec: RunSpec, runs_dir: str | Path = "runs", reports_dir: str | Path = 
         if log:
             print(f"\n== {name} ==", flush=True)
 
-    if log:
-        print(f"run folder: {run_dir}  (report: {report_dir})", flush=True)
     cfg = GRPOConfig.from_dict({**spec.train, "out": str(run_dir)}, where=f"train settings of run {spec.name!r}")
     stage(f"RL: {cfg.steps} steps on {cfg.base}, beta={cfg.beta}, {cfg.prompts_per_step}x{cfg.group_size} completions/step")
     t0 = time.perf_counter()
@@ -151,7 +165,8 @@ def run(spec: RunSpec, runs_dir: str | Path = "runs", reports_dir: str | Path = 
     stage("evaluate checkpoints")
     t0 = time.perf_counter()
     eval_cfg = EvalConfig.from_dict({"device": cfg.device, **spec.eval})
-    evaluate_run(run_dir, eval_cfg)
+    with torch_threads(cfg.num_threads):  # the run's thread count: on a shared CPU, 2 threads wait on a busy core
+        evaluate_run(run_dir, eval_cfg)
     timings["eval"] = time.perf_counter() - t0
 
     stage("fit")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from ceiling.config import add_flags, given_flags
 from ceiling.errors import CeilingError
@@ -54,6 +55,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"{name:10s} {p['description']}")
         return 0
     spec = resolve(args)
+    print(f"run folder: {Path(args.runs_dir) / spec.name}  (report: {Path(args.reports_dir) / spec.name})", flush=True)
     t0 = time.perf_counter()
     out = run(spec, args.runs_dir, args.reports_dir, fresh=args.fresh, engine=args.engine, processes=args.processes)
     total = time.perf_counter() - t0
