@@ -47,7 +47,8 @@ def describe(result: IngestResult, log: str, max_lines: int = MAX_LINES) -> list
     f = result.frame
     head = result.notes[0] if result.notes and result.notes[0].startswith("read ") else f"read {log}"
     runs = result.runs or sorted(f["run"].unique().tolist())
-    lines = [f"{head}: {f['step'].nunique()} steps, {f['metric'].nunique()} metrics, "
+    n_steps, n_metrics = f["step"].nunique(), f["metric"].nunique()
+    lines = [f"{head}: {n_steps} step{'s' * (n_steps != 1)}, {n_metrics} metric{'s' * (n_metrics != 1)}, "
              + (f"run {runs[0]!r}" if len(runs) == 1 else f"{len(runs)} runs ({short_list(runs, 5)})")]
     if result.step_key:
         lines.append(f"  step: {result.step_key}")

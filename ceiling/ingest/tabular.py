@@ -1,5 +1,10 @@
-"""Row-per-step text logs, streamed line by line: any CSV, W&B history CSV exports, any JSONL, verl's file
-logger JSONL and verl's console lines, and our own metrics.jsonl.
+"""Row-per-step text logs, streamed line by line: any CSV, W&B history and chart CSV exports, any JSONL
+(including the mixed-record JSONL of hand-made loops), verl's file logger JSONL and verl's console lines,
+and our own metrics.jsonl.
+
+CSV and JSONL records go through `RecordReader`: from the first SNIFF_RECORDS records it chooses the step
+key (`choose_step_key`, the documented rule) and the record-kind key (`choose_kind_key`: `type`, `split`,
+...), then reads every record's keys as `<kind>/<key>` when it names its kind.
 
 Malformed input raises a one-line CeilingError naming the file and line. The one exception is the last line
 of a file that does not end with a newline and does not parse: a crash cut it short, so it is skipped with
@@ -181,7 +186,12 @@ class RecordReader:
 
     def _add(self, line: int, row: dict[str, Any], per_epoch: int, first_batch: int) -> None:
         assert self.choice is not None
-        kind = kind_of(row.pop(self.kind_key, None)) if self.kind_key else None
+        kind = None
+        if self.kind_key:
+            value = row.pop(self.kind_key, None)
+            kind = kind_of(value)
+            if kind is None and isinstance(to_number(value), float):
+                row[self.kind_key] = value  # a number where a kind was expected stays, as a raw key
         if self.choice.key == "epoch+batch":
             e, b = row.pop(self.choice.epoch_key, None), row.pop(self.choice.batch_key, None)
             epoch = parse_step(e, self.path, line=line, field=self.choice.epoch_key)
@@ -232,11 +242,11 @@ def _wandb_columns(header: list[str], collector: Collector) -> tuple[list[str | 
         else:
             keys.append(m.group("key") if m else h)
         owners.append(m.group("run") if m and len(runs) > 1 else None)
+    bands = "; '__MIN'/'__MAX' columns ignored" if any(h.endswith(("__MIN", "__MAX")) for h in header) else ""
     if len(runs) == 1:
-        collector.note(f"W&B chart export of run {runs[0]!r}: '__MIN'/'__MAX' columns ignored")
+        collector.note(f"W&B chart export of run {runs[0]!r}{bands}")
     else:
-        collector.note(f"W&B chart export of {len(runs)} runs ({short_list(runs, 6)}): one run each; "
-                       "'__MIN'/'__MAX' columns ignored")
+        collector.note(f"W&B chart export of {len(runs)} runs ({short_list(runs, 6)}): read as {len(runs)} runs{bands}")
     return keys, owners
 
 
