@@ -17,6 +17,7 @@ from scipy import stats as sps
 from ceiling.sweep.aggregate import (
     COLUMNS,
     CONTRADICT,
+    Claim,
     SUPPORT,
     UNDECIDED,
     Interval,
@@ -28,8 +29,8 @@ from ceiling.sweep.config import SweepConfig
 
 LR = 1e-3
 CONFIG = SweepConfig(name="constructed", cells=[], reference_beta=0.0, reference_lr=LR)
-CLAIM_NAMES = {"claim1": ("claim 1", "1."), "claim2": ("claim 2", "2."), "coverage": ("coverage", "coverage"),
-               "control": ("control", "control")}
+CLAIM_NAMES = {"claim1": ("claim 1", Claim.CEILING), "claim2": ("claim 2", Claim.KL_COST),
+               "coverage": ("coverage", Claim.COVERAGE), "control": ("control", Claim.CONTROL)}
 
 
 def verdict(analysis, claim: str) -> str:
@@ -42,7 +43,7 @@ def verdict(analysis, claim: str) -> str:
 
 def finding_verdicts(analysis, claim: str) -> list[str]:
     """The verdicts of the findings about `claim`, in order."""
-    return [f.verdict for f in analysis.findings if f.claim.startswith(CLAIM_NAMES[claim][1])]
+    return [f.verdict for f in analysis.findings if f.claim == CLAIM_NAMES[claim][1]]
 
 
 def is_undecided(v: str) -> bool:
