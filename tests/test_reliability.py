@@ -74,6 +74,13 @@ def test_heartbeat_prints_during_a_silence_and_not_while_lines_come() -> None:
     assert quiet.getvalue() == ""
 
 
+def test_help_describes_the_tool_in_a_whole_sentence() -> None:
+    from ceiling.cli import build_parser
+
+    description = build_parser().format_help().split("\n\n")[1].replace("\n", " ")
+    assert description.startswith("Measure and forecast the limits of RLVR") and description.endswith(".")
+
+
 # ------------------------------------------------------------------------------------------ a smoke run
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory) -> dict:

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
-from kill9 import snapshot  # noqa: E402
+from kill9 import BANNER, snapshot  # noqa: E402
 
 
 @dataclass
@@ -39,6 +39,8 @@ class Timed:
     """Wall time of the whole command."""
     longest_silence_s: float
     """Longest gap between two output lines (from start to exit)."""
+    silence_by_stage: dict[str, float]
+    """Longest gap that began in each stage (start-up, RL, evaluate, fit, report, summary)."""
     stages: str
     """The run's own `time:` line (seconds per stage)."""
     load: str
@@ -78,8 +80,14 @@ def timed_run(label: str, cmd: list[str], env: dict[str, str], cwd: Path, busy: 
     if code != 0:
         raise SystemExit(f"{label} run failed:\n" + "".join(lines[-20:]))
     gaps = [b - a for a, b in zip(stamps, stamps[1:] + [end])]
+    by_stage: dict[str, float] = {}
+    stage = "start-up"
+    for gap, line in zip(gaps, ["" ] + lines):  # gap i starts after line i-1
+        m = BANNER.match(line)
+        stage = m.group(1) if m else ("summary" if line.startswith("== summary") else stage)
+        by_stage[stage] = max(by_stage.get(stage, 0.0), gap)
     stages = next((ln.strip() for ln in reversed(lines) if ln.startswith("time:")), "?")
-    return Timed(label, end - t0, max(gaps), stages, load)
+    return Timed(label, end - t0, max(gaps), by_stage, stages, load)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
                str(work / f"r{i}" / "runs"), "--reports-dir", str(work / f"r{i}" / "reports")]
         results.append(timed_run("busy" if busy else "quiet", cmd, env, work, busy))
         t = results[-1]
-        print(f"  {t.label:6s} {t.wall_s:6.1f} s, longest silence {t.longest_silence_s:4.1f} s, load at start "
-              f"{t.load}; {t.stages}", flush=True)
+        print(f"  {t.label:6s} {t.wall_s:6.1f} s, load at start {t.load}; {t.stages}; longest silence by stage: "
+              + ", ".join(f"{k} {v:.1f} s" for k, v in t.silence_by_stage.items()), flush=True)
     if args.omp_wait:
         cmd = [sys.executable, "-m", "ceiling.cli", "run", "--preset", args.preset, "--runs-dir",
                str(work / "omp" / "runs"), "--reports-dir", str(work / "omp" / "reports")]
@@ -115,9 +123,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{t.stages}", flush=True)
     quiet = statistics.median(t.wall_s for t in results if t.label == "quiet")
     busy = statistics.median(t.wall_s for t in results if t.label == "busy")
-    silence = max(t.longest_silence_s for t in results)
+    silence = max(v for t in results for k, v in t.silence_by_stage.items() if k in ("RL", "evaluate"))
     print(f"contention ({args.preset}): quiet {quiet:.1f} s, one busy neighbour {busy:.1f} s: {busy / quiet:.2f}x "
-          f"(target <= 1.5x: {'met' if busy / quiet <= 1.5 else 'MISSED'}); longest silence in a log "
+          f"(target <= 1.5x: {'met' if busy / quiet <= 1.5 else 'MISSED'}); longest silence in training and evaluation "
           f"{silence:.1f} s (target <= 10 s: {'met' if silence <= 10 else 'MISSED'}); load at end {_loadavg()}")
     return 0 if busy / quiet <= 1.5 and silence <= 10 else 1
 
