@@ -7,7 +7,7 @@ The neighbour is one CPU-bound Python process (`while True: pass`), started just
 just after. The run's output goes to a pipe, as in a log file, so the script also measures the longest
 silence between two output lines (the target: a line at least every 10 s). OMP_WAIT_POLICY is removed from the
 environment, so the run gets what the CLI sets by itself; `--omp-wait ACTIVE` adds one busy run with spinning
-waits for comparison. The code is copied first, as in tools/kill9.py. Prints the wall times, the busy/quiet
+waits for comparison. The code under test is the package as committed at HEAD, copied first, as in tools/kill9.py. Prints the wall times, the busy/quiet
 ratio (target <= 1.5) and the machine's load average, which other users of the machine distort.
 """
 from __future__ import annotations

@@ -12,8 +12,9 @@ last line is allowed: the loop repairs it on resume), eval.csv must parse withou
 checkpoint folder must be complete. When a chain has taken its kills it runs to the end, and its
 metrics.jsonl, eval.csv and fits.json must equal the reference's, timings aside (`TIMING_KEYS`).
 
-The code under test is copied first (`--no-snapshot` to use the tree as it is), so that edits made to the
-working tree while the campaign runs do not change the code between the reference and the chains.
+The code under test is the package as committed at HEAD, copied first (`--no-snapshot`: the working tree as
+it is), so that edits made to the working tree while the campaign runs do not change the code between the
+reference and the chains.
 """
 from __future__ import annotations
 
@@ -203,9 +204,15 @@ class Result:
         return not (self.half_written or self.mismatches or self.failed_runs)
 
 
-def snapshot(dest: Path) -> Path:
-    """A copy of the package, so the code under test cannot change while the campaign runs."""
-    shutil.copytree(ROOT / "ceiling", dest / "ceiling", ignore=shutil.ignore_patterns("__pycache__"))
+def snapshot(dest: Path, ref: str | None = "HEAD") -> Path:
+    """A copy of the package as committed at `ref` (None: as the working tree has it), so that the code under
+    test cannot change while the campaign runs (others may be editing the tree)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    if ref is None:
+        shutil.copytree(ROOT / "ceiling", dest / "ceiling", ignore=shutil.ignore_patterns("__pycache__"))
+    else:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "ceiling"], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
     return dest
 
 
