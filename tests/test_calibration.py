@@ -1,0 +1,241 @@
+"""Interval calibration with power, and the pieces behind the intervals checked by hand.
+
+Coverage: the 95% intervals of the ceiling (`fit_curve`), the entropy law and the across-run regression must
+hold the truth about 95% of the time on simulated draws. Each check uses enough draws that an interval which
+really covers 90% or 99% fails it, and shows that on its own draws: the 90% and 99% intervals of the very same
+fits land outside the accepted band. The full-size measurements, with binomial intervals, are in
+benchmarks/bench_calibration.py and benchmarks/RESULTS.md.
+
+By hand: the entropy law's Newey-West covariance, the across-run regression's DerSimonian-Laird tau^2 and
+Knapp-Hartung scaling, the contiguity of bootstrap blocks, the residual inflation sqrt(n / (n - p)) and
+Carlstein's block length, each against the textbook formula computed here.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from ceiling.fit import fit_across_runs, fit_curve, fit_entropy_law
+from ceiling.fit.common import percentile_ci
+from ceiling.fit.solve import circular_block_indices
+
+LEVELS = (0.90, 0.95, 0.99)
+Z95 = sps.norm.ppf(0.975)
+
+
+def ar1(n: int, phi: float, sd: float, rng: np.random.Generator) -> np.ndarray:
+    e = np.zeros(n)
+    e[0] = rng.normal(0, sd)
+    for t in range(1, n):
+        e[t] = phi * e[t - 1] + rng.normal(0, sd * np.sqrt(1 - phi**2))
+    return e
+
+
+def assert_calibrated(covered: dict[float, list[bool]], band: tuple[float, float]) -> None:
+    """The 95% intervals cover within `band`; the 90% and 99% intervals of the same fits do not (the check
+    has the power to reject a mislabelled interval on these draws)."""
+    rate = {lv: float(np.mean(v)) for lv, v in covered.items()}
+    assert band[0] <= rate[0.95] <= band[1], rate
+    assert rate[0.90] < band[0] and rate[0.99] > band[1], rate
+
+
+# ------------------------------------------------------------------------------------ coverage
+def test_ceiling_interval_coverage():
+    """300 sigmoid curves of 40 points (ScaleRL's first set, noise sd 0.015), 200 resamples each.
+
+    At this size the 95% interval covers 0.934 (three runs of bench_calibration, 3000 draws in all; the
+    0.93-0.97 target is checked there at full size), its 90% interval 0.886. With 300 draws (binomial sd
+    0.014) the band [0.90, 0.96] holds 0.934 with 99% probability, rejects an interval covering 0.886 with
+    78% and a true 99% interval (0.99) always."""
+    cmid, b, a, r0, n = 2542.0, 1.92, 0.61, 0.2, 40
+    cmax = cmid * 19.0 ** (1 / b)
+    c = np.linspace(cmax / n, cmax, n)
+    truth = r0 + (a - r0) / (1 + (cmid / c) ** b)
+    rng = np.random.default_rng(21)
+    covered: dict[float, list[bool]] = {lv: [] for lv in LEVELS}
+    for i in range(300):
+        fit = fit_curve(c, truth + rng.normal(0, 0.015, n), n_boot=200, seed=i)
+        draws = fit.draws[:, list(fit.params).index("A")]
+        assert (fit.ci_low, fit.ci_high) == pytest.approx(tuple(percentile_ci(draws, 0.95)))
+        for lv in LEVELS:
+            lo, hi = percentile_ci(draws, lv)
+            covered[lv].append(lo <= a <= hi)
+    assert_calibrated(covered, (0.90, 0.96))
+
+
+def test_entropy_law_interval_coverage():
+    """1000 series of 200 checkpoints with white noise: the ceiling b - a = 0.7 at H = 0."""
+    n = 200
+    steps = np.arange(n, dtype=float)
+    h = 0.1 + 1.4 * np.exp(-steps / (n / 3))
+    rng = np.random.default_rng(21)
+    covered: dict[float, list[bool]] = {lv: [] for lv in LEVELS}
+    for _ in range(1000):
+        fit = fit_entropy_law(h, -0.15 * np.exp(h) + 0.85 + rng.normal(0, 0.01, n), steps=steps)
+        half = (fit.ci_high - fit.ci_low) / 2
+        for lv in LEVELS:
+            covered[lv].append(abs(fit.estimate - 0.7) <= half * sps.t.ppf(0.5 + lv / 2, fit.dof) / sps.t.ppf(0.975, fit.dof))
+    assert_calibrated(covered, (0.93, 0.97))
+
+
+@pytest.mark.xfail(strict=True, reason="known shortfall (issue 21): Newey-West with floor(4 (n/100)^(2/9)) lags "
+                   "covers 0.86-0.92 under AR(1) noise of 0.3-0.6 (benchmarks/RESULTS.md); remove this mark "
+                   "when the entropy law's intervals are fixed")
+def test_entropy_law_interval_coverage_with_autocorrelated_checkpoints():
+    n = 200
+    steps = np.arange(n, dtype=float)
+    h = 0.1 + 1.4 * np.exp(-steps / (n / 3))
+    rng = np.random.default_rng(22)
+    hits = []
+    for _ in range(300):
+        fit = fit_entropy_law(h, -0.15 * np.exp(h) + 0.85 + ar1(n, 0.5, 0.01, rng), steps=steps)
+        hits.append(fit.ci_low <= 0.7 <= fit.ci_high)
+    assert 0.93 <= np.mean(hits) <= 0.97
+
+
+def test_across_runs_interval_coverage():
+    """400 sweeps of 8 runs: ceilings 0.3 + 0.5 x, between-run scatter tau = 0.02, each ceiling reported with
+    its own 95% interval (s_i ~ U(0.005, 0.03)); coverage of the true slope 0.5."""
+    k = 8
+    x = np.linspace(0.3, 0.9, k)
+    rng = np.random.default_rng(21)
+    covered: dict[float, list[bool]] = {lv: [] for lv in LEVELS}
+    for _ in range(400):
+        s = rng.uniform(0.005, 0.03, k)
+        y = 0.3 + 0.5 * x + rng.normal(0, 0.02, k) + rng.normal(0, s)
+        table = pd.DataFrame({"run": [f"r{j}" for j in range(k)], "ceiling": y, "ci_low": y - Z95 * s,
+                              "ci_high": y + Z95 * s, "x": x})
+        fit = fit_across_runs(table, measures=["x"])
+        reg = fit.regressions["x"]
+        half = (reg["slope_ci"][1] - reg["slope_ci"][0]) / 2
+        t95 = sps.t.ppf(0.975, reg["dof"])
+        for lv in LEVELS:
+            covered[lv].append(abs(reg["slope"] - 0.5) <= half * sps.t.ppf(0.5 + lv / 2, reg["dof"]) / t95)
+    assert_calibrated(covered, (0.93, 0.97))
+
+
+# ------------------------------------------------------------------------------------ by hand
+def test_entropy_law_newey_west_covariance_by_hand():
+    """OLS of R on [1, exp(H)]; S = sum_t z_t z_t' + sum_{l<=L} (1 - l/(L+1)) (G_l + G_l'), z_t = x_t u_t,
+    G_l = sum_t z_t z_{t-l}'; cov = (X'X)^-1 S (X'X)^-1 n / (n - 2); L = floor(4 (n/100)^(2/9)); t intervals."""
+    rng = np.random.default_rng(3)
+    n = 150
+    steps = np.arange(n, dtype=float)
+    h = 0.1 + 1.4 * np.exp(-steps / 50)
+    r = -0.15 * np.exp(h) + 0.85 + ar1(n, 0.6, 0.01, rng)
+    fit = fit_entropy_law(h, r, steps=steps)
+    x = np.column_stack([np.ones(n), np.exp(h)])
+    beta = np.linalg.solve(x.T @ x, x.T @ r)
+    z = x * (r - x @ beta)[:, None]
+    lags = 4  # floor(4 * 1.5 ** (2 / 9)) = floor(4.38)
+    s = z.T @ z
+    for lag in range(1, lags + 1):
+        g = z[lag:].T @ z[:-lag]
+        s += (1 - lag / (lags + 1)) * (g + g.T)
+    bread = np.linalg.inv(x.T @ x)
+    cov = bread @ s @ bread * n / (n - 2)
+    np.testing.assert_allclose(fit.cov, cov, rtol=1e-9)
+    ols = bread * np.sum((r - x @ beta) ** 2) / (n - 2)
+    assert cov[1, 1] > 1.5 * ols[1, 1]  # with this autocorrelation, HAC differs from the plain OLS covariance
+    assert fit.params["b"] == pytest.approx(beta[0]) and fit.params["a"] == pytest.approx(-beta[1])
+    se = np.sqrt(cov[0, 0] + cov[1, 1] + 2 * cov[0, 1])
+    t = sps.t.ppf(0.975, n - 2)
+    assert (fit.ci_low, fit.ci_high) == (pytest.approx(beta.sum() - t * se), pytest.approx(beta.sum() + t * se))
+    se_a = np.sqrt(cov[1, 1])
+    assert fit.ci["a"] == (pytest.approx(-beta[1] - t * se_a), pytest.approx(-beta[1] + t * se_a))
+    assert fit.data["p_slope"] == pytest.approx(sps.t.sf(-beta[1] / se_a, n - 2))
+
+
+def _meta_by_hand(x: np.ndarray, y: np.ndarray, s: np.ndarray) -> dict:
+    """Random-effects meta-regression: DerSimonian-Laird tau^2, then WLS with Knapp-Hartung scaling."""
+    k = y.size
+    X = np.column_stack([np.ones(k), x])
+    w = 1 / s**2
+    xtwx = X.T @ (X * w[:, None])
+    beta_fe = np.linalg.solve(xtwx, X.T @ (w * y))
+    q_fe = np.sum(w * (y - X @ beta_fe) ** 2)
+    trace = w.sum() - np.trace(np.linalg.solve(xtwx, X.T @ (X * (w**2)[:, None])))
+    tau2 = max(0.0, (q_fe - (k - 2)) / trace)
+    ws = 1 / (s**2 + tau2)
+    xtwx = X.T @ (X * ws[:, None])
+    beta = np.linalg.solve(xtwx, X.T @ (ws * y))
+    q = np.sum(ws * (y - X @ beta) ** 2)
+    cov = np.linalg.inv(xtwx) * max(1.0, q / (k - 2))
+    half = sps.t.ppf(0.975, k - 2) * np.sqrt(cov[1, 1])
+    return {"tau2": tau2, "beta": beta, "q_ratio": q / (k - 2), "cov": cov, "slope_ci": (beta[1] - half, beta[1] + half)}
+
+
+@pytest.mark.parametrize("y, heterogeneous", [
+    (np.array([0.47, 0.50, 0.62, 0.66, 0.78]), True),  # scatter beyond the runs' own errors: tau^2 > 0, scale > 1
+    (np.array([0.453, 0.521, 0.602, 0.676, 0.747]), False),  # scatter within them: tau^2 = 0, scale floored at 1
+])
+def test_across_runs_tau2_and_knapp_hartung_by_hand(y, heterogeneous):
+    x = np.array([0.3, 0.45, 0.6, 0.75, 0.9])
+    s = np.array([0.01, 0.02, 0.015, 0.01, 0.02])
+    table = pd.DataFrame({"run": list("abcde"), "ceiling": y, "ci_low": y - Z95 * s, "ci_high": y + Z95 * s, "x": x})
+    reg = fit_across_runs(table, measures=["x"]).regressions["x"]
+    hand = _meta_by_hand(x, y, s)
+    assert (hand["tau2"] > 1e-4, hand["q_ratio"] > 1) == (heterogeneous, heterogeneous)
+    assert reg["tau2"] == pytest.approx(hand["tau2"], rel=1e-9, abs=1e-15)
+    assert (reg["intercept"], reg["slope"]) == (pytest.approx(hand["beta"][0]), pytest.approx(hand["beta"][1]))
+    np.testing.assert_allclose(np.asarray(reg["cov"]), hand["cov"], rtol=1e-9)
+    assert tuple(reg["slope_ci"]) == (pytest.approx(hand["slope_ci"][0]), pytest.approx(hand["slope_ci"][1]))
+    assert reg["dof"] == 3
+
+
+def test_bootstrap_blocks_are_contiguous_and_wrap():
+    n, block = 10, 3
+    idx = circular_block_indices(n, 500, block, np.random.default_rng(0))
+    assert idx.shape == (500, n)
+    for row in idx:
+        for start in range(0, n, block):  # each block: consecutive points, wrapping past the end
+            chunk = row[start:start + block]
+            assert np.array_equal(chunk, (chunk[0] + np.arange(chunk.size)) % n)
+    assert set(idx[:, 0]) == set(range(n))  # every point can start a block
+
+
+def _exponential(x, a, r0, tau):
+    return a + (r0 - a) * np.exp(-x / tau)
+
+
+def test_bootstrap_spread_is_the_linearised_block_bootstrap_by_hand():
+    """Least squares, blocks of 4 given: a replicate's ceiling moves by g . e*, g = dA/dy = the A row of
+    (J'J)^-1 J', e* the inflated residuals (r - mean r) sqrt(n / (n - p)) resampled in circular blocks. The
+    exact variance of g . e* over the block starts is computed here; the bootstrap's spread must match it.
+    The data (a square wave of period 8 on the curve) make contiguous blocks matter: resampling points one
+    by one would give a spread 17% smaller, and leaving the inflation out 13% smaller."""
+    n, block, p = 12, 4, 3
+    x = np.linspace(10, 400, n)
+    y = _exponential(x, 0.7, 0.1, 80) + 0.003 * np.sign(np.sin(2 * np.pi * (np.arange(n) + 0.5) / 8))
+    ratios = []
+    for seed in range(4):
+        fit = fit_curve(x, y, form="exponential", loss="linear", block=block, n_boot=1000, seed=seed,
+                        exclude_frac=0.0)
+        theta = np.array([fit.params[k] for k in ("A", "R0", "tau")])
+        jac = np.empty((n, p))
+        for j in range(p):
+            d = np.zeros(p)
+            d[j] = 1e-6 * abs(theta[j])
+            jac[:, j] = (_exponential(x, *(theta + d)) - _exponential(x, *(theta - d))) / (2 * d[j])
+        g = np.linalg.solve(jac.T @ jac, jac.T)[0]
+        e = (fit.residuals - fit.residuals.mean()) * np.sqrt(n / (n - p))
+        var = sum(np.var([g[a:a + block] @ e[(s + np.arange(min(block, n - a))) % n] for s in range(n)])
+                  for a in range(0, n, block))
+        iid = np.sum(g**2) * np.mean(e**2)
+        assert np.sqrt(iid / var) < 0.85 and np.sqrt((n - p) / n) < 0.9  # what the two mistakes would give
+        ratios.append(np.std(fit.draws[:, list(fit.params).index("A")], ddof=1) / np.sqrt(var))
+    assert np.mean(ratios) == pytest.approx(1.0, abs=0.05), ratios
+
+
+def test_automatic_block_length_is_carlsteins_rule():
+    rng = np.random.default_rng(4)
+    c = np.linspace(100, 20000, 150)
+    y = 0.2 + 0.41 / (1 + (2542 / c) ** 1.92) + ar1(c.size, 0.8, 0.015, rng)
+    fit = fit_curve(c, y, n_boot=20)
+    r = fit.residuals - fit.residuals.mean()
+    rho = min(max(np.dot(r[1:], r[:-1]) / np.dot(r, r), 0.0), 0.95)
+    n = r.size
+    expected = int(min(max(1, round((2 * rho / (1 - rho**2)) ** (2 / 3) * n ** (1 / 3))), n // 4))
+    assert fit.bootstrap["block"] == expected and expected >= 4
