@@ -784,3 +784,12 @@ def test_layout_fixtures_are_what_the_generator_writes(tmp_path: Path) -> None:
     make_layout_fixtures.main(tmp_path)
     for name in ("loop_jsonl/metrics.jsonl", "loop_jsonl/tidy.csv", "verl_old/console.log", "verl_old/tidy.csv"):
         assert (tmp_path / name).read_bytes() == (FIX / name).read_bytes(), name
+
+
+def test_a_restart_that_begins_with_a_step_0_eval_supersedes_the_first_segment(tmp_path: Path) -> None:
+    p = tmp_path / "r.csv"
+    p.write_text("step,reward,eval_acc\n0,,0.30\n1,0.1,\n2,0.2,\n0,,0.31\n1,0.15,\n2,0.25,\n3,0.35,\n")
+    res = read_log(p)
+    assert series(res.frame, "verified/eval_acc").to_dict() == {0: 0.31}  # the later segment's, not a mean
+    assert series(res.frame, "verified/reward").to_dict() == {1: 0.15, 2: 0.25, 3: 0.35}
+    assert any("restart at line 5: step 0 logs 'eval_acc' again" in n for n in res.notes)

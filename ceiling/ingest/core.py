@@ -5,14 +5,15 @@ location, kind)`. The collector cleans values (numbers, numeric strings and bool
 skipped as "not logged"; inf and text dropped with a note), detects restarts, and at the end maps keys to
 canonical metrics (`mappings.resolve_keys`) and builds the canonical long frame.
 
-Restart rule: a row at step `s` that logs a key already logged at a step > `s` (bookkeeping keys such as
-`epoch` aside) means the run was restarted or resumed from an earlier checkpoint. The later segment
+Restart rule: a row at step `s` that logs a key already logged at a step > `s`, or at `s` itself once the
+log has moved past `s` (bookkeeping keys such as `epoch` aside), means the run was restarted or resumed
+from an earlier checkpoint. The later segment
 supersedes the earlier one: every earlier value at a step >= `s` is dropped, with a note. A row whose step
 goes back without repeating a key (an eval row logged late) is kept, and the frame is sorted by step.
 
 Several rows at one step (a loop that logs a rollout record, two optimizer records and an eval record per
-step) merge: a key logged more than once at one step gets the mean of its values (bookkeeping keys: the
-last value), with a note that counts them.
+step) merge while that step is the latest: a key logged more than once at it gets the mean of its values
+(bookkeeping keys: the last value), with a note that counts them.
 """
 from __future__ import annotations
 
@@ -196,7 +197,9 @@ class Collector:
         if not clean:
             return
         if step <= self.max_step:  # a step seen before: a restart, a late row, or another row of this step
-            repeated = [k for k in clean if not is_bookkeeping(k) and self.key_max.get(k, -1) > step]
+            # a key logged again at a step the log had moved past (at or after it): the run went back
+            repeated = [k for k in clean if not is_bookkeeping(k) and (self.key_max.get(k, -1) > step or (
+                self.key_max.get(k, -1) == step < self.max_step))]
             if repeated:
                 self._restart(step, loc, repeated[0])
             else:
