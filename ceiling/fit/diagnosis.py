@@ -409,23 +409,35 @@ def _segmentable(s: Series) -> Series:
     return s
 
 
-def _onset_of_fall(s: Series, y: np.ndarray) -> Onset | None:
-    """The onset of the fall of y (None: it falls from the start, no threshold)."""
-    fo = decline_onset(s.x, y, s.rel_var(), ar1=s.dense)
+def _onset_of_fall(s: Series, y: np.ndarray, kl: pd.DataFrame | None) -> Onset | None:
+    """The onset of the fall of y (None: it falls from the start, no threshold).
+
+    With a usable KL the fall is located along KL (forgetting grows with KL: a loss linear in KL is a straight
+    line there, a curve in steps), then mapped back to steps through the run's KL-step relation."""
+    x = s.x
+    k = _kl_at(kl, s.x) if kl is not None else None
+    if k is not None:
+        k = np.maximum.accumulate(k)
+        if np.all(np.diff(k) > 0):
+            x = k
+    fo = decline_onset(x, y, s.rel_var(), ar1=s.dense)
     if fo.from_start:
         return None
+    if x is not s.x:  # back to steps
+        tau, lo, hi = (float(np.interp(v, x, s.x)) for v in (fo.tau, *fo.ci))
+        return Onset(step=tau, step_low=lo, step_high=hi, cause=s.metric)
     return Onset(step=fo.tau, step_low=fo.ci[0], step_high=fo.ci[1], cause=s.metric)
 
 
-def _test(s: Series, alpha: float, rng: np.random.Generator, n_sim: int,
-          direction: int = -1) -> tuple[SeriesTest, Piecewise]:
+def _test(s: Series, alpha: float, rng: np.random.Generator, n_sim: int, direction: int = -1,
+          kl: pd.DataFrame | None = None) -> tuple[SeriesTest, Piecewise]:
     seg = _segmentable(s)
     y = seg.y if direction < 0 else -seg.y
     rv = seg.rel_var()
     t = decline_test(seg.x, y, rv, ar1=seg.dense, n_sim=n_sim, rng=rng)
     pw = piecewise_fit(seg.x, y, rv, ar1=seg.dense)
     falls = t.p_value < alpha
-    onset = _onset_of_fall(seg, y) if falls else None
+    onset = _onset_of_fall(seg, y, kl) if falls else None
     fitted = pw.predict(seg.x[[0, -1]]) * (1 if direction < 0 else -1) * s.scale
     return (SeriesTest(metric=s.metric, role=s.role, p_value=t.p_value, alpha=alpha, falls=falls, onset=onset,
                        noise=t.noise, direction=direction, first=float(fitted[0]), last=float(fitted[1])), pw)
@@ -614,13 +626,13 @@ def diagnose(frame: pd.DataFrame, run: str | None = None, alpha: float = 0.05, n
     fits: dict[str, tuple[Series, Piecewise] | None] = {}
     events: dict[str, Onset | None] = {}
     for s in tested:
-        t, pw = _test(s, a_each, rng, n_sim)
+        t, pw = _test(s, a_each, rng, n_sim, kl=kl)
         tests.append(t)
         fits[s.role] = (s, pw)
         if t.falls:
             events[s.role] = t.onset
     if gold is not None and proxy is not None:
-        t, pw = _test(proxy, alpha, rng, n_sim)
+        t, pw = _test(proxy, alpha, rng, n_sim, kl=kl)
         fits["proxy"] = (proxy, pw)
         if "held_out" in events:  # the training reward decides collapse vs over-optimisation
             t.role = "proxy_check"

@@ -292,7 +292,9 @@ def decline_onset(x: np.ndarray, y: np.ndarray, rel_var: np.ndarray | None = Non
         phi = float(np.clip(lag1_autocorr(y - pw.predict(x)), 0.0, 0.95))
         scale2 *= (1 + phi) / (1 - phi) / max(1 - phi, 1e-3)
     j = int(np.argmin(ssr))
-    ok = ssr <= ssr[j] + sps.chi2.ppf(level, 1) * max(scale2, 1e-12)
-    ci = (float(taus[ok].min()), float(taus[ok].max()))
+    ok = np.flatnonzero(ssr <= ssr[j] + sps.chi2.ppf(level, 1) * max(scale2, 1e-12))
+    # a split at i places the onset somewhere between the points i - 1 and i: the interval spans those gaps
+    ci = (float(x[max(ok.min() - 1, 0)]), float(x[min(ok.max(), n - 1)]))
     # the data cannot place the fall after the first point: no threshold, a loss from the start
-    return FallOnset(tau=float(taus[j]), ci=ci, from_start=bool(ok[0]))
+    return FallOnset(tau=float(taus[j]), ci=ci, from_start=bool(ok.min() == 0))
+
