@@ -793,3 +793,16 @@ def test_a_restart_that_begins_with_a_step_0_eval_supersedes_the_first_segment(t
     assert series(res.frame, "verified/eval_acc").to_dict() == {0: 0.31}  # the later segment's, not a mean
     assert series(res.frame, "verified/reward").to_dict() == {1: 0.15, 2: 0.25, 3: 0.35}
     assert any("restart at line 5: step 0 logs 'eval_acc' again" in n for n in res.notes)
+
+
+def test_an_async_loop_logging_the_next_rollout_between_optimizer_records_is_no_restart(tmp_path: Path) -> None:
+    rows = []
+    for s in range(1, 5):
+        rows.append({"type": "rollout", "grpo_step": s, "reward": s / 10})
+        if s > 1:
+            rows.append({"type": "train", "grpo_step": s - 1, "entropy": 1.0 - s / 10})  # the second of step s-1
+        rows.append({"type": "train", "grpo_step": s, "entropy": 1.0 - s / 10 + 0.05})
+    res = read_log(_jsonl(tmp_path / "async.jsonl", rows))
+    assert not any("restart" in n for n in res.notes) and res.dropped.empty
+    # step t: records 1 - t/10 + 0.05 and 1 - (t+1)/10, averaged (steps 1-3); step 4 has its first only
+    assert series(res.frame, "policy/entropy").to_dict() == pytest.approx({1: 0.875, 2: 0.775, 3: 0.675, 4: 0.65})

@@ -6,13 +6,14 @@ skipped as "not logged"; inf and text dropped with a note), detects restarts, an
 canonical metrics (`mappings.resolve_keys`) and builds the canonical long frame.
 
 Restart rule: a row at step `s` that logs a key already logged at a step > `s`, or at `s` itself once the
-log has moved past `s` (bookkeeping keys such as `epoch` aside), means the run was restarted or resumed
-from an earlier checkpoint. The later segment
+records of its kind have moved past `s` (bookkeeping keys such as `epoch` aside), means the run was
+restarted or resumed from an earlier checkpoint. The later segment
 supersedes the earlier one: every earlier value at a step >= `s` is dropped, with a note. A row whose step
 goes back without repeating a key (an eval row logged late) is kept, and the frame is sorted by step.
 
 Several rows at one step (a loop that logs a rollout record, two optimizer records and an eval record per
-step) merge while that step is the latest: a key logged more than once at it gets the mean of its values
+step) merge while that step is the latest of their kind (an async loop may log the next rollout before
+this step's optimizer records): a key logged more than once at it gets the mean of its values
 (bookkeeping keys: the last value), with a note that counts them.
 """
 from __future__ import annotations
@@ -162,6 +163,7 @@ class Collector:
         self.null_keys: set[str] = set()
         self.notes: list[str] = []
         self.max_step = -1
+        self.kind_max: dict[str, int] = {}  # record kind ("" for none) -> the largest step its records logged
         self.late_rows = 0
         self.step_key = ""  # how the step was read, in words (set by the reader)
         self.kind_key: str | None = None  # the key naming record kinds (set by the reader)
@@ -197,9 +199,10 @@ class Collector:
         if not clean:
             return
         if step <= self.max_step:  # a step seen before: a restart, a late row, or another row of this step
-            # a key logged again at a step the log had moved past (at or after it): the run went back
+            # a key logged again at a step its record kind had moved past (at or after it): the run went back
+            kind_max = self.kind_max.get(kind or "", -1)
             repeated = [k for k in clean if not is_bookkeeping(k) and (self.key_max.get(k, -1) > step or (
-                self.key_max.get(k, -1) == step < self.max_step))]
+                self.key_max.get(k, -1) == step < kind_max))]
             if repeated:
                 self._restart(step, loc, repeated[0])
             else:
@@ -220,6 +223,7 @@ class Collector:
                 self.key_max[key] = step
             self.good_count[key] = self.good_count.get(key, 0) + 1
         self.max_step = max(self.max_step, step)
+        self.kind_max[kind or ""] = max(self.kind_max.get(kind or "", -1), step)
 
     def _restart(self, step: int, loc: int, key: str) -> None:
         """Drop every earlier value at a step >= `step`: the later segment supersedes it."""
@@ -245,6 +249,7 @@ class Collector:
             if self.key_max.get(name, -1) < s_:
                 self.key_max[name] = s_
         self.max_step = int(steps[keep].max()) if keep.any() else -1
+        self.kind_max = {k: min(v, step - 1) for k, v in self.kind_max.items()}
 
     def drop_truncated(self, loc: int, text: str) -> None:
         """Record a final line cut short by a crash (skipped, not an error)."""
