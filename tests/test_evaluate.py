@@ -229,15 +229,21 @@ def test_evaluator_kl_rows_bracket_exact_kl_and_self_kl_is_zero(tmp_path):
 
 
 # ---------------------------------------------------------------- run directories, caching, determinism
+def _checkpoint(run: pathlib.Path, step: int, shipped: str) -> None:
+    """A shipped tiny base as the run's checkpoint at `step` (real models that answer some sort problems)."""
+    import shutil
+
+    from ceiling.models import bases_dir
+
+    shutil.copytree(bases_dir() / shipped, run / "checkpoints" / f"step_{step:06d}")
+
+
 def _run_dir(tmp_path: pathlib.Path) -> pathlib.Path:
     """A run directory as `ceiling train` writes it: config.json, metrics.jsonl, checkpoints/step_NNNNNN/."""
     run = tmp_path / "run"
-    base = _tiny(2)
-    save(base.model, base.tokenizer, tmp_path / "base")
-    save(base.model, base.tokenizer, run / "checkpoints" / "step_000000")
-    pol = _tiny(1)
-    save(pol.model, pol.tokenizer, run / "checkpoints" / "step_000002")
-    conf = {"base": str(tmp_path / "base"), "tasks": "smoke", "max_new_tokens": 3}
+    _checkpoint(run, 0, "tiny-low")
+    _checkpoint(run, 2, "tiny-medium")
+    conf = {"base": "tiny-low", "tasks": "tiny-rl", "max_new_tokens": 8}
     (run / "config.json").write_text(json.dumps(conf))
     lines = [json.dumps({"step": s, "compute/flops": 1e9 * s}) for s in range(5)]
     (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
@@ -255,8 +261,16 @@ def test_evaluate_run_writes_reuses_and_extends_eval_csv(tmp_path, capsys):
                               "kl/policy_base_k3", "kl/base_policy_k1", "kl/base_policy_k3", "crossover/k",
                               "diversity/distinct_answers", "diversity/distinct_2", "diversity/duplicate_share"}
     assert sorted(f1.loc[f1.metric == "verified/pass@k", "k"].unique()) == [1, 2, 4, 8, 16]
-    assert set(f1.loc[f1.metric == "verified/reward", "family"]) == {"verified", "add"}
-    assert json.loads((run / "eval_config.json").read_text())["config"]["max_new_tokens"] == 3
+    assert set(f1.loc[f1.metric == "verified/reward", "family"]) == {"verified", "sort"}
+    assert json.loads((run / "eval_config.json").read_text())["config"]["max_new_tokens"] == 8
+    for step in (0, 2):  # real models answer some problems: the scores are not trivially 0, and agree
+        rows = f1[(f1.step == step) & (f1.family == "verified")]
+        reward = rows.loc[rows.metric == "verified/reward", "value"].iloc[0]
+        pass_k = rows[rows.metric == "verified/pass@k"].sort_values("k")["value"].to_numpy()
+        assert pass_k[0] == pytest.approx(reward)  # binary rewards: unbiased pass@1 is the mean reward
+        assert np.all(np.diff(pass_k) >= 0)
+    reward = f1[(f1.metric == "verified/reward") & (f1.family == "verified")].set_index("step")["value"]
+    assert reward[0] < reward[2] < 1  # tiny-medium answers more sort problems than tiny-low
     pd.testing.assert_frame_equal(read_eval(run / "eval.csv"), f1, check_dtype=False)
 
     timings: dict[str, float] = {}
@@ -264,8 +278,7 @@ def test_evaluate_run_writes_reuses_and_extends_eval_csv(tmp_path, capsys):
     assert "generate" not in timings
     pd.testing.assert_frame_equal(f2, f1, check_dtype=False)
 
-    new = _tiny(3)
-    save(new.model, new.tokenizer, run / "checkpoints" / "step_000004")
+    _checkpoint(run, 4, "tiny-high")
     f3 = evaluate_run(run, cfg, timings=timings)
     assert sorted(f3.step.unique()) == [0, 2, 4] and timings["generate"] > 0
     old_rows = f3[f3.step < 4].reset_index(drop=True)
@@ -281,7 +294,7 @@ def test_evaluate_run_writes_reuses_and_extends_eval_csv(tmp_path, capsys):
 
     # the CLI on the same run and config finds everything evaluated and only prints the summary
     argv = ["eval", "--run", str(run), "--n-samples", "16", "--n-prompts", "2", "--n-boot", "100",
-            "--nll-documents", "0", "--seed", "1"]
+            "--nll-documents", "0", "--seed", "1", "--max-new-tokens", "8"]
     before = (run / "eval.csv").stat().st_mtime_ns
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
