@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ceiling.fit import backtest, compare_forms, fit_curve, fit_frame
+from ceiling.fit import CurveFitter, backtest, compare_forms, fit_curve, fit_frame
 from ceiling.frame import series
 from ceiling.ingest import read_log
 from ceiling.report import report_figures
@@ -68,9 +68,9 @@ pd.DataFrame(rows)"""),
     new_markdown_cell("""## Explore: compare curve forms
 Leave-future-out error (fit early, score later) decides between ScaleRL's sigmoid, a power law with an
 asymptote and exponential saturation; AIC stands beside it."""),
-    new_code_cell("""comparison = compare_forms(x, y, n_boot=N_BOOT, seed=0)
+    new_code_cell("""comparison = compare_forms(x, y, fitter=CurveFitter(n_boot=N_BOOT, seed=0))
 print(comparison.summary())"""),
-    new_code_cell("""backtest(x, y, form="sigmoid", fractions=(0.4, 0.6, 0.8))"""),
+    new_code_cell("""backtest(x, y, CurveFitter(form="sigmoid"), fractions=(0.4, 0.6, 0.8))"""),
     new_markdown_cell("""## Explore: compare runs
 Every run directory under `runs/` (or the cells of a sweep) can be overlaid; here, the runs found next to the
 example, if any, else only the example."""),

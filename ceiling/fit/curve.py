@@ -137,6 +137,9 @@ class CurveFit:
             pool = self.residuals * self.bootstrap.get("inflation", 1.0)
             curves = curves + rng.choice(pool, size=curves.shape, replace=True)
         lo, hi = percentile_ci(curves, lev, axis=0)
+        bounds = self.data.get("a_bounds")
+        if bounds is not None:  # a bounded metric (a reward in [0, 1]): no band leaves its range
+            lo, hi = np.clip(lo, bounds[0], bounds[1]), np.clip(hi, bounds[0], bounds[1])
         return center, lo, hi
 
     def beyond_data(self, x: Any) -> np.ndarray:
@@ -322,10 +325,10 @@ def _fit(cfg: CurveFitter, x: Sequence[float] | np.ndarray, y: Sequence[float] |
     xf, yf = xa[keep], ya[keep]
     p = len(fm.theta_names)
     if xf.size < p + 3:
-        raise CeilingError(f"field 'y': too few points in the fit window for a {form} fit "
+        raise CeilingError(f"too few points after the early window for a {form} fit "
                            f"({xf.size} kept of {xa.size}; need at least {p + 3})")
     if np.ptp(yf) == 0:
-        raise CeilingError("field 'y': the series is constant inside the fit window; there is no curve to fit")
+        raise CeilingError("the series is constant after the early window; there is no curve to fit")
     x_scale = float(xf.max())
     u = xf / x_scale
     ylo, yhi = _y_bounds(ya, a_bounds)

@@ -217,8 +217,8 @@ def fit_frame(frame: pd.DataFrame, run: str | None = None, x: str = "compute", m
 def _section(name: str, build: Any) -> Section:
     try:
         return build()
-    except CeilingError as exc:
-        return NotAvailable(name, str(exc))
+    except CeilingError as exc:  # the section names the series; the inner "field 'y': " adds nothing for a reader
+        return NotAvailable(name, str(exc).replace("field 'y': ", "").replace("field 'x'/'y': ", ""))
 
 
 def _verified(rdf: pd.DataFrame, metric: str | None, min_points: int) -> tuple[str, pd.DataFrame]:

@@ -107,14 +107,17 @@ def _fig_ceiling(f: Fits, both: pd.DataFrame) -> FigureEntry:
         center, conf, pred = f.curve_with_bands(result, gx)
         curve = F.Curve(gx, center, f"{f.ceiling_form()} fit", conf, pred)
         level = f.ceiling_level()
-        excluded = f.ceiling_excluded(x)
+        excluded = f.ceiling_excluded(x) | (x > hi)  # the early window, and points after a detected collapse
         obs_max = hi
     note = f.ceiling_note()
     zero = f" Points at {x_name} 0 (the base) are off the log axis." if (x <= 0).any() else ""
+    from_eval = "source_key" in pts and bool((pts["source_key"] == "eval.csv").all())
+    where = "at each evaluated checkpoint (held-out, eval.csv)" if from_eval else "at each logged step"
     if result is None:
-        caption = f"Dots: {metric} at each logged step.{zero} No ceiling fit is available: {note}."
+        caption = f"Dots: {metric} {where}.{zero} No ceiling fit is available: {note}."
     else:
-        caption = (f"Dots: {metric} at each logged step ({len(x)} points; grey ones were left out of the fit).{zero} "
+        caption = (f"Dots: {metric} {where} ({len(x)} points; grey ones were left out of the fit: the early "
+                   f"window and anything after a collapse).{zero} "
                    f"Red: the fitted {f.ceiling_form()} curve with its 95% confidence band (dark) and prediction band "
                    f"(light), drawn to 10x the last fitted {x_name} (dotted line). "
                    + ("Green: the ceiling A with its 95% interval." if level is not None else
@@ -216,8 +219,15 @@ def _fig_entropy(f: Fits, both: pd.DataFrame) -> FigureEntry:
     caption = ("Dots: verified reward against the policy's mean full-vocabulary token entropy (nats) at each step, "
                "coloured by step; training moves right as entropy is spent. "
                + ("Red: the entropy law R = -a exp(H) + b (Cui et al. 2025) with its 95% confidence band, drawn to "
-                  "H = 0. Green: its ceiling b - a at zero entropy, with its 95% interval."
-                  if curve is not None else "No entropy-law fit is available."))
+                  "H = 0. " if curve is not None else "No entropy-law fit is available. ")
+               + ("Green: its ceiling b - a at zero entropy, with its 95% interval." if level is not None else
+                  ("No ceiling marker: the ceiling at H = 0 is not identifiable (see the warnings)."
+                   if curve is not None else "")))
+    bounds = (0.0, 100.0) if r.max() > 1.5 else (0.0, 1.0)
+    if curve is not None and r.min() >= 0:  # a bounded score: draw the law inside its range
+        curve = F.Curve(curve.x, np.clip(curve.y, *bounds), curve.label,
+                        None if curve.conf is None else tuple(np.clip(b, *bounds) for b in curve.conf),
+                        None if curve.pred is None else tuple(np.clip(b, *bounds) for b in curve.pred))
     fig = F.reward_vs_entropy(h, r, steps, metric, curve, level, note=note)
     return FigureEntry(name, title, caption, figure=fig)
 

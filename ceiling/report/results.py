@@ -444,7 +444,9 @@ def _ceiling_rows(sec: dict[str, Any]) -> list[dict[str, str]]:
     verdict = "identifiable" if sec.get("identifiable") else "NOT identifiable: " + _join(sec.get("reasons"))
     data, stats = sec.get("data") or {}, sec.get("stats") or {}
     win, boot, extra = sec.get("window") or {}, sec.get("bootstrap") or {}, sec.get("extra") or {}
-    diag = (f"{data.get('n')} points fitted, {len(win.get('excluded_x') or [])} excluded ({win.get('rule')}); "
+    n_early = len(win.get("excluded_x") or [])
+    diag = (f"{data.get('n')} points fitted, {n_early} early point{'s' if n_early != 1 else ''} left out (the fit "
+            f"keeps {win.get('rule')}); "
             f"{x} in [{fmt(data.get('x_min'))}, {fmt(data.get('x_max'))}]; RMSE {fmt(stats.get('rmse'))}, "
             f"AIC {fmt(stats.get('aic'))}, residual lag-1 autocorrelation {fmt(stats.get('lag1_autocorr'))}, "
             f"progress to the ceiling {fmt(stats.get('progress'))}; bootstrap block {boot.get('block')}, "
