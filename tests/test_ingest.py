@@ -726,25 +726,27 @@ def test_ceiling_fit_prints_at_most_15_lines_before_the_headline(tmp_path: Path,
     assert sum("restart at line" in n for n in notes) >= 440  # all kept in fits.json
 
 
-def test_ceiling_fit_on_both_layouts_and_the_real_log_with_no_flags(tmp_path: Path,
-                                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    for log, expect in [(FIX / "loop_jsonl" / "metrics.jsonl",
-                         ["eval/answer_accuracy -> verified/eval_acc (n = 1024, from eval/num_examples)",
-                          "record kinds ('type'): eval 41, rollout 200, train 400", "step: grpo_step"]),
-                        (FIX / "verl_old" / "console.log",
-                         ["val/test_score/openai/gsm8k -> verified/eval_acc (n, the number of held-out problems, "
-                          "unknown: give --eval-n N)", "actor/entropy_loss -> policy/entropy"]),
-                        (FIX / "real_logs" / LOG_73, ["eval_acc -> verified/eval_acc"])]:
+def test_ceiling_fit_on_both_layouts_with_no_flags_and_on_the_real_log(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    cases = [
+        (FIX / "loop_jsonl" / "metrics.jsonl", [],
+         ["eval/answer_accuracy -> verified/eval_acc (n = 1024, from eval/num_examples)",
+          "record kinds ('type'): eval 41, rollout 200, train 400", "step: grpo_step"]),
+        (FIX / "verl_old" / "console.log", [],
+         ["val/test_score/openai/gsm8k -> verified/eval_acc (n, the number of held-out problems, unknown: give "
+          "--eval-n N)", "actor/entropy_loss -> policy/entropy", "critic/score/mean -> verified/reward"]),
+        (FIX / "real_logs" / LOG_73, ["--eval-n", "500"], ["eval_acc -> verified/eval_acc (n = 500, from --eval-n)"]),
+    ]
+    for log, flags, expect in cases:
         out = tmp_path / log.stem
-        assert run_fit([str(log), "--out", str(out), "--n-boot", "20", "--no-report"]) == 0
+        assert run_fit([str(log), "--out", str(out), "--n-boot", "20", "--no-report", *flags]) == 0
         text = capsys.readouterr().out
         for line in expect:
             assert line in text, (log, line)
         fits = json.loads((out / "fits.json").read_text())
         assert fits["meta"]["source"]["mapping"]  # the fit ran on what was read
-    assert run_fit([str(FIX / "real_logs" / LOG_73), "--out", str(tmp_path / "n"), "--n-boot", "20",
-                    "--no-report", "--eval-n", "500"]) == 0
-    assert "eval_acc -> verified/eval_acc (n = 500, from --eval-n)" in capsys.readouterr().out
+        if "diagnosis" in fits:  # the run diagnosis reads the held-out accuracy (ceiling.fit.diagnosis)
+            assert fits["diagnosis"].get("roles", {}).get("held_out") == "verified/eval_acc", log
 
 
 def test_ceiling_fit_refuses_a_log_with_no_reward(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
