@@ -22,7 +22,19 @@ def test_run_smoke_end_to_end(tmp_path, capsys):
     fits = json.loads((run_dir / "fits.json").read_text())
     assert fits["schema_version"] == 1 and {"ceiling", "entropy_law", "collapse"} <= set(fits)
     html = (reports / "s" / "index.html").read_text()
-    assert "<img" in html and "ceiling" in html.lower()
+    pngs = list((reports / "s").glob("*.png"))
+    assert pngs and html.count("<img") == len(pngs)  # every figure written is embedded in the page
+    assert json.loads((reports / "s" / "fits.json").read_text()) == fits  # the report is of this run's fits
+    from html import escape
+
+    from ceiling.report.results import fmt
+
+    for name in ("ceiling", "entropy_law", "collapse"):  # the page prints each fitted number, or why there is none
+        sec = fits[name]
+        if sec.get("estimate") is not None:
+            assert fmt(sec["estimate"]) in html, name
+        else:
+            assert escape(sec.get("reason") or sec["reasons"][0]) in html, name
     assert "== summary ==" in out and "report:" in out
 
     # Re-running resumes: nothing is retrained or re-evaluated, and the results are unchanged.
