@@ -38,21 +38,22 @@ def test_recovers_scalerl_parameter_sets(cmid: float, b: float, a: float) -> Non
     assert abs(fit.estimate - a) < 0.03
     assert fit.ci_low <= a <= fit.ci_high
     assert fit.ci_low < fit.estimate < fit.ci_high
+    # holding the truth is not enough: a 95% interval at this noise is about 0.02 wide (bench_fit: median
+    # error 0.004-0.006), so one twice too wide fails here; finer miscalibration fails test_calibration.py
+    assert 0.005 < fit.ci_high - fit.ci_low < 0.035
     assert abs(fit.params["C_mid"] / cmid - 1) < 0.35
 
 
-def test_small_coverage_and_accuracy_check() -> None:
-    """A modest Monte Carlo on the first set (the benchmark runs the full one)."""
+def test_small_accuracy_check() -> None:
+    """A modest Monte Carlo on the first set: the error of the point estimate (coverage, with the power to
+    tell 95% from 90% and 99%, is tests/test_calibration.py; full size in bench_fit / bench_calibration)."""
     cmid, b, a = SCALERL_SETS[0]
     rng = np.random.default_rng(11)
-    errs, covered = [], []
+    errs = []
     for r in range(16):
         c, y = scalerl_curve(cmid, b, a, rng, n=120)
-        fit = fit_curve(c, y, n_boot=150, seed=r)
-        errs.append(abs(fit.estimate - a))
-        covered.append(fit.ci_low <= a <= fit.ci_high)
+        errs.append(abs(fit_curve(c, y, n_boot=0).estimate - a))
     assert np.median(errs) <= 0.01
-    assert np.mean(covered) >= 0.75  # 16 draws: a loose floor; the benchmark measures 0.95-0.97
 
 
 def test_curve_stopping_before_midpoint_is_flagged() -> None:
