@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("ceiling.commands.report", "rebuild the report of a run directory from stored results"),
     "predict": ("ceiling.commands.predict", "predicted verified reward at compute budgets, as a Markdown table"),
     "sweep": ("ceiling.commands.sweep", "a grid of runs over bases, seeds and beta, with an aggregated report"),
+    "watch": ("ceiling.commands.watch", "early warning while a run trains: follow a growing log, alarm on a turn"),
 }
 
 
