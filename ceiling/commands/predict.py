@@ -9,7 +9,8 @@ import argparse
 
 from ceiling.errors import CeilingError, error_at
 from ceiling.report.predictions import markdown_table, parse_budgets, predictions, write_predictions
-from ceiling.report.results import Fits, fmt, interval
+from ceiling.fit.common import fmt, interval
+from ceiling.report.results import Fits
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,10 +31,10 @@ def main(args: argparse.Namespace) -> int:
         df = predictions(fits, budgets)
     except CeilingError as exc:
         raise error_at(args.fits, str(exc)) from None
-    sec = fits.section("ceiling") or {}
-    verdict = (f"ceiling {fmt(sec.get('estimate'))} {interval(sec.get('ci_low'), sec.get('ci_high'))}"
-               if sec.get("identifiable") else "ceiling not identifiable")
-    print(f"Predicted {fits.ceiling_metric()} of run {fits.run} ({sec.get('form')} fit against "
+    c = fits.ceiling_result()
+    verdict = (f"ceiling {fmt(c.estimate)} {interval(c.ci_low, c.ci_high)}"
+               if c is not None and c.identifiable else "ceiling not identifiable")
+    print(f"Predicted {fits.ceiling_metric()} of run {fits.run} ({fits.ceiling_form() or None} fit against "
           f"{fits.ceiling_x()}; {verdict}; 95% bands from the fit's bootstrap).\n")
     print(markdown_table(df, digits=args.digits), end="")
     if args.csv:

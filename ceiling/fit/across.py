@@ -26,7 +26,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from ceiling.errors import CeilingError
-from ceiling.fit.common import SCHEMA_VERSION, as_float, fingerprint, fnum
+from ceiling.fit.common import SCHEMA_VERSION, as_float, fingerprint, fmt, fnum, interval, table_row
 
 
 def _meta_regression(x: np.ndarray, y: np.ndarray, s: np.ndarray) -> dict[str, Any]:
@@ -122,6 +122,33 @@ class AcrossRunsFit:
         if self.reasons:
             lines.append("notes: " + "; ".join(self.reasons))
         return "\n".join(lines)
+
+    # ------------------------------------------------------------------ the report's words (section "across_runs")
+    title = "across runs"
+
+    def headline(self) -> str:
+        r = self.regressions.get(self.primary) or {}
+        return (f"slope of the ceiling on {self.primary}: {fmt(r.get('slope'))} "
+                f"{interval(*(r.get('slope_ci') or [None, None]))}")
+
+    def warnings(self) -> list[str]:
+        return [f"across runs: {r}" for r in self.reasons]
+
+    def rows(self) -> list[dict[str, str]]:
+        rows = []
+        for name, r in self.regressions.items():
+            verdict = "detected" if self.detected and name == self.primary else ""
+            diag = f"{r.get('k')} runs; between-run sd {fmt(np.sqrt(r['tau2']) if r.get('tau2') is not None else None)}"
+            if r.get("loo_rmse") is not None:
+                diag += f"; leave-one-run-out RMSE {fmt(r.get('loo_rmse'))}"
+            rows.append(table_row("across runs", f"slope of the ceiling on {name}", r.get("slope"),
+                                  *(r.get("slope_ci") or [None, None]), str(self.method), verdict, diag))
+            rows.append(table_row("across runs", f"intercept ({name})", r.get("intercept"),
+                                  *(r.get("intercept_ci") or [None, None]), "same regression", "", ""))
+        if self.excluded:
+            rows.append(table_row("across runs", "runs left out", None, None, None, "-", "",
+                                  ", ".join(map(str, self.excluded))))
+        return rows
 
     def to_dict(self) -> dict[str, Any]:
         regs = {n: {k: (np.asarray(v).tolist() if k == "cov" else v) for k, v in r.items()}

@@ -37,7 +37,17 @@ import numpy as np
 from scipy import stats as sps
 
 from ceiling.errors import CeilingError
-from ceiling.fit.common import SCHEMA_VERSION, as_float, fingerprint, fnum, percentile_ci
+from ceiling.fit.common import (
+    SCHEMA_VERSION,
+    as_float,
+    fingerprint,
+    fmt,
+    fnum,
+    interval,
+    join_reasons,
+    percentile_ci,
+    table_row,
+)
 from ceiling.fit.solve import carlstein_block_length, circular_block_indices, lag1_autocorr
 
 
@@ -113,6 +123,52 @@ class CollapseFit:
         if self.reasons:
             lines.append("notes: " + "; ".join(self.reasons))
         return "\n".join(lines)
+
+    # ------------------------------------------------------------------ the report's words (section "collapse")
+    title = "KL collapse threshold"
+    METHOD_NAMES = {"gao": "peak of the over-optimisation curve (Gao et al.)", "segmented": "hinge breakpoint",
+                    "sign": "first KL bin where verified and unverified changes anti-correlate"}
+
+    @property
+    def unverified_metric(self) -> str:
+        return str(self.data.get("unverified_metric") or "unverified/score")
+
+    def headline(self, x_words: str) -> str:
+        """`x_words`: how the report names the x axis (e.g. "KL(policy || base), k3 estimator, per sequence")."""
+        if not self.detected:
+            extra = join_reasons(self.reasons)
+            return f"none detected (segmented test p = {fmt(self.p_value)})" + (f": {extra}" if extra else "")
+        return (f"{fmt(self.estimate)} {'nats ' if self.x_label.startswith('kl/') else ''}of {x_words}, 95% interval "
+                f"{interval(self.ci_low, self.ci_high)} (p = {fmt(self.p_value)})")
+
+    def note(self) -> str | None:
+        return None if self.detected else f"no threshold detected (p = {fmt(self.p_value)})"
+
+    def warnings(self) -> list[str]:
+        return [f"collapse analysis: {r}" for r in self.reasons]
+
+    def rows(self) -> list[dict[str, str]]:
+        x = self.x_label
+        verdict = (f"detected (p = {fmt(self.p_value)})" if self.detected else f"none detected (p = {fmt(self.p_value)})")
+        data = self.data
+        rows = [table_row("collapse", f"threshold in {x}", self.estimate, self.ci_low, self.ci_high, str(self.method),
+                          verdict, f"{data.get('n')} points, {x} in [{fmt(data.get('x_min'))}, {fmt(data.get('x_max'))}]"
+                          + (f"; {join_reasons(self.reasons)}" if self.reasons else ""))]
+        for key, m in self.methods.items():
+            est = m.get("estimate") if m.get("estimate") is not None else m.get("breakpoint", m.get("peak_point"))
+            diag = join_reasons(m.get("notes"))
+            if key == "segmented":
+                diag = (f"sup-F {fmt(m.get('sup_f'))}; slope before {fmt(m.get('slope_before'))}, after "
+                        f"{fmt(m.get('slope_after'))} {interval(*(m.get('slope_after_ci') or [None, None]))}; AR(1) "
+                        f"phi {fmt(m.get('ar1_phi'))}" + (f"; {diag}" if diag else ""))
+            rows.append(table_row("collapse", f"{key}: {self.METHOD_NAMES.get(key, key)}", est, m.get("ci_low"),
+                                  m.get("ci_high"), str(m.get("test") or m.get("formula") or key),
+                                  ("detected" if m.get("detected") else "not detected")
+                                  + f" (p = {fmt(m.get('p_value'))})", diag))
+        for k, v in self.gao_params.items():
+            rows.append(table_row("collapse", f"gao {k}", v, None, None, "over-optimisation curve, least squares", "",
+                                  ""))
+        return rows
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "collapse", "schema_version": SCHEMA_VERSION, "estimate": as_float(self.estimate),

@@ -10,6 +10,9 @@ import numpy as np
 from ceiling.errors import CeilingError
 
 SCHEMA_VERSION = 1
+# the words a report uses for each fits.json section
+SECTION_TITLES = {"diagnosis": "run diagnosis", "ceiling": "ceiling", "entropy_law": "entropy law",
+                  "collapse": "KL collapse threshold", "across_runs": "across runs"}
 
 
 def check_xy(x: Any, y: Any, name_x: str = "x", name_y: str = "y", increasing: bool = True,
@@ -69,6 +72,45 @@ def as_float(v: Any) -> float | None:
     return f if np.isfinite(f) else None
 
 
+TABLE_COLUMNS = ["section", "quantity", "estimate", "95% interval", "method", "verdict", "diagnostics"]
+
+
+def fmt(v: Any, digits: int = 3) -> str:
+    """A number for a page or a table (`-` for None/NaN); large or small values in scientific notation."""
+    if v is None:
+        return "-"
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    if not np.isfinite(x):
+        return "-"
+    if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
+        return f"{x:.{digits}e}"
+    return f"{x:.{digits}f}" if abs(x) < 10 else f"{x:.{digits + 1}g}"
+
+
+def interval(lo: Any, hi: Any) -> str:
+    """`[lo, hi]` formatted with `fmt` (`-` when either end is missing)."""
+    return "-" if lo is None or hi is None else f"[{fmt(lo)}, {fmt(hi)}]"
+
+
+def table_row(section: str, quantity: str, est: Any, lo: Any, hi: Any, method: str, verdict: str,
+              diagnostics: str = "") -> dict[str, str]:
+    """One row of the report's table of fitted numbers (columns `TABLE_COLUMNS`)."""
+    return {"section": section, "quantity": quantity, "estimate": fmt(est), "95% interval": interval(lo, hi),
+            "method": method, "verdict": verdict, "diagnostics": diagnostics}
+
+
+def join_reasons(reasons: Any) -> str:
+    return "; ".join(str(r) for r in (reasons or []) if r)
+
+
+def first_reason(reasons: Any) -> str:
+    items = [str(r) for r in (reasons or []) if r]
+    return items[0] if items else "no reason recorded"
+
+
 @dataclass
 class NotAvailable:
     """A section of fits.json that could not be fitted, and why (in words)."""
@@ -86,6 +128,16 @@ class NotAvailable:
 
     def summary(self) -> str:
         return f"{self.section}: not available ({self.reason})"
+
+    def headline(self) -> str:
+        return f"not fitted: {self.reason}"
+
+    def warnings(self) -> list[str]:
+        return [f"{SECTION_TITLES.get(self.section, self.section)} not fitted: {self.reason}"]
+
+    def rows(self) -> list[dict[str, str]]:
+        return [table_row(SECTION_TITLES.get(self.section, self.section), "-", None, None, None, "-", "not fitted",
+                          self.reason)]
 
     def to_dict(self) -> dict:
         return {"kind": "not_available", "not_available": True, "estimate": None, "ci_low": None,

@@ -46,7 +46,19 @@ import numpy as np
 import pandas as pd
 
 from ceiling.errors import CeilingError
-from ceiling.fit.common import SCHEMA_VERSION, as_float, check_xy, fingerprint, fnum, percentile_ci
+from ceiling.fit.common import (
+    SCHEMA_VERSION,
+    as_float,
+    check_xy,
+    fingerprint,
+    first_reason,
+    fmt,
+    fnum,
+    interval,
+    join_reasons,
+    percentile_ci,
+    table_row,
+)
 from ceiling.fit.forms import Form, get_form, to_theta
 from ceiling.fit.solve import (
     LOSSES,
@@ -162,6 +174,70 @@ class CurveFit:
         verdict = "ceiling identifiable" if self.identifiable else "ceiling NOT identifiable"
         lines.append(verdict + (": " + "; ".join(self.reasons) if self.reasons else ""))
         return "\n".join(lines)
+
+    # ------------------------------------------------------------------ the report's words (fits.json section "ceiling")
+    title = "ceiling"
+
+    @property
+    def metric(self) -> str:
+        """The verified metric the ceiling was fitted on."""
+        return str(self.extra.get("metric") or "verified/reward")
+
+    def headline(self) -> str:
+        where = f"{self.form} fit of {self.metric} against {self.x_label}"
+        if not self.identifiable:
+            more = len(self.reasons) - 1
+            return (f"not identifiable: {first_reason(self.reasons)}"
+                    + (f" (and {more} more reason{'s' if more > 1 else ''}, see the warnings)" if more > 0 else "")
+                    + f". The point fit A = {fmt(self.estimate)} ({where}) is not a forecast.")
+        return f"{fmt(self.estimate)}, 95% interval {interval(self.ci_low, self.ci_high)} ({where})"
+
+    def note(self) -> str | None:
+        """The figure annotation when the ceiling is not identifiable."""
+        return None if self.identifiable else "ceiling not identifiable: " + first_reason(self.reasons)
+
+    def warnings(self) -> list[str]:
+        out = [f"ceiling not identifiable: {r}" for r in self.reasons] if not self.identifiable else []
+        return out + [f"ceiling fit: {n}" for n in self.extra.get("notes") or []
+                      if f"ceiling not identifiable: {n}" not in out]
+
+    def rows(self) -> list[dict[str, str]]:
+        """The selected curve's parameters, the forms not selected, and the extrapolation backtests."""
+        form, x = self.form, self.x_label
+        verdict = "identifiable" if self.identifiable else "NOT identifiable: " + join_reasons(self.reasons)
+        data, stats, win, boot, extra = self.data, self.stats, self.window, self.bootstrap, self.extra
+        n_early = len(win.get("excluded_x") or [])
+        diag = (f"{data.get('n')} points fitted, {n_early} early point{'s' if n_early != 1 else ''} left out (the "
+                f"fit keeps {win.get('rule')}); "
+                f"{x} in [{fmt(data.get('x_min'))}, {fmt(data.get('x_max'))}]; RMSE {fmt(stats.get('rmse'))}, "
+                f"AIC {fmt(stats.get('aic'))}, residual lag-1 autocorrelation {fmt(stats.get('lag1_autocorr'))}, "
+                f"progress to the ceiling {fmt(stats.get('progress'))}; bootstrap block {boot.get('block')}, "
+                f"{boot.get('n_not_converged', 0)} of {boot.get('n_boot')} refits not converged")
+        metric = extra.get("metric") or "verified reward"
+        rows = [table_row("ceiling", f"A: ceiling of {metric} ({form})", self.estimate, self.ci_low, self.ci_high,
+                          str(self.method), verdict, diag)]
+        rows += [table_row("ceiling", f"{k} ({form})", v, *self.ci.get(k, (None, None)), "same fit", "", "")
+                 for k, v in self.params.items() if k != "A"]
+        sel = extra.get("selection") or {}
+        lfo = {r.get("form"): r.get("lfo_rmse") for r in sel.get("table") or []}
+        for r in sel.get("table") or []:
+            if r.get("form") == form:
+                continue
+            note = f"; {r['note']}" if r.get("note") else ""
+            rows.append(table_row("ceiling", f"A under the {r.get('form')} form (not selected)", r.get("A"),
+                                  r.get("ci_low"), r.get("ci_high"),
+                                  f"same data; {sel.get('criterion', 'form comparison')}",
+                                  "identifiable" if r.get("identifiable") else "not identifiable",
+                                  f"leave-future-out RMSE {fmt(r.get('lfo_rmse'))} vs {fmt(lfo.get(form))} for "
+                                  f"{form}; AIC {fmt(r.get('aic'))}{note}"))
+        for r in extra.get("backtest") or []:
+            note = f"; {r['note']}" if r.get("note") else ""
+            rows.append(table_row("ceiling", f"backtest: RMSE on the rest after fitting the first "
+                                  f"{float(r['fraction']):.0%} of {x}", r.get("rmse"), None, None,
+                                  f"{form} point fit on the early part, scored on later points", "",
+                                  f"{r.get('n_fit')} points fitted, {r.get('n_test')} scored; A from the early part "
+                                  f"{fmt(r.get('A'))} vs {fmt(r.get('A_full'))} from all{note}"))
+        return rows
 
     def __repr__(self) -> str:
         lo, hi = self.ci.get("A", (np.nan, np.nan))

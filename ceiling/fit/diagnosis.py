@@ -49,7 +49,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from ceiling.errors import CeilingError
-from ceiling.fit.common import SCHEMA_VERSION, as_float, fnum
+from ceiling.fit.common import SCHEMA_VERSION, as_float, fnum, table_row
 from ceiling.fit.trend import Piecewise, decline_onset, decline_test, piecewise_fit
 from ceiling.frame import normalize_frame
 
@@ -250,33 +250,31 @@ class RunDiagnosis:
         collapse = any(s.regime == "collapse" for s in self.sequence)
         return [f"run diagnosis: {msg}" for code, msg in self.reasons if code != "no_held_out" or collapse]
 
-    def rows(self) -> list[dict[str, Any]]:
-        """Rows of the report's table of fitted numbers (section, quantity, estimate, low, high, method, ...)."""
+    def rows(self) -> list[dict[str, str]]:
+        """Rows of the report's table of fitted numbers (`ceiling.fit.common.TABLE_COLUMNS`)."""
+        t = "run diagnosis"
         rows = []
         for s in self.sequence[1:]:
             o = s.onset
             if o is None:
                 continue
-            rows.append({"quantity": f"onset of {s.regime} (step)", "estimate": o.step, "low": o.step_low,
-                         "high": o.step_high, "method": f"breakpoint of {o.cause}, profile likelihood",
-                         "verdict": s.regime, "diagnostics": ""})
+            rows.append(table_row(t, f"onset of {s.regime} (step)", o.step, o.step_low, o.step_high,
+                                  f"breakpoint of {o.cause}, profile likelihood", s.regime))
             if o.kl is not None:
-                rows.append({"quantity": f"onset of {s.regime} ({self.axis}, nats)", "estimate": o.kl,
-                             "low": o.kl_low, "high": o.kl_high, "method": "KL at the onset's step and bounds",
-                             "verdict": "", "diagnostics": ""})
+                rows.append(table_row(t, f"onset of {s.regime} ({self.axis}, nats)", o.kl, o.kl_low, o.kl_high,
+                                      "KL at the onset's step and bounds", ""))
         for r in self.tradeoff:
-            rows.append({"quantity": f"{r.metric} per {r.per} ({r.segment})", "estimate": r.rate, "low": r.ci_low,
-                         "high": r.ci_high, "method": "weighted least squares, t interval", "verdict": "",
-                         "diagnostics": f"{r.n} evaluations"})
-        for t in self.tests + self.degeneracy:
-            verb = "rises" if t.direction > 0 else "falls"
-            rows.append({"quantity": f"does {t.metric} {'rise' if t.direction > 0 else 'fall'}? ({t.role})",
-                         "estimate": t.p_value, "low": None, "high": None,
-                         "method": f"decline test, {t.noise}", "verdict": (verb if t.falls else f"does not {verb[:-1]}")
-                         + f" (p = {fnum(t.p_value, 3)} vs {fnum(t.alpha, 3)})", "diagnostics": ""})
+            rows.append(table_row(t, f"{r.metric} per {r.per} ({r.segment})", r.rate, r.ci_low, r.ci_high,
+                                  "weighted least squares, t interval", "", f"{r.n} evaluations"))
+        for x in self.tests + self.degeneracy:
+            verb = "rises" if x.direction > 0 else "falls"
+            rows.append(table_row(t, f"does {x.metric} {'rise' if x.direction > 0 else 'fall'}? ({x.role})", x.p_value,
+                                  None, None, f"decline test, {x.noise}",
+                                  (verb if x.falls else f"does not {verb[:-1]}")
+                                  + f" (p = {fnum(x.p_value, 3)} vs {fnum(x.alpha, 3)})"))
         if self.ship:
-            rows.append({"quantity": "checkpoint to ship (step)", "estimate": self.ship["step"], "low": None,
-                         "high": None, "method": SHIP_RULE, "verdict": "", "diagnostics": self.ship_words() or ""})
+            rows.append(table_row(t, "checkpoint to ship (step)", self.ship["step"], None, None, SHIP_RULE, "",
+                                  self.ship_words() or ""))
         return rows
 
     def summary(self) -> str:

@@ -20,7 +20,18 @@ import statsmodels.api as sm
 from scipy import stats as sps
 
 from ceiling.errors import CeilingError
-from ceiling.fit.common import SCHEMA_VERSION, as_float, check_xy, fingerprint, fnum
+from ceiling.fit.common import (
+    SCHEMA_VERSION,
+    as_float,
+    check_xy,
+    fingerprint,
+    first_reason,
+    fmt,
+    fnum,
+    interval,
+    join_reasons,
+    table_row,
+)
 
 
 @dataclass
@@ -41,7 +52,7 @@ class EntropyLawFit:
 
     @property
     def estimate(self) -> float:
-        return self.params["ceiling"]
+        return self.params.get("ceiling", float("nan"))
 
     @property
     def ci_low(self) -> float:
@@ -83,6 +94,38 @@ class EntropyLawFit:
         lines.append(("ceiling identifiable" if self.identifiable else "ceiling NOT identifiable")
                      + (": " + "; ".join(self.reasons) if self.reasons else ""))
         return "\n".join(lines)
+
+    # ------------------------------------------------------------------ the report's words (section "entropy_law")
+    title = "entropy law"
+
+    @property
+    def metric(self) -> str:
+        return str(self.data.get("metric") or "verified/reward")
+
+    def headline(self) -> str:
+        if not self.identifiable:
+            return f"not identifiable: {first_reason(self.reasons)}"
+        return f"{fmt(self.estimate)}, 95% interval {interval(self.ci_low, self.ci_high)}"
+
+    def note(self) -> str | None:
+        return None if self.identifiable else "ceiling at H = 0 not identifiable: " + first_reason(self.reasons)
+
+    def warnings(self) -> list[str]:
+        return [] if self.identifiable else [f"entropy-law ceiling not identifiable: {r}" for r in self.reasons]
+
+    def rows(self) -> list[dict[str, str]]:
+        verdict = "identifiable" if self.identifiable else "NOT identifiable: " + join_reasons(self.reasons)
+        data, bt = self.data, self.backtest
+        diag = (f"{data.get('n')} steps, entropy in [{fmt(data.get('h_min'))}, {fmt(data.get('h_max'))}] nats; "
+                f"R^2 {fmt(data.get('r2'))}; one-sided p of a > 0: {fmt(data.get('p_slope'))}")
+        if bt.get("rmse") is not None:
+            diag += (f"; early backtest (first {float(bt['fraction']):.0%} of steps) RMSE {fmt(bt['rmse'])} vs "
+                     f"{fmt(bt.get('rmse_constant'))} for a constant")
+        p = self.params
+        return [table_row("entropy law", "R at H = 0 (b - a): ceiling when entropy is spent", self.estimate,
+                          self.ci_low, self.ci_high, str(self.method), verdict, diag),
+                table_row("entropy law", "a", p.get("a"), *self.ci.get("a", (None, None)), "same fit", "", ""),
+                table_row("entropy law", "b", p.get("b"), *self.ci.get("b", (None, None)), "same fit", "", "")]
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "entropy_law", "schema_version": SCHEMA_VERSION, "estimate": as_float(self.estimate),

@@ -26,6 +26,7 @@ from scipy import stats as sps
 
 from ceiling.errors import CeilingError
 from ceiling.fit import CollapseFit, CurveFit, base_measures, fit_across_runs, load_fits
+from ceiling.fit.common import fmt
 from ceiling.frame import normalize_frame
 from ceiling.sweep.config import Cell, SweepConfig
 from ceiling.sweep.engine import base_folder, cell_dir, is_complete
@@ -293,15 +294,9 @@ def control_comparison(df: pd.DataFrame) -> list[dict[str, Any]]:
 SUPPORT, CONTRADICT, UNDECIDED = "supported", "contradicted", "cannot decide"
 
 
-def _fmt(v: Any, digits: int = 3) -> str:
-    from ceiling.report.results import fmt
-
-    return fmt(v, digits)
-
-
 def _ci(d: dict[str, Any] | Interval) -> str:
     d = d.to_dict() if isinstance(d, Interval) else d
-    return f"{_fmt(d['estimate'])} [{_fmt(d['ci_low'])}, {_fmt(d['ci_high'])}]"
+    return f"{fmt(d['estimate'])} [{fmt(d['ci_low'])}, {fmt(d['ci_high'])}]"
 
 
 class Claim(str, Enum):
@@ -402,7 +397,7 @@ def _claim1(a: SweepAnalysis, reg: pd.DataFrame) -> list[Finding]:
         v = SUPPORT if (cov is not None and cov >= 0.5 and p["rmse"] is not None and np.isfinite(spread)
                         and p["rmse"] < spread / 2) else UNDECIDED
         out.append(Finding(c, v, f"Predicted from the base alone (leave one base out): error RMSE "
-                                 f"{_fmt(p['rmse'])} against a spread of ceilings of {_fmt(spread)}; "
+                                 f"{fmt(p['rmse'])} against a spread of ceilings of {fmt(spread)}; "
                                  f"{'-' if cov is None else f'{100 * cov:.0f}%'} of realized ceilings fall in "
                                  "the prediction band.", key=False))
     else:
@@ -438,10 +433,10 @@ def _claim2(a: SweepAnalysis, real: pd.DataFrame) -> list[Finding]:
         v = SUPPORT
     else:  # no threshold in range with no loss is what the claim expects below a threshold not yet reached
         v = UNDECIDED
-    where = ("" if not d else f" at {_fmt(t['threshold_min'])} nats" if d == 1 else
-             f" at {_fmt(t['threshold_min'])} to {_fmt(t['threshold_max'])} nats (median {_fmt(t['threshold_median'])})")
+    where = ("" if not d else f" at {fmt(t['threshold_min'])} nats" if d == 1 else
+             f" at {fmt(t['threshold_min'])} to {fmt(t['threshold_max'])} nats (median {fmt(t['threshold_median'])})")
     out.append(Finding(c, v, f"KL threshold detected in {d} of {n} real-reward runs{where} ({by_beta}); the largest "
-                             f"KL reached was {_fmt(t['max_kl'])} nats (KL(policy || base), k3, per sequence)."))
+                             f"KL reached was {fmt(t['max_kl'])} nats (KL(policy || base), k3, per sequence)."))
     if not gain:
         what, v = " Verified reward did not rise reliably, so there is no gain whose cost could be measured.", UNDECIDED
     elif loss:
@@ -541,7 +536,7 @@ def analyse(config: SweepConfig, table: pd.DataFrame) -> SweepAnalysis:
     a.findings = _claim1(a, reg) + _claim2(a, real) + [_coverage_finding(a)] + _control_findings(a)
     claim2 = _overall(a.findings, Claim.KL_COST)
     if claim2 == UNDECIDED and thresholds["n_detected"] == 0 and thresholds["max_kl"] is not None:
-        claim2 += f" (no threshold and no unverified loss up to KL {_fmt(thresholds['max_kl'])} nats)"
+        claim2 += f" (no threshold and no unverified loss up to KL {fmt(thresholds['max_kl'])} nats)"
     a.verdicts = {"claim 1: verified reward saturates at a ceiling set by base diversity": _overall(a.findings, Claim.CEILING),
                   "claim 2: past a critical KL, verified gains cost unverified reasoning": claim2,
                   "RL narrows coverage (pass@k at large k)": _overall(a.findings, Claim.COVERAGE),

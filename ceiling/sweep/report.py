@@ -20,7 +20,7 @@ import ceiling
 from ceiling.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ceiling.report import figures as F
 from ceiling.report.page import CSS, figures_html
-from ceiling.report.results import fmt, interval
+from ceiling.fit.common import fmt, interval
 from ceiling.sweep.aggregate import (
     KL_METRIC,
     LEVEL,
