@@ -119,6 +119,7 @@ def trl_settings(cfg: Any, world_size: int, output_dir: str | Path) -> dict[str,
         "optim": "adamw_torch", "max_grad_norm": cfg.max_grad_norm,
         "max_steps": (cfg.steps + 1) * u,  # + 1 step: it measures theta_N (its update is not kept)
         "save_strategy": "steps", "save_steps": cfg.checkpoint_every * u,
+        "save_total_limit": 2,  # TRL's optimizer states: the latest two (step_N/ keeps every model, hard-linked)
         "logging_steps": 1, "report_to": "none", "disable_tqdm": True, "log_completions": False,
         "eval_strategy": "no", "shuffle_dataset": False, "disable_dropout": True, "seed": cfg.seed,
         "data_seed": cfg.seed, "dataloader_num_workers": 0, "gradient_checkpointing": False, "use_vllm": False,
@@ -398,6 +399,8 @@ def train_trl(cfg: Any, resume: bool = False) -> Path:
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     targs = TRLConfig(**trl_settings(cfg, world, run / TRL_DIR))
+    if targs.world_size != world:
+        raise CeilingError(f"trl engine: WORLD_SIZE says {world} processes but accelerate runs {targs.world_size}")
     scratch = Path(tempfile.mkdtemp(prefix="ceiling_trl_"))
     try:
         base = base_folder(cfg.base, scratch)
@@ -423,6 +426,8 @@ def train_trl(cfg: Any, resume: bool = False) -> Path:
         trainer.add_callback(_metrics_callback(run, cfg, trainer, n_params, start, float(state.get("flops", 0.0)),
                                                float(state.get("wall_seconds", 0.0))))
         resume_from = str(run / state["trl_checkpoint"]) if start > 0 else None
+        if resume_from is not None and not Path(resume_from).is_dir():
+            raise error_at(resume_from, "TRL's checkpoint of the last step is gone: cannot resume its optimizer state")
         trainer.train(resume_from_checkpoint=resume_from)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
