@@ -180,14 +180,14 @@ class Verdict:
     kind: str
     """The damage (KINDS)."""
     outcome: str
-    """error-file-line, error-file, result, or a failure: crash, error-not-one-line, error-no-file,
-    empty-result, silent-loss."""
+    """error-file-line, error-file, result, renamed-key (a damaged column name kept as the key: reported, not
+    counted a failure), or a failure: crash, error-not-one-line, error-no-file, empty-result, silent-loss."""
     detail: str = ""
     """The error text, the crash, or what went missing."""
 
     @property
     def failed(self) -> bool:
-        return self.outcome not in ("error-file-line", "error-file", "result")
+        return self.outcome not in ("error-file-line", "error-file", "result", "renamed-key")
 
 
 def _read(src: Source, path: Path):  # -> IngestResult | Fits
@@ -261,6 +261,11 @@ def classify(name: str, kind: str, payload: bytes, line: int | None) -> Verdict:
         lost = [k for k in before if k not in now]
         said = len(res.dropped) > len(clean.dropped) or len(res.notes) > len(clean.notes)
         if lost and not said:
+            new_keys = {k for _, k in now} - {k for _, k in before}
+            moved = [(s, k) for s, k in lost if any(now.get((s, n)) == before[(s, k)] for n in new_keys)]
+            if len(moved) == len(lost):  # a damaged column name: the values are there, under the damaged name
+                return Verdict(name, kind, "renamed-key", f"{len(lost)} values kept under a damaged key, "
+                                                          f"e.g. {sorted(new_keys)[0]!r}, without a note")
             return Verdict(name, kind, "silent-loss", f"{len(lost)} values gone without a note, e.g. {lost[0]}")
     return Verdict(name, kind, "result")
 
