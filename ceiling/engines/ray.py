@@ -59,19 +59,11 @@ def run_cells_ray(config: SweepConfig, runs_dir: str | Path = "runs", resources:
                   progress: Callable[[Any, int, int], None] | None = None) -> list[Any]:
     """Run every cell that is not complete as a Ray task; one `CellResult` per cell, in config order
     (`done` for a cell skipped as complete). Same arguments and results as `ceiling.sweep.run_cells`."""
-    import shutil
-
-    from ceiling.sweep.engine import CellResult, is_complete, run_cell, sweep_dir
+    from ceiling.sweep.engine import CellResult, is_complete, prepare_cells, run_cell
 
     resources = resources or RayResources()
     ray = connect(resources)
-    root = sweep_dir(runs_dir, config)
-    cells = list(config.cells if cells is None else cells)
-    if fresh:
-        for c in cells:
-            shutil.rmtree(root / c.name, ignore_errors=True)
-    root.mkdir(parents=True, exist_ok=True)
-    reports = root / "cell-reports"
+    root, cells, reports = prepare_cells(config, runs_dir, cells, fresh)
     results: dict[str, CellResult] = {}
     task = ray.remote(num_cpus=resources.cpus_per_run, num_gpus=resources.gpus_per_run, max_retries=0)(run_cell)
     pending: dict[Any, Cell] = {}

@@ -25,7 +25,7 @@ import os
 import shutil
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,6 +168,19 @@ def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def prepare_cells(config: SweepConfig, runs_dir: str | Path, cells: Sequence[Cell] | None,
+                  fresh: bool) -> tuple[Path, list[Cell], Path]:
+    """(the sweep's folder, the cells to consider, the folder of cell reports); `fresh` deletes their folders.
+    Shared by every sweep engine (local processes here, Ray tasks in `ceiling.engines.ray`)."""
+    root = sweep_dir(runs_dir, config)
+    cells = list(config.cells if cells is None else cells)
+    if fresh:
+        for c in cells:
+            shutil.rmtree(root / c.name, ignore_errors=True)
+    root.mkdir(parents=True, exist_ok=True)
+    return root, cells, root / "cell-reports"
+
+
 def run_cells(config: SweepConfig, runs_dir: str | Path = "runs", jobs: int = 1, fresh: bool = False,
               threads: int | None = None, cells: list[Cell] | None = None,
               progress: Callable[[CellResult, int, int], None] | None = None) -> list[CellResult]:
@@ -181,13 +194,7 @@ def run_cells(config: SweepConfig, runs_dir: str | Path = "runs", jobs: int = 1,
         cells: a subset of the config's cells (default all).
         progress: called after each cell with (result, number finished, total).
     """
-    root = sweep_dir(runs_dir, config)
-    cells = list(config.cells if cells is None else cells)
-    if fresh:
-        for c in cells:
-            shutil.rmtree(root / c.name, ignore_errors=True)
-    root.mkdir(parents=True, exist_ok=True)
-    reports = root / "cell-reports"
+    root, cells, reports = prepare_cells(config, runs_dir, cells, fresh)
     threads = threads or threads_per_worker(jobs)
     results: dict[str, CellResult] = {}
     todo = []
