@@ -337,3 +337,17 @@ def test_frame_has_exactly_the_expected_rows(evaluated):
     got = {(int(r.step), r.metric, r.family, -1.0 if np.isnan(r.k) else float(r.k)) for r in frame.itertuples()}
     assert got == expected
     assert set(frame.run) == {"r"} and frame.groupby(["step", "metric", "family", "k"], dropna=False).size().max() == 1
+
+
+def test_pass_at_k_by_hand_and_refuses_impossible_arguments():
+    from ceiling.stats import pass_at_k
+
+    for n, c, k in ((4, 2, 0), (4, 2, 5), ([4, 3], [1, 1], 4)):
+        with pytest.raises(ValueError, match=r"^pass@k needs 1 <= k <= n \(k=\d+, min n=\d+\)$"):
+            pass_at_k(n, c, k)
+    for c in (-1, 5):
+        with pytest.raises(ValueError, match=r"^pass@k needs 0 <= c <= n$"):
+            pass_at_k(4, c, 1)
+    got = pass_at_k([4, 4, 4, 10], [0, 3, 4, 2], 3)
+    np.testing.assert_array_equal(got[:3], [0.0, 1.0, 1.0])  # n - c < k: every 3 of 4 hold a correct one
+    assert got[3] == pytest.approx(1 - math.comb(8, 3) / math.comb(10, 3), abs=1e-15)
