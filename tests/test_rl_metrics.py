@@ -68,6 +68,10 @@ def test_rollout_metrics_by_hand():
     assert m["length/mean"] == pytest.approx(tokens / 6) and m["length/max"] == 4.0
     assert m["length/truncated_frac"] == pytest.approx(2 / 6)
     assert m["tokens/prompt"] == sum(PROMPT_TOKENS) and m["tokens/completion"] == tokens
+    batch.rewards = torch.zeros(6)  # every group without spread
+    assert rollout_metrics(batch, logp, ref, ent, ["sort"], random_reward=False)["reward/zero_std_frac"] == 1.0
+    batch.rewards = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])  # none
+    assert rollout_metrics(batch, logp, ref, ent, ["sort"], random_reward=False)["reward/zero_std_frac"] == 0.0
 
 
 def test_random_reward_control_reports_both_rewards():
@@ -76,3 +80,30 @@ def test_random_reward_control_reports_both_rewards():
     m = rollout_metrics(batch, logp, ref, ent, ["sort"], random_reward=True)
     assert m["reward/train_mean"] == pytest.approx(4 / 6) and m["reward/mean"] == pytest.approx(2 / 6)
     assert "reward/family/add" not in m  # only the verified families asked for
+
+
+def test_roll_out_random_reward_control_is_seeded_and_independent_of_correctness():
+    """The control trains on coins of probability p drawn from (seed, step): the same step draws the same coins,
+    another step others; the verified rewards are still measured; problems come from the train split."""
+    from transformers import LlamaForCausalLM
+
+    from ceiling.models import LoadedModel, build_char_tokenizer, tiny_config
+    from ceiling.models.llama import from_model
+    from ceiling.rl.grpo import GRPOConfig, group_advantages, roll_out
+    from ceiling.tasks import TaskSet
+
+    torch.manual_seed(0)
+    model = from_model(LlamaForCausalLM(tiny_config(hidden_size=16, num_layers=1, num_heads=2)).eval())
+    policy = LoadedModel(model, build_char_tokenizer(), "rand", "rand", False, None)
+    cfg = GRPOConfig(tasks="smoke", prompts_per_step=8, group_size=4, max_new_tokens=1, random_reward=True,
+                     random_reward_p=0.3, seed=5, log=False)
+    taskset = TaskSet.parse("smoke")
+    cpu = torch.device("cpu")
+    first, again, other = (roll_out(policy, taskset, cfg, step, cpu) for step in (3, 3, 4))
+    assert torch.equal(first.train_rewards, again.train_rewards)
+    assert not torch.equal(first.train_rewards, other.train_rewards)
+    coins = torch.cat([roll_out(policy, taskset, cfg, s, cpu).train_rewards for s in range(10)])
+    assert set(coins.tolist()) <= {0.0, 1.0} and 0.2 < coins.mean() < 0.4  # 320 coins of p = 0.3 (sd 0.026)
+    assert first.rewards.sum() == 0  # a random model answers nothing; the control trains on coins anyway
+    assert torch.allclose(first.advantages, group_advantages(first.train_rewards, 4, "group"))
+    assert {p.split for p in first.problems} == {"train"} and {p.family for p in first.problems} == {"add"}
