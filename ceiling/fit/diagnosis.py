@@ -407,35 +407,23 @@ def _segmentable(s: Series) -> Series:
     return s
 
 
-def _onset_of_fall(s: Series, y: np.ndarray, kl: pd.DataFrame | None) -> Onset | None:
-    """The onset of the fall of y (None: it falls from the start, no threshold).
-
-    With a usable KL the fall is located along KL (forgetting grows with KL: a loss linear in KL is a straight
-    line there, a curve in steps), then mapped back to steps through the run's KL-step relation."""
-    x = s.x
-    k = _kl_at(kl, s.x) if kl is not None else None
-    if k is not None:
-        k = np.maximum.accumulate(k)
-        if np.all(np.diff(k) > 0):
-            x = k
-    fo = decline_onset(x, y, s.rel_var(), ar1=s.dense)
+def _onset_of_fall(s: Series, y: np.ndarray, rng: np.random.Generator) -> Onset | None:
+    """The onset of the fall of y (None: it falls from the start, no threshold)."""
+    fo = decline_onset(s.x, y, s.rel_var(), ar1=s.dense, rng=rng)
     if fo.from_start:
         return None
-    if x is not s.x:  # back to steps
-        tau, lo, hi = (float(np.interp(v, x, s.x)) for v in (fo.tau, *fo.ci))
-        return Onset(step=tau, step_low=lo, step_high=hi, cause=s.metric)
     return Onset(step=fo.tau, step_low=fo.ci[0], step_high=fo.ci[1], cause=s.metric)
 
 
-def _test(s: Series, alpha: float, rng: np.random.Generator, n_sim: int, direction: int = -1,
-          kl: pd.DataFrame | None = None) -> tuple[SeriesTest, Piecewise]:
+def _test(s: Series, alpha: float, rng: np.random.Generator, n_sim: int,
+          direction: int = -1) -> tuple[SeriesTest, Piecewise]:
     seg = _segmentable(s)
     y = seg.y if direction < 0 else -seg.y
     rv = seg.rel_var()
     t = decline_test(seg.x, y, rv, ar1=seg.dense, n_sim=n_sim, rng=rng)
     pw = piecewise_fit(seg.x, y, rv, ar1=seg.dense)
     falls = t.p_value < alpha
-    onset = _onset_of_fall(seg, y, kl) if falls else None
+    onset = _onset_of_fall(seg, y, rng) if falls else None
     fitted = pw.predict(seg.x[[0, -1]]) * (1 if direction < 0 else -1) * s.scale
     return (SeriesTest(metric=s.metric, role=s.role, p_value=t.p_value, alpha=alpha, falls=falls, onset=onset,
                        noise=t.noise, direction=direction, first=float(fitted[0]), last=float(fitted[1])), pw)
@@ -480,8 +468,12 @@ def _timeline(v_series: Series, v_pw: Piecewise, events: dict[str, Onset | None]
               has_gold: bool) -> list[RegimeSpan]:
     """Label every stretch between boundaries, then merge equal neighbours into spans with their onsets."""
     bounds: list[tuple[float, Onset | None]] = [(x0, None)]
+    xs = v_series.x
     for b, ci in zip(v_pw.breaks, v_pw.break_ci):
-        bounds.append((b, Onset(step=b, step_low=ci[0], step_high=ci[1], cause=v_series.metric)))
+        # a break between two evaluations is located no better than that gap: widen to the points around it
+        lo = float(xs[max(np.searchsorted(xs, ci[0], "left") - 1, 0)])
+        hi = float(xs[min(np.searchsorted(xs, ci[1], "right"), xs.size - 1)])
+        bounds.append((b, Onset(step=b, step_low=min(lo, b), step_high=max(hi, b), cause=v_series.metric)))
     for on in events.values():
         if on is not None:
             bounds.append((on.step, on))
@@ -512,16 +504,16 @@ def _timeline(v_series: Series, v_pw: Piecewise, events: dict[str, Onset | None]
             spans.append(RegimeSpan(lab, a, b, onsets.get(a) if spans else None))
     if not spans:
         spans.append(RegimeSpan(label(x0), x0, x1, None))
-    return _merge_close(spans)
+    return _merge_close(spans, float(np.median(np.diff(xs))) if xs.size > 1 else 0.0)
 
 
-def _merge_close(spans: list[RegimeSpan]) -> list[RegimeSpan]:
-    """Drop a span whose onset and the next one's have overlapping 95% intervals: the data cannot order the two
-    transitions, so they are one, labelled by the later (more severe) regime, at the later onset."""
+def _merge_close(spans: list[RegimeSpan], interval: float) -> list[RegimeSpan]:
+    """Drop a span shorter than one evaluation interval: the data cannot tell its two transitions apart, so they
+    are one, labelled by the later (more severe) regime, at the later onset."""
     i = 1
     while i < len(spans) - 1:
         a, b = spans[i].onset, spans[i + 1].onset
-        if a is not None and b is not None and a.step_high >= b.step_low:
+        if a is not None and b is not None and b.step - a.step < interval:
             spans[i - 1].end = spans[i].end
             del spans[i]
             if spans[i - 1].regime == spans[i].regime:
@@ -538,7 +530,8 @@ def _interval(s: Series) -> float:
 
 def _group_events(events: dict[str, Onset | None], interval: float) -> dict[str, Onset | None]:
     """Onsets of different series within two evaluation intervals of each other are one change (noise moves
-    each estimate by about an interval): they all take the onset of the group's most precise estimate."""
+    each estimate by about an interval): they all take the group's most precise estimate, with the hull of
+    the group's intervals (each series' interval reflects only its own model of the change)."""
     items = sorted(events.items(), key=lambda kv: -np.inf if kv[1] is None else kv[1].step)
     out: dict[str, Onset | None] = {}
     group: list[tuple[str, Onset | None]] = []
@@ -546,6 +539,10 @@ def _group_events(events: dict[str, Onset | None], interval: float) -> dict[str,
     def flush() -> None:
         if group:
             best = min((o for _, o in group), key=lambda o: -1.0 if o is None else o.step_high - o.step_low)
+            if best is not None:  # the point of the most precise series, the interval of them all
+                found = [o for _, o in group if o is not None]
+                best = Onset(best.step, min(o.step_low for o in found), max(o.step_high for o in found),
+                             cause=" + ".join(o.cause for o in found))
             out.update({k: best for k, _ in group})
             group.clear()
 
@@ -624,13 +621,13 @@ def diagnose(frame: pd.DataFrame, run: str | None = None, alpha: float = 0.05, n
     fits: dict[str, tuple[Series, Piecewise] | None] = {}
     events: dict[str, Onset | None] = {}
     for s in tested:
-        t, pw = _test(s, a_each, rng, n_sim, kl=kl)
+        t, pw = _test(s, a_each, rng, n_sim)
         tests.append(t)
         fits[s.role] = (s, pw)
         if t.falls:
             events[s.role] = t.onset
     if gold is not None and proxy is not None:
-        t, pw = _test(proxy, alpha, rng, n_sim, kl=kl)
+        t, pw = _test(proxy, alpha, rng, n_sim)
         fits["proxy"] = (proxy, pw)
         if "held_out" in events:  # the training reward decides collapse vs over-optimisation
             t.role = "proxy_check"

@@ -270,31 +270,55 @@ def _split_ssr(x: np.ndarray, y: np.ndarray, w: np.ndarray, i: int) -> tuple[flo
     return ssr, float(np.clip(tau, x[i - 1], x[i]))
 
 
+def _best_split(x: np.ndarray, y: np.ndarray, w: np.ndarray, splits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    res = [_split_ssr(x, y, w, int(i)) for i in splits]
+    return np.array([r[0] for r in res]), np.array([r[1] for r in res])
+
+
 def decline_onset(x: np.ndarray, y: np.ndarray, rel_var: np.ndarray | None = None, ar1: bool = False,
-                  min_tail: int = 3, level: float = 0.95) -> FallOnset:
+                  min_tail: int = 3, level: float = 0.95, n_boot: int = 99, max_splits: int = 60,
+                  rng: np.random.Generator | None = None) -> FallOnset:
     """Onset of a fall: the split minimising SSR of 'non-decreasing (isotonic) before, a line after'.
 
-    The 95% interval is the set of splits whose SSR is within chi2_1(level) noise scales of the minimum (a
-    profile likelihood over the split; the noise scale from differences, inflated for AR(1) by (1+phi)/(1-phi)).
+    The 95% interval joins two: the profile-likelihood set (splits whose SSR is within chi2_1(level) noise scales
+    of the minimum) and a parametric bootstrap (the fitted isotonic-then-line curve plus noise of the estimated
+    scale, independent or AR(1), the onset re-estimated `n_boot` times, percentile interval): the profile alone
+    is too narrow for a change point. It spans the gaps between evaluations around the admissible splits.
     """
+    rng = rng or np.random.default_rng(0)
     x = np.asarray(x, float)
     y = np.asarray(y, float)
     n = y.size
     rv = np.ones(n) if rel_var is None else np.maximum(np.asarray(rel_var, float), 1e-12)
     w = 1.0 / rv
-    splits = range(0, max(n - min_tail, 0) + 1)
-    res = [_split_ssr(x, y, w, i) for i in splits]
-    ssr = np.array([r[0] for r in res])
-    taus = np.array([r[1] for r in res])
-    scale2 = float(diff_scale(y, np.sqrt(rv))[0]) ** 2
+    splits = np.unique(np.linspace(0, max(n - min_tail, 0), min(max_splits, max(n - min_tail, 0) + 1)).round()
+                       .astype(int))
+    ssr, taus = _best_split(x, y, w, splits)
+    scale = float(diff_scale(y, np.sqrt(rv))[0])
+    phi = 0.0
     if ar1:
         pw = piecewise_fit(x, y, rv)
         phi = float(np.clip(lag1_autocorr(y - pw.predict(x)), 0.0, 0.95))
-        scale2 *= (1 + phi) / (1 - phi) / max(1 - phi, 1e-3)
+        scale /= np.sqrt(max(1 - phi, 1e-3))  # marginal sd from the difference-based scale
+    scale2 = scale**2 * ((1 + phi) / (1 - phi) if ar1 else 1.0)
     j = int(np.argmin(ssr))
-    ok = np.flatnonzero(ssr <= ssr[j] + sps.chi2.ppf(level, 1) * max(scale2, 1e-12))
-    # a split at i places the onset somewhere between the points i - 1 and i: the interval spans those gaps
-    ci = (float(x[max(ok.min() - 1, 0)]), float(x[min(ok.max(), n - 1)]))
+    ok = splits[ssr <= ssr[j] + sps.chi2.ppf(level, 1) * max(scale2, 1e-12)]
+    lo_i, hi_i = int(ok.min()), int(ok.max())
+    if n_boot > 0:
+        i = int(splits[j])
+        fitted = np.empty(n)
+        coef = np.polyfit(x[i:], y[i:], 1, w=np.sqrt(w[i:]))
+        fitted[i:] = np.polyval(coef, x[i:])
+        if i > 0:
+            fitted[:i] = isotonic_regression(y[:i], weights=w[:i], increasing=True).x
+        noise = ar1_noise(n, phi, n_boot, rng) if ar1 else rng.normal(size=(n_boot, n))
+        ystar = fitted[None, :] + noise * np.sqrt(rv)[None, :] * scale
+        picks = np.array([splits[int(np.argmin(_best_split(x, yb, w, splits)[0]))] for yb in ystar])
+        a = (1 - level) / 2
+        lo_i = min(lo_i, int(np.quantile(picks, a, method="lower")))
+        hi_i = max(hi_i, int(np.quantile(picks, 1 - a, method="higher")))
+    # a split at i places the onset before the point i, and after i - 2: the isotonic part may pool the first point
+    # that already fell (it allows a level stretch). The interval spans those gaps.
+    ci = (float(x[max(lo_i - 2, 0)]), float(x[min(hi_i, n - 1)]))
     # the data cannot place the fall after the first point: no threshold, a loss from the start
     return FallOnset(tau=float(taus[j]), ci=ci, from_start=bool(ok.min() == 0))
-
