@@ -209,7 +209,9 @@ class RunDiagnosis:
                 if test.onset is None or after is None:
                     out.append(f"{label} {self.rate_words(r)}; no threshold: the loss is gradual from the start")
                 else:
-                    out.append(f"{label} {self.rate_words(after)} once its own fall begins, at "
+                    named = any(sp.onset is not None and sp.onset.step == test.onset.step for sp in self.sequence)
+                    out.append(f"{label} {self.rate_words(after)} after the onset" if named else
+                               f"{label} {self.rate_words(after)} once its own fall begins, at "
                                f"{test.onset.words(self._kl_name())}")
         return "; ".join(out)
 
