@@ -94,7 +94,9 @@ def test_claim1_supported_when_ceilings_rise_with_base_diversity():
     a = analyse(CONFIG, table(diversity_runs(lambda x: 0.1 + 0.5 * x)))
     assert a.across is not None and a.across.regressions["base_pass@kmax"]["slope_ci"][0] > 0
     assert verdict(a, "claim1") == SUPPORT
-    assert finding_verdicts(a, "claim1")[-1] == SUPPORT  # every ceiling lies below what its base can reach
+    # saturation (6 of 6 identifiable), regression, prediction from the base alone, cap: all support it
+    assert finding_verdicts(a, "claim1") == [SUPPORT] * 4
+    assert a.prediction["coverage"] == 1.0 and a.prediction["rmse"] < 0.02 and not a.prediction["reasons"]
 
 
 def test_claim1_contradicted_when_ceilings_fall_with_base_diversity():
@@ -124,6 +126,11 @@ def test_claim1_cannot_decide(case):
     assert is_undecided(verdict(a, "claim1"))
     if case == "too_few_identifiable":
         assert a.across is None
+        saturation, regression, prediction, cap = finding_verdicts(a, "claim1")
+        assert (saturation, regression, prediction) == (UNDECIDED, UNDECIDED, UNDECIDED)  # 2 of 6 identifiable
+        assert cap == SUPPORT  # the two identifiable ceilings lie below their bases' pass@k
+        why = a.prediction["reasons"]
+        assert why and why[0] in [f.text for f in a.findings if f.claim == Claim.CEILING][2]
 
 
 # ------------------------------------------------------------------------------------ claim 2
@@ -148,6 +155,7 @@ def test_claim2_contradicted_when_thresholds_pass_without_unverified_loss():
 
 @pytest.mark.parametrize("case", ["no_gain", "no_threshold_no_loss"])
 def test_claim2_cannot_decide(case):
+    """Without a threshold the verdict says so (no threshold and no loss up to the largest KL reached)."""
     if case == "no_gain":  # verified reward did not rise reliably: no gain whose cost could be measured
         rows = claim2_runs(unverified_change=-0.1, detected=4, gain=0.0)
         for i, r in enumerate(rows):
@@ -157,6 +165,7 @@ def test_claim2_cannot_decide(case):
         rows = claim2_runs(unverified_change=0.02, detected=0)
     a = analyse(CONFIG, table(rows))
     assert is_undecided(verdict(a, "claim2"))
+    assert (verdict(a, "claim2") == UNDECIDED) is (case == "no_gain")  # only the second adds the KL reached
 
 
 # ------------------------------------------------------------------------------------ coverage
@@ -171,6 +180,24 @@ def test_coverage_verdict(change, expected):
     a = analyse(CONFIG, table(rows))
     assert a.coverage["change"]["estimate"] == pytest.approx(np.mean(steps))
     assert verdict(a, "coverage") == expected
+
+
+def test_coverage_contradicted_when_learning_leaves_it_exactly_unchanged():
+    """Reward rose reliably and pass@k at the largest k did not move at all (interval [0, 0]): RL did not
+    narrow coverage, so the claim is contradicted (a lower bound of 0 counts once learning is shown)."""
+    rows = [row(f"r{i}", "b", seed=i, final_reward=0.5 + 0.01 * i) for i in range(3)]
+    a = analyse(CONFIG, table(rows))
+    assert (a.coverage["change"]["ci_low"], a.coverage["change"]["ci_high"]) == (0.0, 0.0)
+    assert verdict(a, "coverage") == CONTRADICT
+
+
+def test_every_finding_has_a_verdict_and_words():
+    tables = [diversity_runs(lambda x: 0.1 + 0.5 * x), claim2_runs(-0.1, 4), claim2_runs(0.02, 0),
+              [row("r0", "b")]]
+    for rows in tables:
+        a = analyse(CONFIG, table(rows))
+        for f in a.findings:
+            assert f.verdict in (SUPPORT, CONTRADICT, UNDECIDED) and isinstance(f.text, str) and f.text, f
 
 
 # ------------------------------------------------------------------------------------ the random-reward control
@@ -220,6 +247,14 @@ def test_difference_combines_half_widths_in_quadrature():
     d = difference(Interval(1.0, 0.7, 1.3, 3, ""), Interval(0.2, -0.2, 0.6, 2, ""))
     assert (d.estimate, d.low, d.high, d.n) == (pytest.approx(0.8), pytest.approx(0.3), pytest.approx(1.3), 5)
     assert np.isnan(difference(Interval(np.nan, 0, 0, 0, ""), Interval(0.2, 0.1, 0.3, 1, "")).estimate)
+    open_ended = difference(Interval(1.0, -np.inf, np.inf, 3, ""), Interval(0.2, 0.1, 0.3, 1, ""))
+    assert open_ended.estimate == pytest.approx(0.8) and np.isnan(open_ended.low) and np.isnan(open_ended.high)
+
+
+def test_interval_excludes_zero():
+    assert Interval(0.3, 0.1, 0.5, 2, "").excludes_zero() and Interval(-0.3, -0.5, -0.1, 2, "").excludes_zero()
+    assert not Interval(0.3, -0.1, 0.5, 2, "").excludes_zero() and not Interval(0.0, 0.0, 0.5, 2, "").excludes_zero()
+    assert not Interval(0.3, np.nan, 0.5, 2, "").excludes_zero() and not Interval(0.3, 0.1, np.nan, 2, "").excludes_zero()
 
 
 def test_mean_interval_by_hand():
