@@ -107,3 +107,21 @@ def test_roll_out_random_reward_control_is_seeded_and_independent_of_correctness
     assert first.rewards.sum() == 0  # a random model answers nothing; the control trains on coins anyway
     assert torch.allclose(first.advantages, group_advantages(first.train_rewards, 4, "group"))
     assert {p.split for p in first.problems} == {"train"} and {p.family for p in first.problems} == {"add"}
+
+
+def test_policy_loss_defaults_and_its_terms_when_off():
+    """The KL penalty's default estimator is k3; a term that is off is reported as 0 under its own name."""
+    from ceiling.rl.grpo import kl_k3, policy_loss, token_weights
+
+    gen = torch.Generator().manual_seed(1)
+    logp = -torch.rand((2, 3), generator=gen)
+    ref = -torch.rand((2, 3), generator=gen)
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    w = token_weights(mask, "grpo", 3)
+    adv = torch.tensor([1.0, -1.0])
+    default, parts = policy_loss(logp, logp.detach(), adv, w, ref_logp=ref, beta=0.1)
+    explicit, _ = policy_loss(logp, logp.detach(), adv, w, ref_logp=ref, beta=0.1, kl_estimator="k3")
+    assert float(default) == pytest.approx(float(explicit))
+    assert parts["kl"] == pytest.approx(0.1 * float((w * kl_k3(logp, ref)).sum()))
+    _, off = policy_loss(logp, logp.detach(), adv, w)
+    assert (off["kl"], off["entropy"]) == (0.0, 0.0) and off["policy"] == pytest.approx(float((w * -adv[:, None]).sum()))
