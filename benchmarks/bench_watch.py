@@ -49,7 +49,8 @@ def stream_run(run: SimRun, config: MonitorConfig, chunk: int = CHUNK) -> list[A
     data = streams(run.frame)  # extracted once; each chunk is the prefix a re-read of the log would give
     last = int(run.frame["step"].max())
     for upto in range(chunk, last + chunk, chunk):
-        mon.feed_streams({k: v[v["step"] <= upto] for k, v in data.items()})
+        mon.feed_streams({k: v.iloc[: int(np.searchsorted(v["step"].to_numpy(), upto, side="right"))]
+                          for k, v in data.items()})
     return mon.alarms
 
 

@@ -34,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="native (ceiling.rl, one process) or trl (TRL's GRPOTrainer; docs/engines.md)")
     parser.add_argument("--processes", type=int, default=1,
                         help="trl engine: processes under `accelerate launch` (GPUs, or CPU processes)")
+    parser.add_argument("--watch", action="store_true",
+                        help="early warning while it trains (ceiling.fit.monitor; alarms printed beside the progress)")
+    parser.add_argument("--watch-stop", metavar="KINDS", default="",
+                        help="with --watch: alarm kinds that stop the run, e.g. collapse,over_optimisation (or any)")
+    parser.add_argument("--watch-arl0", type=float, metavar="STEPS",
+                        help="with --watch: expected steps between false alarms on a run that does not change (10000)")
     group = parser.add_argument_group("training settings (GRPOConfig; defaults: `ceiling run`'s default preset)")
     add_flags(group, GRPOConfig, defaults=defaults())
 
@@ -60,6 +66,11 @@ def main(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     from ceiling.engines import train_with
 
-    run = train_with(args.engine, cfg, resume=bool(args.resume), processes=args.processes)
+    if getattr(args, "watch", False):
+        from ceiling.integrations.native import train_watched
+
+        run = train_watched(args, cfg)
+    else:
+        run = train_with(args.engine, cfg, resume=bool(args.resume), processes=args.processes)
     print(f"run directory: {run}  (metrics.jsonl, checkpoints/)")
     return 0

@@ -248,8 +248,8 @@ def read(args: argparse.Namespace) -> pd.DataFrame:
     return frame
 
 
-def emit(event: Event, out=sys.stdout) -> None:
-    print(event.text, file=out, flush=True)
+def emit(event: Event) -> None:
+    print(event.text, flush=True)
 
 
 def main(args: argparse.Namespace) -> int:

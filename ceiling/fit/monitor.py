@@ -28,9 +28,10 @@ Detector (one per signal and harmful direction): a one-sided CUSUM on standardis
    a reference that happens to sit high into a permanent bias, and its false-alarm rate did not fall
    with h as a CUSUM's should.)
 2. Noise. Dense signals: the residual r_t = s (y_t - f_t) (s = +1 in the harmful direction) is treated as
-   AR(1). phi and sigma are re-estimated every 5 observations from the reference points' own residuals
-   about their least-squares line (in-sample, so a healthy trend is not mistaken for slow noise): the
-   lag-1 autocorrelation with the small-sample correction for two fitted coefficients, raised by
+   AR(1). phi and sigma are re-estimated every 5 observations from in-sample residuals: the past points
+   before the guard (up to 3 windows), each window detrended by its own least-squares line (so a healthy
+   trend is not mistaken for slow noise), their lag-1 autocorrelation pooled over the windows with the
+   small-sample correction for two fitted coefficients per window, raised by
    PHI_MARGIN = 2 standard errors sqrt((1 - phi^2) / n), clipped to [0, 0.95], and the rms of the
    whitened residuals, winsorised at 3.5 MAD so a first point at the base far below the rest or one spike
    does not set the scale. An underestimated phi leaves slow noise in the whitened series that a CUSUM
@@ -40,9 +41,14 @@ Detector (one per signal and harmful direction): a one-sided CUSUM on standardis
    is (phi - 1) / 2) with a wider margin. Sparse (held-out) signals: the binomial sd sqrt(p (1 - p) / n)
    at the reference level p with n from the frame's `n` column (else the evaluations' own scatter).
    Either way z is divided by sqrt(1 + v), v the reference's own variance relative to one point's.
-3. Statistic. z_t = (r_t - phi r_{t-1}) / sigma (about iid N(0, 1) in control, clipped to +-8) and
+3. Statistic. z_t = (r_t - phi max(r_{t-1}, 0)) / sigma (about iid N(0, 1) in control; clipped to +-8)
+   and
    S_t = max(0, S_{t-1} + z_t - k). A level change d shifts z by about d (1 - phi) / sigma = d / sigma_LR,
-   so `k` = 0.5 is tuned to a turn of about one long-run sd.
+   so `k` = 0.5 is tuned to a turn of about one long-run sd. A residual on the harmless side is not
+   whitened against: under AR(1) a return from far on the harmless side (entropy coming down after a
+   blow-up, seen by the entropy-collapse detector; a steep early KL trend that the forecast overshoots) is
+   a large innovation in the harmful direction, but it is no turn. max(r_{t-1}, 0) never makes z larger
+   than the whitened one, so it only lowers the false-alarm rate (the calibration includes it).
 4. Alarm when S_t > h. The onset estimate is the first point of the excursion (S last at 0). After an
    alarm the detector starts a fresh burn-in (15 observations, or 2 evaluations) on the new level, so a
    second turn alarms again. The first evaluation of a run is the base (step 0 or 1, or below the next):
@@ -132,9 +138,9 @@ PHI_MARGIN = 2.0  # standard errors added to the estimated AR(1) coefficient (se
 # --------------------------------------------------------------------------------------------------------
 
 # family -> (a, b, h_lo, h_hi): the fit's intercept and slope, and the h range simulated
-ARL_TABLE: dict[str, tuple[float, float, float, float]] = {
-    "level": (1.6178, 1.1822, 2.25, 5.75),
-    "trend": (2.3812, 0.8818, 2.5, 7.0),
+ARL_TABLE: dict[str, tuple[float, float, float, float]] = {  # calibrate() with its defaults, seed 0
+    "level": (2.5658, 1.0171, 2.25, 5.5),
+    "trend": (3.1796, 0.6844, 2.0, 7.75),
     "sparse": (0.8542, 1.1938, 2.5, 6.25),
 }
 
@@ -194,23 +200,31 @@ def ar1_from_differences(y: np.ndarray, margin: float = 2.2) -> tuple[float, flo
     return phi, sigma
 
 
-def ar1_from_residuals(r: np.ndarray, margin: float = 1.0, params: int = 1) -> tuple[float, float]:
-    """(phi, innovation sd) of regression residuals treated as AR(1).
+def ar1_pooled(blocks: list[np.ndarray], margin: float = 2.0, params: int = 2) -> tuple[float, float]:
+    """(phi, innovation sd) of regression residuals treated as AR(1), pooled over blocks (each the residuals
+    of its own fit).
 
-    phi: the lag-1 autocorrelation with the small-sample correction for `params` fitted coefficients
-    (Kendall's (1 + 3 phi) / n for a mean, per coefficient), raised by `margin` standard errors
-    sqrt((1 - phi^2) / n), clipped to [0, 0.95]. sigma: the rms of r_t - phi r_{t-1}. Winsorised at 3.5 MAD.
+    phi: the pooled lag-1 autocorrelation with the small-sample correction for `params` fitted coefficients
+    per block (Kendall's (1 + 3 phi) / n for a mean, per coefficient, n the mean block length), raised by
+    `margin` standard errors sqrt((1 - phi^2) / N) (N all points), clipped to [0, 0.95]. sigma: the rms of
+    r_t - phi r_{t-1} within blocks. All are winsorised at 3.5 MAD of the pooled residuals.
     """
-    r = winsorised(np.asarray(r, dtype=float))
-    n = r.size
-    c = r - r.mean()
-    denom = float(np.dot(c, c))
-    rho = float(np.dot(c[1:], c[:-1]) / denom) if denom > 0 else 0.0
-    rho += params * (1.0 + 3.0 * rho) / n
+    rs = [np.asarray(b, dtype=float) for b in blocks if len(b) >= 3]
+    flat = np.concatenate(rs)
+    mid = float(np.median(flat))
+    s = float(1.4826 * np.median(np.abs(flat - mid)))
+    if s > 0:  # winsorised at 3.5 MAD (one scale for all blocks)
+        rs = [np.clip(r, mid - 3.5 * s, mid + 3.5 * s) for r in rs]
+    rs = [r - r.mean() for r in rs]
+    total = sum(r.size for r in rs)
+    denom = sum(float(np.dot(r, r)) for r in rs)
+    lag = sum(float(np.dot(r[1:], r[:-1])) for r in rs)
+    rho = lag / denom if denom > 0 else 0.0
+    rho += params * (1.0 + 3.0 * rho) / (total / len(rs))
     phi = min(max(rho, 0.0), 0.95)
-    phi = min(phi + margin * math.sqrt(max(1.0 - phi * phi, 0.05) / n), 0.95)
-    e = c[1:] - phi * c[:-1]
-    return phi, float(np.sqrt(np.mean(e * e)))
+    phi = min(max(phi + margin * math.sqrt(max(1.0 - phi * phi, 0.05) / total), 0.0), 0.95)
+    sq = sum(float(np.sum((r[1:] - phi * r[:-1]) ** 2)) for r in rs)
+    return phi, math.sqrt(sq / max(total - len(rs), 1))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -245,6 +259,7 @@ class Detector:
     sparse_guard: int = 1  # the most recent evaluations left out of a sparse reference
     sparse_burn_in: int = 2  # evaluations before the CUSUM runs, after the first one (the base)
     refit_every: int = 5  # re-estimate phi and sigma every this many observations
+    noise_blocks: int = 3  # windows of past points (each detrended on its own) behind phi and sigma
 
     def __post_init__(self) -> None:
         self.sign = 1.0 if self.spec.direction == "up" else -1.0
@@ -254,6 +269,7 @@ class Detector:
         """Start over: a fresh burn-in on whatever comes next."""
         g, w = (self.sparse_guard, self.sparse_window) if self.spec.sparse else (self.guard, self.window)
         self.points: deque[tuple[int, float]] = deque(maxlen=w + g + 1)  # (step, transformed value)
+        self.noise: deque[tuple[int, float]] = deque(maxlen=self.noise_blocks * w + g)  # for phi and sigma
         self.seen = 0
         self.S = 0.0
         self.prev_r: float | None = None
@@ -319,17 +335,23 @@ class Detector:
         return level + slope * horizon, 1.0 / m + (horizon / spacing) ** 2 * 12.0 / (m ** 3)
 
     def _refit(self) -> None:
-        """phi and sigma from the reference points' own residuals about their least-squares line (in-sample:
-        no extrapolation error, and a healthy trend is not mistaken for slow noise); from differences while
-        fewer than 30 points exist."""
-        pts, _ = self.reference()
-        if len(pts) >= 30:
-            xs = np.array([s for s, _ in pts], dtype=float)
-            ys = np.array([y for _, y in pts])
-            xc = xs - xs.mean()
-            denom = float(np.dot(xc, xc))
-            slope = float(np.dot(xc, ys - ys.mean()) / denom) if denom > 0 else 0.0
-            self.phi, self.sigma = ar1_from_residuals(ys - ys.mean() - slope * xc, margin=PHI_MARGIN, params=2)
+        """phi and sigma from in-sample residuals: the points before the guard (up to `noise_blocks` windows),
+        each window detrended by its own least-squares line (no extrapolation error, and a healthy trend is
+        not mistaken for slow noise), lag-1 products and squares pooled over the windows; from differences
+        while fewer than 30 such points exist."""
+        n_pts = max(len(self.noise) - self.guard, 0)
+        if n_pts >= 30:
+            arr = np.array(self.noise, dtype=float)[:n_pts]
+            resid = []
+            for end in range(n_pts, 0, -self.window):
+                b = arr[max(end - self.window, 0):end]
+                if len(b) < 30:
+                    continue
+                xc = b[:, 0] - b[:, 0].mean()
+                yc = b[:, 1] - b[:, 1].mean()
+                denom = float(np.dot(xc, xc))
+                resid.append(yc - (float(np.dot(xc, yc)) / denom if denom > 0 else 0.0) * xc)
+            self.phi, self.sigma = ar1_pooled(resid, margin=PHI_MARGIN, params=2)
         elif len(self.points) >= 6:
             self.phi, self.sigma = ar1_from_differences(np.array([y for _, y in self.points]))
         if math.isfinite(self.sigma):
@@ -369,6 +391,7 @@ class Detector:
             return z, self._cusum(step, value, f, z)
         if not self.ready:
             self.points.append((step, y))
+            self.noise.append((step, y))
             if self.seen >= self.burn_in:
                 self._refit()
                 if math.isfinite(self.sigma):
@@ -376,9 +399,11 @@ class Detector:
             return None, None
         f, rel_var = self.forecast(step)
         r = self.sign * (y - f)
-        z = (r - self.phi * (self.prev_r if self.prev_r is not None else 0.0)) / (self.sigma * math.sqrt(1.0 + rel_var))
+        prev = max(self.prev_r if self.prev_r is not None else 0.0, 0.0)  # see the module docstring, 3.
+        z = (r - self.phi * prev) / (self.sigma * math.sqrt(1.0 + rel_var))
         self.prev_r = r
         self.points.append((step, y))
+        self.noise.append((step, y))
         self.since_refit += 1
         if self.since_refit >= self.refit_every:
             self._refit()
@@ -565,9 +590,11 @@ class Monitor:
         """Read one step: `values` maps stream names (STREAMS) to a value or a (value, n) pair. Returns new alarms."""
         step = int(step)
         new: list[Alarm] = []
-        for stream, v in values.items():
-            if stream not in self.series:
-                raise ValueError(f"unknown stream {stream!r}; known: {', '.join(STREAMS)}")
+        unknown = [k for k in values if k not in self.series]
+        if unknown:
+            raise ValueError(f"unknown stream {unknown[0]!r}; known: {', '.join(STREAMS)}")
+        for stream in sorted(values, key=STREAMS.index):  # the reward first: evaluations are judged against it
+            v = values[stream]
             value, n = (v if isinstance(v, tuple) else (v, None))
             if value is None:
                 continue
@@ -632,10 +659,10 @@ class Monitor:
         """The rows of `data` past what each stream has read, grouped by step: [(step, {stream: (value, n)})]."""
         by_step: dict[int, dict[str, tuple[float, float | None]]] = {}
         for stream, df in data.items():
+            steps = df["step"].to_numpy()
             last = self.last_step.get(stream)
-            sel = df if last is None else df[df["step"] > last]
-            for s, v, n in zip(sel["step"].to_numpy(), sel["value"].to_numpy(dtype=float),
-                               sel["n"].to_numpy(dtype=float)):
+            i = 0 if last is None else int(np.searchsorted(steps, last, side="right"))  # streams are sorted by step
+            for s, v, n in zip(steps[i:], df["value"].to_numpy(dtype=float)[i:], df["n"].to_numpy(dtype=float)[i:]):
                 by_step.setdefault(int(s), {})[stream] = (float(v), None if not math.isfinite(n) else float(n))
         return sorted(by_step.items())
 
@@ -649,9 +676,9 @@ class Monitor:
             return None
         b, a = float(np.mean(before)), float(np.mean(after[-10:]))
         sd = mad_sd(np.diff(before)) / math.sqrt(2.0) if before.size >= 4 else float(np.std(before))
-        det_sd = sd * math.sqrt(1.0 / min(after.size, 10) + 1.0 / before.size) * 2.0
+        se = sd * math.sqrt(1.0 / min(after.size, 10) + 1.0 / before.size)
         rel = abs(a - b) / max(abs(b), 1e-9)
-        if abs(a - b) <= max(2.0 * det_sd, 0.0) or rel < 0.05:
+        if abs(a - b) <= 2.0 * se or rel < 0.05:  # within 2 standard errors, or under 5%: it held
             return "held", b, a
         return ("rose" if a > b else "fell"), b, a
 
@@ -660,6 +687,9 @@ class Monitor:
         scale = self.scales.get(spec.stream, 1.0)
         text = f"{_moved(spec, exc.reference, exc.recent, scale)} in {steps} step{'s' if steps != 1 else ''}"
         reward = self._change("reward", exc.onset, exc.alarm) if spec.stream != "reward" else None
+        falling = self.detectors.get("reward")
+        if reward is not None and falling is not None and falling.ready and falling.S >= falling.h / 2:
+            reward = ("fell", reward[1], float(np.mean([v for _, v in self.series["reward"][-3:]])))
         held_out = self._change("eval", exc.onset, exc.alarm) if spec.stream != "eval" else None
         kind = spec.kind
         if spec.stream == "eval" and reward is not None and reward[0] == "fell":

@@ -45,7 +45,7 @@ import json
 import random
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -576,7 +576,7 @@ def step_flops(n_params: int, prompt_tokens: float, completion_tokens: float, cf
 def progress_line(step: int, steps: int, m: dict[str, Any]) -> str:
     """One readable terminal line per step."""
     text = (f"step {step:>5}/{steps}  reward {m['reward/mean']:.3f}  kl_k3 {m['kl/policy_base_k3_seq']:.4f}  "
-            f"entropy {m['policy/entropy']:.3f}  len {m['length/mean']:.1f}")
+            f"policy entropy on training prompts {m['policy/entropy']:.3f}  len {m['length/mean']:.1f}")
     if "optim/grad_norm" in m:
         text += f"  gnorm {m['optim/grad_norm']:.3f}  lr {m['optim/lr']:.2e}"
     return text + f"  {m['speed/seconds_per_step']:.2f}s  {m['speed/completions_per_s']:.1f} compl/s"
@@ -625,21 +625,24 @@ def prepare_run_dir(cfg: GRPOConfig, resume: bool) -> tuple[Path, int, dict[str,
     return run, 0, {}
 
 
-def train(cfg: GRPOConfig, resume: bool = False) -> Path:
+def train(cfg: GRPOConfig, resume: bool = False, on_step: Callable[[int, dict[str, Any]], bool] | None = None) -> Path:
     """Run GRPO-family RL as configured; returns the run directory. With `resume`, continue from the last
-    complete checkpoint of `cfg.out` (metrics past it are dropped and recomputed identically)."""
+    complete checkpoint of `cfg.out` (metrics past it are dropped and recomputed identically). `on_step(step,
+    metrics)` is called after each metrics line (`ceiling train --watch`); True stops the run there, which
+    stays resumable from its last checkpoint."""
     cfg.validate()
     threads = torch.get_num_threads()
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     try:  # in a log (not a terminal), a line at least every 10 s even when one step takes longer
         with Heartbeat("train: loading the models", enabled=cfg.log and not is_terminal()) as beat:
-            return _run(cfg, resume, beat)
+            return _run(cfg, resume, beat, on_step)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(cfg: GRPOConfig, resume: bool, beat: Heartbeat) -> Path:
+def _run(cfg: GRPOConfig, resume: bool, beat: Heartbeat,
+         on_step: Callable[[int, dict[str, Any]], bool] | None = None) -> Path:
     """The body of `train` (see there); `beat.now` says what is running, for the progress heartbeat."""
 
     device = resolve_device(cfg.device)
@@ -701,4 +704,6 @@ def _run(cfg: GRPOConfig, resume: bool, beat: Heartbeat) -> Path:
         flops += step_flops(n_params, m["tokens/prompt"], m["tokens/completion"], cfg,
                             separate_old_forward=not one_pass, trained=train_now)
         wall += dt
+        if on_step is not None and on_step(step, m):
+            break
     return run
