@@ -63,6 +63,7 @@ import numpy as np
 import torch
 
 from ceiling.errors import CeilingError, error_at
+from ceiling.evaluate.diversity import distinct_answers
 from ceiling.io import atomic_write_json
 from ceiling.models import (
     LoadedModel,
@@ -507,32 +508,64 @@ def _answers(family: TaskFamily, texts: Sequence[str]) -> list[str | None]:
     return [family.extract_answer(t) for t in texts]
 
 
+@dataclass
+class _FamilySamples:
+    """One family's per-prompt measures of a base's samples (the pieces `measure_diversity` pools)."""
+
+    entropy_sum: float = 0.0
+    tokens: float = 0.0
+    correct: list[int] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+    distinct: list[int] = field(default_factory=list)
+    greedy: list[float] = field(default_factory=list)
+
+
+def _pooled(parts: Sequence[_FamilySamples], n_samples: int, k: int) -> dict[str, float]:
+    """The measures over the prompts of `parts` together: entropy pooled over tokens, the rest means over prompts
+    (the definition of `ceiling.evaluate.floor`)."""
+    correct = np.asarray([c for p in parts for c in p.correct])
+    tokens = sum(p.tokens for p in parts)
+    if correct.size == 0:
+        return {m: float("nan") for m in ("entropy", f"pass@{k}", "pass@1", "mean_reward", "greedy_acc",
+                                          "distinct_answers")} | {"tokens": 0.0, "prompts": 0}
+    return {
+        "entropy": sum(p.entropy_sum for p in parts) / tokens if tokens > 0 else float("nan"),
+        f"pass@{k}": float(np.mean(pass_at_k(n_samples, correct, k))),
+        "pass@1": float(np.mean(pass_at_k(n_samples, correct, 1))),
+        "mean_reward": float(np.mean([r for p in parts for r in p.rewards])),
+        "greedy_acc": float(np.mean([g for p in parts for g in p.greedy])),
+        "distinct_answers": float(np.mean([d for p in parts for d in p.distinct])),
+        "tokens": float(tokens),
+        "prompts": int(correct.size),
+    }
+
+
 def measure_diversity(loaded: LoadedModel, taskset: TaskSet, n_prompts: int = 32, n_samples: int = 64,
                       k: int = 64, seed: int = 0, max_new_tokens: int = 24, temperature: float = 1.0,
                       batch_prompts: int = 32) -> dict[str, Any]:
-    """A base model's diversity on held-out (test split) problems.
+    """A base model's diversity on held-out (test split) problems: its diversity floor per family set.
 
     Per family (`n_prompts` problems each, `n_samples` samples each at `temperature`):
-    - ``entropy``: mean full-vocabulary next-token entropy (nats) over the sampled completion tokens;
-    - ``pass@k``: unbiased pass@k (`ceiling.stats.pass_at_k`, k = `k` <= `n_samples`);
+    - ``entropy``: full-vocabulary next-token entropy (nats), a token mean over the sampled completions;
+    - ``pass@k``: unbiased pass@k (`ceiling.stats.pass_at_k`, k = `k` <= `n_samples`), mean over prompts;
     - ``mean_reward``: mean@n reward; ``greedy_acc``: accuracy of the greedy completion;
-    - ``distinct_answers``: distinct extracted final answers per prompt (a missing answer counts as one).
-    Aggregates ``verified/...`` and ``unverified/...`` average the families of each group; the top-level
-    ``entropy``, ``pass@64``, ``distinct_answers``, ``mean_reward`` and ``greedy_acc`` are the verified
-    ones, and ``greedy_acc_unverified`` the unverified greedy accuracy."""
+    - ``distinct_answers``: distinct extracted final answers per prompt (a sample with no answer not counted,
+      as `ceiling.evaluate.diversity.distinct_answers`), mean over prompts;
+    - ``tokens``: the sampled completion tokens the entropy is a mean over.
+    Family sets ``verified/...``, ``unverified/...`` and ``all/...`` pool their families' prompts (entropy
+    pooled over tokens, the rest means over prompts), the definition of the diversity floor
+    (`ceiling.evaluate.floor`); ``floor`` holds the three sets in the form `floor_from_record` reads. The
+    top-level ``entropy``, ``pass@64``, ``distinct_answers``, ``mean_reward`` and ``greedy_acc`` are the
+    verified set's, and ``greedy_acc_unverified`` the unverified greedy accuracy."""
     if k > n_samples:
         raise error_at(None, f"k={k} exceeds n_samples={n_samples}", field="k")
     model, tok = loaded.model, loaded.tokenizer
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    per_family: dict[str, dict[str, float]] = {}
+    samples: dict[str, _FamilySamples] = {}
     for fam in taskset.families("all"):
         problems = fam.generate(n_prompts, seed=stable_int("measure", seed, fam.name), split="test",
                                 difficulty=taskset.difficulties[fam.name])
-        ent_sum = ent_n = 0.0
-        correct: list[int] = []
-        rewards: list[float] = []
-        distinct: list[int] = []
-        greedy: list[float] = []
+        got = samples[fam.name] = _FamilySamples()
         for lo in range(0, len(problems), batch_prompts):
             chunk = problems[lo: lo + batch_prompts]
             prompts = format_prompts(loaded, [p.prompt for p in chunk])
@@ -541,33 +574,34 @@ def measure_diversity(loaded: LoadedModel, taskset: TaskSet, n_prompts: int = 32
             with torch.no_grad():
                 _, ent = token_logprobs(model, roll.input_ids, roll.attention_mask, roll.prompt_len, entropy=True)
             mask = roll.completion_mask.bool()
-            ent_sum += float(ent[mask].sum())
-            ent_n += float(mask.sum())
+            got.entropy_sum += float(ent[mask].sum())
+            got.tokens += float(mask.sum())
             for i, p in enumerate(chunk):
                 texts = roll.texts[i * n_samples:(i + 1) * n_samples]
                 r = [fam.verify(p, t) for t in texts]
-                rewards.extend(r)
-                correct.append(sum(1 for x in r if x >= 1.0))
-                distinct.append(len(set(_answers(fam, texts))))
+                got.rewards.extend(r)
+                got.correct.append(sum(1 for x in r if x >= 1.0))
+                got.distinct.append(distinct_answers(_answers(fam, texts)))
             g = sample(model, tok, prompts, n_per_prompt=1, max_new_tokens=max_new_tokens, temperature=0.0)
-            greedy.extend(fam.verify(p, t) for p, t in zip(chunk, g.texts))
-        per_family[fam.name] = {
-            "entropy": ent_sum / max(ent_n, 1.0),
-            f"pass@{k}": float(np.mean(pass_at_k(n_samples, np.asarray(correct), k))),
-            "pass@1": float(np.mean(pass_at_k(n_samples, np.asarray(correct), 1))),
-            "mean_reward": float(np.mean(rewards)),
-            "greedy_acc": float(np.mean(greedy)),
-            "distinct_answers": float(np.mean(distinct)),
-        }
-    out: dict[str, Any] = {"schema_version": 1}
-    for which in ("verified", "unverified"):
+            got.greedy.extend(fam.verify(p, t) for p, t in zip(chunk, g.texts))
+    per_family = {name: _pooled([got], n_samples, k) for name, got in samples.items()}
+    out: dict[str, Any] = {"schema_version": 2}
+    floor: dict[str, Any] = {}
+    for which in ("verified", "unverified", "all"):
         names = taskset.names(which)
-        for metric in ("entropy", f"pass@{k}", "pass@1", "mean_reward", "greedy_acc", "distinct_answers"):
-            vals = [per_family[n][metric] for n in names]
-            out[f"{which}/{metric}"] = float(np.mean(vals)) if vals else float("nan")
+        pooled = _pooled([samples[n] for n in names], n_samples, k)
+        metrics = ("entropy", "distinct_answers") if which == "all" else (  # the kinds are scored apart
+            "entropy", f"pass@{k}", "pass@1", "mean_reward", "greedy_acc", "distinct_answers")
+        for metric in metrics:
+            out[f"{which}/{metric}"] = pooled[metric]
+        floor[which] = {"family_names": names, "entropy": pooled["entropy"],
+                        "pass@k": pooled[f"pass@{k}"] if which != "all" else None, "k": k if which != "all" else None,
+                        "distinct_answers": pooled["distinct_answers"], "prompts": pooled["prompts"],
+                        "samples_per_prompt": n_samples, "tokens": pooled["tokens"]}
     for metric in ("entropy", f"pass@{k}", "mean_reward", "greedy_acc", "distinct_answers"):
         out[metric] = out[f"verified/{metric}"]
     out["greedy_acc_unverified"] = out["unverified/greedy_acc"]
+    out["floor"] = floor
     out["families"] = per_family
     out["settings"] = {"n_prompts": n_prompts, "n_samples": n_samples, "k": k, "seed": seed, "split": "test",
                        "temperature": temperature, "max_new_tokens": max_new_tokens, "tasks": taskset.to_dict()}

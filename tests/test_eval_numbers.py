@@ -284,6 +284,16 @@ def test_policy_rows_by_hand(evaluated):
         per_sequence = np.mean([_entropy_sum(table, t) / len(_ids(t)) for ts in texts for t in ts[:SCORED]])
         assert abs(per_sequence - row.value) > 1e-2  # the token mean is not a mean of sequence means here
         _check_bootstrap(lambda c: float(c @ ent) / float(c @ tok), 6, row.ci_low, row.ci_high, rtol=1e-5)
+        # each family set and family: the token mean pooled over its own prompts (add: 0-2, mul: 3-5)
+        by_set = {}
+        for family, sel in (("verified", slice(0, 3)), ("add", slice(0, 3)), ("unverified", slice(3, 6)),
+                            ("mul", slice(3, 6))):
+            e, t = ent[sel], tok[sel]
+            row = _rows(frame, step, "policy/entropy", family)
+            assert row.value == pytest.approx(e.sum() / t.sum(), rel=1e-5), (step, family)
+            _check_bootstrap(lambda c, e=e, t=t: float(c @ e) / float(c @ t), 3, row.ci_low, row.ci_high, rtol=1e-5)
+            by_set[family] = row.value
+        assert abs(by_set["verified"] - by_set["unverified"]) > 1e-2  # the sets differ: mixing them would show
         lengths = np.array([[len(_ids(t)) for t in ts] for ts in texts], float)
         row = _rows(frame, step, "length/mean", "all")
         assert row.value == pytest.approx(lengths.mean(), abs=1e-12)
@@ -331,7 +341,8 @@ def test_frame_has_exactly_the_expected_rows(evaluated):
                 expected.add((step, "crossover/k", family, -1.0))
         for family in ("verified", "add", "unverified", "mul", "all"):
             expected |= {(step, m, family, -1.0) for m in per_group if m.startswith("diversity/")}
-        expected |= {(step, m, "all", -1.0) for m in ("policy/entropy", "length/mean", "kl/policy_base_k1",
+        expected |= {(step, "policy/entropy", family, -1.0) for family in ("verified", "add", "unverified", "mul", "all")}
+        expected |= {(step, m, "all", -1.0) for m in ("length/mean", "kl/policy_base_k1",
                                                        "kl/policy_base_k3", "kl/base_policy_k1", "kl/base_policy_k3")}
         expected.add((step, "unverified/nll", "unverified", -1.0))
     got = {(int(r.step), r.metric, r.family, -1.0 if np.isnan(r.k) else float(r.k)) for r in frame.itertuples()}

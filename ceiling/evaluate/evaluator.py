@@ -34,6 +34,9 @@ from ceiling.progress import Heartbeat, is_terminal
 from ceiling.tasks import Problem, TaskSet
 
 DEFAULT_MAX_NEW_TOKENS = 64
+ROWS_VERSION = 2
+"""The layout of eval.csv's rows, part of its fingerprint (2: policy/entropy for every family set and family,
+not only "all"), so an eval.csv of an older layout is evaluated again rather than extended."""
 
 
 @dataclass
@@ -163,7 +166,7 @@ class _Evaluator:
 
     def base_rows(self) -> list[dict[str, Any]]:
         rows = ms.task_rows(self.base_stats, self.groups, self.weights, self.cfg, self.ks, None)
-        rows += ms.policy_rows(self.base_stats, self.weights["all"], self.cfg)
+        rows += ms.policy_rows(self.base_stats, self.groups, self.weights, self.cfg)
         rows += ms.zero_kl_rows(self.m)
         rows.append(self._nll(self.base, None))
         return rows
@@ -177,7 +180,7 @@ class _Evaluator:
         samples = self._draw(policy)
         st = self._stats(samples)
         rows = ms.task_rows(st, self.groups, self.weights, self.cfg, self.ks, self.base_stats)
-        rows += ms.policy_rows(st, self.weights["all"], self.cfg)
+        rows += ms.policy_rows(st, self.groups, self.weights, self.cfg)
         t0 = perf_counter()
         base_on_policy = sp.score_under(self.base, samples)
         policy_on_base = sp.score_under(policy, self.base_samples)
@@ -297,7 +300,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None,
         cfg = replace(cfg, max_new_tokens=int(conf.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS))
     taskset = _taskset_of(conf["tasks"], run_dir / "config.json")
     engine = {} if sampler is sample else {"sampler": type(sampler).__name__}  # native fingerprints unchanged
-    fingerprint = cfg.fingerprint(base=str(conf["base"]), tasks=conf["tasks"], **engine)
+    fingerprint = cfg.fingerprint(base=str(conf["base"]), tasks=conf["tasks"], rows=ROWS_VERSION, **engine)
     csv_path, cfg_path = run_dir / "eval.csv", run_dir / "eval_config.json"
     compute = run_compute(run_dir)
     old = _previous(csv_path, cfg_path, fingerprint)

@@ -151,17 +151,21 @@ def task_rows(st: ProblemStats, groups: list[Group], weights: dict[str, np.ndarr
     return rows
 
 
-def policy_rows(st: ProblemStats, weights: np.ndarray, cfg: EvalConfig) -> list[dict[str, Any]]:
-    """Token entropy and completion length over all prompts (family "all")."""
+def policy_rows(st: ProblemStats, groups: list[Group], weights: dict[str, np.ndarray],
+                cfg: EvalConfig) -> list[dict[str, Any]]:
+    """Token entropy for every group (each family set, "verified" / "unverified" / "all", and each family:
+    `ceiling.evaluate.floor` reads the base's at step 0 as its diversity floor) and completion length over
+    all prompts (family "all")."""
     boot = f"{cfg.level:.0%} bootstrap over prompts ({cfg.n_boot})"
     samp = sampling_label(cfg)
-    return [
-        _row("policy/entropy", es.ratio_ci(st.entropy_sum, st.entropy_tokens, weights, cfg.level), "all",
-             f"full-vocabulary token entropy (nats) on own samples ({cfg.scored_samples()} per prompt, {samp}), "
-             f"token mean; {boot}"),
-        _row("length/mean", es.ratio_ci(st.tokens, st.n_sequences, weights, cfg.level), "all",
-             f"completion tokens per sample ({samp}); {boot}"),
-    ]
+    rows = [_row("policy/entropy", es.ratio_ci(st.entropy_sum[g.index], st.entropy_tokens[g.index],
+                                               weights[g.name], cfg.level), g.name,
+                 f"full-vocabulary token entropy (nats) on own samples of the {g.name} prompts "
+                 f"({cfg.scored_samples()} per prompt, {samp}), token mean pooled over the prompts; {boot}")
+            for g in groups]
+    rows.append(_row("length/mean", es.ratio_ci(st.tokens, st.n_sequences, weights["all"], cfg.level), "all",
+                     f"completion tokens per sample ({samp}); {boot}"))
+    return rows
 
 
 def kl_rows(kl: dict[str, np.ndarray], prompt_index: dict[str, np.ndarray], m: int,

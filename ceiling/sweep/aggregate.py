@@ -3,9 +3,9 @@ fitted ceilings on the base's diversity, leave-one-base-out predictions, and the
 
 Every per-run number is read, not refitted: the ceiling A and its interval come from the cell's fits.json
 (`ceiling` section), the KL threshold from its `collapse` section, rewards, pass@k and KL from its eval.csv
-(held-out evaluation, step 0 = the base). The base's diversity floor is read at step 0 of eval.csv
-(`ceiling.fit.base_measures`, the measures the per-run fits use) and, where the base folder has one, from
-the diversity.json written at pretraining.
+(held-out evaluation, step 0 = the base). The base's diversity floor is the one definition of
+`ceiling.evaluate.floor` on the verified families, read at step 0 of eval.csv and, where the base folder has
+one, from the diversity.json written at pretraining.
 
 The claim under test has two parts:
   1. verified reward saturates at a ceiling set by the base's diversity;
@@ -25,7 +25,8 @@ import pandas as pd
 from scipy import stats as sps
 
 from ceiling.errors import CeilingError
-from ceiling.fit import CollapseFit, CurveFit, base_measures, fit_across_runs, load_fits
+from ceiling.evaluate.floor import diversity_floor
+from ceiling.fit import CollapseFit, CurveFit, fit_across_runs, load_fits
 from ceiling.fit.common import fmt
 from ceiling.frame import normalize_frame
 from ceiling.sweep.config import Cell, SweepConfig
@@ -33,8 +34,9 @@ from ceiling.sweep.engine import base_folder, cell_dir, is_complete
 
 SCHEMA_VERSION = 1
 MEASURES = ("base_pass@kmax", "base_entropy", "base_distinct_answers")
-MEASURE_NAMES = {"base_pass@kmax": "base pass@k at the largest k", "base_entropy": "base token entropy (nats)",
-                 "base_distinct_answers": "base distinct answers per prompt"}
+MEASURE_NAMES = {"base_pass@kmax": "base pass@k at the largest k",
+                 "base_entropy": "base token entropy on the verified families (nats)",
+                 "base_distinct_answers": "base distinct answers per prompt on the verified families"}
 KL_METRIC = "kl/policy_base_k3"
 LEVEL = 0.95
 
@@ -113,7 +115,8 @@ def cell_row(cell: Cell, run_dir: Path) -> dict[str, Any]:
     if ev is not None and not ev.empty:
         ev = ev.assign(run=cell.name)
         first, last = int(ev["step"].min()), int(ev["step"].max())
-        row.update(base_measures(ev, cell.name))
+        floor = diversity_floor(ev, "verified")  # the floor's one definition (ceiling.evaluate.floor)
+        row.update(floor.measures() if floor is not None else {})
         pk = _aggregate_rows(ev, "verified/pass@k", "verified")
         kmax = float(pk["k"].max()) if not pk.empty else np.nan
         row.update({"k_max": kmax, "final_step": last})
