@@ -10,8 +10,8 @@ checkpoint to ship), `ceiling` (the best saturating form by leave-future-out err
 comparison and an extrapolation backtest), `entropy_law`, `collapse` and `across_runs` (when the frame holds
 at least three runs). A section that cannot be fitted is a `NotAvailable` with the reason in words.
 
-Adding a section: a module with a result class (`kind`, `to_dict`, `from_dict`, `summary`, `headline`,
-`rows`, `warnings`) and one line in `SECTION_KINDS` below, plus its builder in `fit_frame`.
+Adding a section: a module with a result class and one line in `ceiling.fit.registry`, plus its builder in
+`fit_frame` and its field on `FitReport`.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from ceiling.fit.common import SCHEMA_VERSION, NotAvailable, fingerprint
 from ceiling.fit.curve import DEFAULT_MAX_CI_WIDTH, CurveFit, CurveFitter, backtest, compare_forms, detect_collapse
 from ceiling.fit.diagnosis import RunDiagnosis, diagnose
 from ceiling.fit.entropy import EntropyLawFit, fit_entropy_law
+from ceiling.fit.registry import REQUIRED_SECTIONS, SECTION_KINDS, SECTIONS
 from ceiling.frame import normalize_frame
 from ceiling.io import atomic_write_json, read_json
 
@@ -37,12 +38,6 @@ VERIFIED_METRICS = ("verified/reward", "verified/greedy_acc", "verified/eval_acc
 UNVERIFIED_METRICS = ("unverified/score", "unverified/greedy_acc")
 KL_METRICS = ("kl/policy_base_k3", "kl/logged", "kl/policy_base_k1", "kl/policy_base_k3_token")
 ENTROPY_METRIC = "policy/entropy"
-SECTIONS = ("diagnosis", "ceiling", "entropy_law", "collapse", "across_runs")
-REQUIRED_SECTIONS = ("ceiling", "entropy_law", "collapse")  # always present in fits.json (maybe not_available)
-# the registry: a stored section's `kind` -> the result class that rebuilds it
-SECTION_KINDS = {"diagnosis": RunDiagnosis, "curve": CurveFit, "entropy_law": EntropyLawFit,
-                 "collapse": CollapseFit, "across_runs": AcrossRunsFit}
-
 Section = RunDiagnosis | CurveFit | EntropyLawFit | CollapseFit | AcrossRunsFit | NotAvailable
 
 

@@ -18,9 +18,9 @@ import pandas as pd
 from ceiling.errors import CeilingError, error_at
 from ceiling.frame import METRICS
 from ceiling.fit.common import TABLE_COLUMNS, NotAvailable, fmt, interval  # noqa: F401 (fmt, interval: re-exported)
+from ceiling.fit.registry import SECTIONS
 from ceiling.io import dumps
 
-SECTIONS = ("diagnosis", "ceiling", "entropy_law", "collapse", "across_runs")
 
 
 @dataclass(frozen=True)
