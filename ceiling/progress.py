@@ -17,8 +17,9 @@ import threading
 import time
 from typing import TextIO
 
-EVERY = 10.0
-"""Longest silence (seconds) when the output is not a terminal."""
+EVERY = 8.0
+"""Seconds of silence after which the heartbeat speaks when the output is not a terminal (under 10 s, so that
+with the thread's own wake-up delay on a loaded CPU the gap between two lines stays under 10 s)."""
 
 
 def is_terminal(stream: TextIO | None = None) -> bool:

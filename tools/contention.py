@@ -4,7 +4,8 @@
     python tools/contention.py --preset smoke --repeats 2      # quiet, busy, busy, quiet
 
 The neighbour is one CPU-bound Python process (`while True: pass`), started just before the run and killed
-just after. The run's output goes to a pipe, as in a log file, so the script also measures the longest
+just after, in a session of its own as a process from another terminal would be (`--same-session` puts it in the
+run's session, where Linux's autogroup scheduling makes the two share one session's CPU: 2x for any process). The run's output goes to a pipe, as in a log file, so the script also measures the longest
 silence between two output lines (the target: a line at least every 10 s). OMP_WAIT_POLICY is removed from the
 environment, so the run gets what the CLI sets by itself; `--omp-wait ACTIVE` adds one busy run with spinning
 waits for comparison. The code under test is the package as committed at HEAD, copied first, as in tools/kill9.py. Prints the wall times, the busy/quiet
@@ -54,8 +55,12 @@ def _loadavg() -> str:
         return "?"
 
 
-def timed_run(label: str, cmd: list[str], env: dict[str, str], cwd: Path, busy: bool) -> Timed:
-    neighbour = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+def timed_run(label: str, cmd: list[str], env: dict[str, str], cwd: Path, busy: bool,
+              same_session: bool = False) -> Timed:
+    # in a session of its own, as a process started from another terminal is: Linux's autogroup scheduling shares
+    # the CPU between sessions first, so a neighbour in the run's own session halves any process's share (2x)
+    neighbour = (subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=not same_session)
+                 if busy else None)
     load = _loadavg()
     try:
         t0 = time.monotonic()
@@ -95,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="default")
     ap.add_argument("--repeats", type=int, default=1, help="pairs of runs (quiet+busy; ABBA order from 2)")
     ap.add_argument("--omp-wait", default=None, help="also one busy run with this OMP_WAIT_POLICY (e.g. ACTIVE)")
+    ap.add_argument("--same-session", action="store_true", help="the neighbour in the run's own session")
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args(argv)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="contention-"))
@@ -109,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, busy in enumerate(order):
         cmd = [sys.executable, "-m", "ceiling.cli", "run", "--preset", args.preset, "--runs-dir",
                str(work / f"r{i}" / "runs"), "--reports-dir", str(work / f"r{i}" / "reports")]
-        results.append(timed_run("busy" if busy else "quiet", cmd, env, work, busy))
+        results.append(timed_run("busy" if busy else "quiet", cmd, env, work, busy, args.same_session))
         t = results[-1]
         print(f"  {t.label:6s} {t.wall_s:6.1f} s, load at start {t.load}; {t.stages}; longest silence by stage: "
               + ", ".join(f"{k} {v:.1f} s" for k, v in t.silence_by_stage.items()), flush=True)
