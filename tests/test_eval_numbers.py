@@ -90,6 +90,7 @@ class Bigram(torch.nn.Module):
 
 
 SEEN_PROMPTS: list[str] = []
+TIMINGS: dict[str, float] = {}
 
 
 def scripted_sample(model, tokenizer, prompts, n_per_prompt=1, max_new_tokens=64, temperature=1.0, top_p=1.0,
@@ -173,7 +174,7 @@ def _check_bootstrap(stat, m: int, lo: float, hi: float, level: float = 0.95, to
 
 
 # ------------------------------------------------------------------------------------ the evaluation
-@pytest.fixture(scope="module")
+@pytest.fixture  # per test (cheap): mutation testing attributes a fixture's calls to each test using it
 def evaluated():
     taskset = TaskSet.preset("smoke")
     cfg = EvalConfig(n_samples=N_SAMPLES, score_samples=SCORED, n_prompts=N_PROMPTS, n_boot=N_BOOT,
@@ -189,8 +190,9 @@ def evaluated():
                          Path("policy"))
     base = LoadedModel(Bigram(BASE, *script(BASE_CODES, BASE_GREEDY)), TOK, "base", "base", False, Path("base"))
     SEEN_PROMPTS.clear()
+    TIMINGS.clear()
     frame = evaluate_checkpoints(base, [policy], cfg, run="r", taskset=taskset, steps=[STEP],
-                                 compute={0: 0.0, STEP: COMPUTE}, sampler=scripted_sample)
+                                 compute={0: 0.0, STEP: COMPUTE}, sampler=scripted_sample, timings=TIMINGS)
     return frame, problems, taskset
 
 
@@ -362,3 +364,24 @@ def test_pass_at_k_by_hand_and_refuses_impossible_arguments():
     got = pass_at_k([4, 4, 4, 10], [0, 3, 4, 2], 3)
     np.testing.assert_array_equal(got[:3], [0.0, 1.0, 1.0])  # n - c < k: every 3 of 4 hold a correct one
     assert got[3] == pytest.approx(1 - math.comb(8, 3) / math.comb(10, 3), abs=1e-15)
+
+
+def test_rows_say_how_they_were_estimated_and_every_stage_is_timed(evaluated):
+    frame, _, _ = evaluated
+    assert frame["estimator"].map(lambda e: isinstance(e, str) and len(e) > 10).all()
+    assert set(TIMINGS) == {"load", "generate", "score", "verify", "greedy", "measures", "kl", "nll"}
+    assert all(v >= 0 for v in TIMINGS.values())
+
+
+def test_t_interval_edges_and_eval_record_by_hand():
+    from ceiling.evaluate import estimators as es
+    from ceiling.evaluate.evaluator import eval_record
+
+    empty, one = es.t_interval(np.array([])), es.t_interval(np.array([0.3]))
+    assert np.isnan([empty.value, empty.ci_low, empty.ci_high]).all() and empty.n == 0
+    assert one.value == 0.3 and np.isnan([one.ci_low, one.ci_high]).all() and one.n == 1
+    cfg = EvalConfig(n_samples=8, n_prompts=3, temperature=0.7, top_p=0.9, max_new_tokens=5)
+    rec = eval_record(TaskSet.preset("smoke"), cfg)
+    assert rec == {"prompts": 6, "prompts_per_family": {"add": 3, "mul": 3}, "verified": ["add"],
+                   "unverified": ["mul"], "samples_per_prompt": 8, "temperature": 0.7, "top_p": 0.9,
+                   "max_new_tokens": 5, "ks": [1, 2, 4, 8], "split": "test"}

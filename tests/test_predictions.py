@@ -12,7 +12,7 @@ from ceiling.report.predictions import COLUMNS, default_budgets, markdown_table,
 from ceiling.report.results import as_fits
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # per test (cheap): mutation testing attributes a fixture's calls to each test using it
 def fitted():
     x = np.arange(0, 200, 5.0)
     y = 0.7 + (0.1 - 0.7) * np.exp(-x / 40) + np.random.default_rng(0).normal(0, 0.01, x.size)
