@@ -132,7 +132,8 @@ def run_group(key: str, group: dict, settings: dict, workdir: Path, budget_s: fl
         copy_tree(dest)
         write_mutmut_config(dest, group, settings)
         mutmut(dest, ["__list_only__"], budget_s, log)  # generates mutants and the test map, then stops
-    else:  # a rerun of chosen mutants after tests were added: take the current tests, map them again
+    else:  # a rerun of chosen mutants after tests were added: take the current tests and config, map again
+        write_mutmut_config(dest, group, settings)
         for rel in tree_files():
             if rel.startswith("tests/"):
                 (dest / rel).parent.mkdir(parents=True, exist_ok=True)
