@@ -33,16 +33,16 @@ def test_default_budgets_span_first_observed_to_ten_times_the_last(fitted):
 
 def test_predictions_are_the_fits_numbers_with_flags_by_hand(fitted):
     fit, fits = fitted
-    budgets = [50.0, 195.0, 292.5]
+    budgets = [0.0, 50.0, 195.0, 292.5]
     df = predictions(fits, budgets)
     assert list(df.columns) == COLUMNS and list(df["budget"]) == budgets and set(df["x"]) == {"step"}
     np.testing.assert_allclose(df["prediction"], fit.predict(budgets))
     _, lo, hi = fit.predict(budgets, band="confidence")
     np.testing.assert_allclose(df[["conf_low", "conf_high"]].to_numpy().T, [lo, hi])
-    assert list(df["beyond_validated"]) == [False, False, True]  # the last fitted step is still validated
-    assert list(df["note"][:2]) == ["", ""]
-    assert df["note"][2].startswith("extrapolated 1.5x beyond the largest fitted step (195)")
-    assert "no extrapolation backtest" in df["note"][2]
+    assert list(df["beyond_validated"]) == [False, False, False, True]  # the first and last fitted steps are in
+    assert list(df["note"][:3]) == ["", "", ""]
+    assert df["note"][3].startswith("extrapolated 1.5x beyond the largest fitted step (195)")
+    assert "no extrapolation backtest" in df["note"][3]
     defaults = predictions(fits)  # no budgets: the default ones
     np.testing.assert_allclose(defaults["budget"], default_budgets(fits))
 
