@@ -151,7 +151,9 @@ def report(res: dict, config: MonitorConfig) -> None:
         print(f"  {r:<18} detected {d}/{t} = {d / max(t, 1):.0%}; first harmful-kind alarm names it {nm}/{t}; "
               f"first alarm kinds: " + ", ".join(f"{k} {v}" for k, v in sorted(res['first_kinds'][r].items())))
         print(f"  {'':<18} delay onset -> alarm: {quantiles(res['delays'][r])}")
-        print(f"  {'':<18} lead alarm -> first eval showing the drop: {quantiles(res['leads'][r])}; "
+        ld = res["leads"][r]
+        print(f"  {'':<18} lead alarm -> first eval showing the drop: {quantiles(ld)}; alarm first in "
+              f"{sum(x > 0 for x in ld)}/{len(ld)}, same step {sum(x == 0 for x in ld)}; "
               f"no eval shows it: {res['no_eval_drop'][r]}")
     print(f"\nlead time, all harmful transitions: {quantiles(all_leads)}; "
           f"alarm before the eval: {sum(x > 0 for x in all_leads)}/{len(all_leads)}, "

@@ -414,3 +414,13 @@ def test_loop_watch_hook_stops_on_a_kind_asked_for_and_the_loop_honours_on_step(
     train(cfg, on_step=lambda step, m: step == 2)
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [0, 1, 2]
+
+
+def test_train_watch_refuses_what_it_cannot_do_in_one_line(tmp_path, capsys):
+    """`ceiling train --watch` runs in the native loop only, and names a bad --watch-stop kind."""
+    out = str(tmp_path / "run")
+    assert cli(["train", "--watch", "--engine", "trl", "--out", out]) == 2
+    assert "--watch runs in the native loop" in capsys.readouterr().err
+    assert cli(["train", "--watch", "--watch-stop", "colapse", "--out", out]) == 2
+    assert "--watch-stop: unknown alarm kind(s) colapse" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -239,7 +239,7 @@ class Excursion:
     onset: int  # step of the first point of the excursion (the change's estimated start)
     alarm: int  # step at which S crossed h
     reference: float  # the forecast at the onset, in the signal's own units
-    recent: float  # mean of the last few values (up to 5), in the signal's own units
+    recent: float  # mean of the last few values (up to 5; geometric on the log scale), in the signal's own units
     points: int  # observations in the excursion
     statistic: float  # S at the alarm
     threshold: float  # h
@@ -422,7 +422,8 @@ class Detector:
         if self.S <= self.h:
             return None
         exc = Excursion(onset=self.excursion[0][0], alarm=step, reference=self.onset_forecast,
-                        recent=float(np.mean([v for _, v in self.excursion[-5:]])), points=len(self.excursion),
+                        recent=self.untransform(float(np.mean([self.transform(v) for _, v in self.excursion[-5:]]))),
+                        points=len(self.excursion),
                         statistic=self.S, threshold=self.h)
         self.reset(after_alarm=True)
         return exc
@@ -445,6 +446,7 @@ STREAM_SOURCES: dict[str, tuple[str, ...]] = {
 }
 AGGREGATE_FAMILIES = ("", "all", "verified", "unverified")
 PROPORTIONS = ("reward", "eval", "unverified", "duplicates")  # streams in [0, 1] (or percent, rescaled)
+LOG_STREAMS = ("entropy", "length", "kl")  # streams whose changes are relative (geometric means in the words)
 
 
 def streams(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -632,7 +634,9 @@ class Monitor:
             need = 2 if spec.sparse else 5
             if len(since) < need:
                 continue
-            now = float(np.mean(since[-need:]))
+            recent = np.array(since[-need:])
+            now = float(np.exp(np.mean(np.log(recent)))) if stream in LOG_STREAMS and (recent > 0).all() \
+                else float(np.mean(recent))
             if abs(now - alarm.reference) <= 0.25 * abs(alarm.level - alarm.reference):
                 self.open.remove(alarm)
                 self.recoveries.append(Recovery(step, alarm, f"{spec.label} is back to "
@@ -674,11 +678,20 @@ class Monitor:
         after = np.array([v for s, v in pts if onset <= s <= now])
         if before.size < 2 or after.size < 1:
             return None
+        if stream in LOG_STREAMS and (before > 0).all() and (after > 0).all():  # geometric means
+            before, after = np.log(before), np.log(after)
+            ch = self._held(before, after, small=math.log(1.05))
+            return ch[0], math.exp(ch[1]), math.exp(ch[2])
+        return self._held(before, after, small=0.05 * abs(float(np.mean(before))))
+
+    @staticmethod
+    def _held(before: np.ndarray, after: np.ndarray, small: float) -> tuple[str, float, float]:
+        """held unless the mean of the latest (up to 10) points differs from the mean before by more than 2
+        standard errors (noise from the differences before) and by more than `small` (5%)."""
         b, a = float(np.mean(before)), float(np.mean(after[-10:]))
         sd = mad_sd(np.diff(before)) / math.sqrt(2.0) if before.size >= 4 else float(np.std(before))
         se = sd * math.sqrt(1.0 / min(after.size, 10) + 1.0 / before.size)
-        rel = abs(a - b) / max(abs(b), 1e-9)
-        if abs(a - b) <= 2.0 * se or rel < 0.05:  # within 2 standard errors, or under 5%: it held
+        if abs(a - b) <= max(2.0 * se, small):
             return "held", b, a
         return ("rose" if a > b else "fell"), b, a
 
@@ -706,7 +719,7 @@ class Monitor:
             if spec.stream != stream:
                 ch = self._change(stream, exc.onset, exc.alarm)
                 if ch is not None and ch[0] != "held":
-                    context.append(f"{label} {ch[0]} {abs(ch[2] / ch[1] - 1) * 100:.0f}%")
+                    context.append(f"{label} {ch[0]} {_ratio(ch[1], ch[2])}")
         dup = self.series["duplicates"]
         if dup and spec.stream != "duplicates" and dup[-1][1] >= 0.1:
             context.append(f"duplicate share {dup[-1][1]:.2f}")
@@ -746,10 +759,14 @@ def _moved(spec: SignalSpec, before: float, now: float, scale: float = 1.0) -> s
     """"policy entropy fell 60% (0.5 -> 0.2)" / "training reward fell from 0.78 to 0.41"."""
     verb = "rose" if now > before else "fell"
     if spec.log and before > 0:
-        ratio = now / before
-        how = f"{ratio:.1f}x" if ratio >= 2 else f"{abs(ratio - 1) * 100:.0f}%"
-        return f"{spec.label} {verb} {how} ({_num(before)} -> {_num(now)})"
+        return f"{spec.label} {verb} {_ratio(before, now)} ({_num(before)} -> {_num(now)})"
     return f"{spec.label} {verb} from {_num(before, scale)} to {_num(now, scale)}"
+
+
+def _ratio(before: float, now: float) -> str:
+    """A relative change in words: "60%" below a doubling, "4.4x" from it."""
+    ratio = now / before if before else float("inf")
+    return f"{ratio:.1f}x" if ratio >= 2 else f"{abs(ratio - 1) * 100:.0f}%"
 
 
 def _num(v: float, scale: float = 1.0) -> str:
