@@ -187,9 +187,9 @@ def test_kill9_comparison_sees_a_lost_or_duplicated_row(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ adversarial fits
-# Known crashes in ceiling/fit (inputs in tools/adversarial_failures.json; reported to the fit module's owner):
-# an entropy of ~1000 nats overflows exp(H) and statsmodels refuses the inf regressor.
-KNOWN_FIT_FAILURES = {("fit_entropy_law", "huge_entropy"), ("fit_frame", "huge_entropy")}
+# Known crashes in ceiling/fit: none (an entropy of ~1000 nats overflowed exp(H); the entropy law now refuses
+# entropies above 50 nats with a one-line reason).
+KNOWN_FIT_FAILURES: set[tuple[str, str]] = set()
 
 
 def test_adversarial_fits_do_not_crash_on_any_category() -> None:
@@ -205,7 +205,6 @@ def test_adversarial_fits_do_not_crash_on_any_category() -> None:
             assert o.verdicts().get("ceiling", o.kind) != "fit", (o.target, o.case.category, o.kind)
 
 
-@pytest.mark.xfail(strict=True, reason="known crash in ceiling/fit/entropy.py on a huge entropy (see above)")
 def test_adversarial_fits_have_no_known_failure_left() -> None:
     adv = _tool("adversarial_fits")
     outcomes = adv.campaign(len(adv.CATEGORIES), seed=0, targets=["fit_entropy_law"], progress=False)

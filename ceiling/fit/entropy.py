@@ -174,6 +174,9 @@ def fit_entropy_law(entropy: Any, score: Any, steps: Any | None = None, level: f
         s = np.arange(h.size, dtype=float)
     if np.ptp(h) == 0:
         raise CeilingError("field 'policy/entropy': constant; the entropy law needs entropy to vary")
+    if h.max() > 50:  # exp(H) overflows (or dwarfs everything) long before: not a per-token entropy in nats
+        raise CeilingError(f"field 'policy/entropy': values up to {h.max():.4g}; the entropy law needs the mean "
+                           "per-token entropy in nats (a vocabulary's entropy is at most ln(V), about 12)")
     res, lags = _hac_fit(h, r, maxlags)
     b, c = (float(v) for v in res.params)
     cov = np.asarray(res.cov_params(), dtype=float)
