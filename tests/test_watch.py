@@ -224,6 +224,12 @@ def test_watch_replay_reports_when_the_alarm_fires_and_exit_codes(tmp_path, caps
     assert cli(["watch", "--replay", str(log), "--fail-on", "colapse"]) == 2
     assert "unknown alarm kind(s) colapse" in capsys.readouterr().err
     assert cli(["watch", "--replay", str(tmp_path / "missing.csv")]) == 2
+    capsys.readouterr()
+    # with the run diagnosis: the regime so far, recomputed every 100 steps and at the end
+    assert cli(["watch", "--replay", str(log), "--regime-every", "100"]) == 0
+    regimes = [x for x in capsys.readouterr().out.splitlines() if "regime so far:" in x]
+    assert regimes and regimes[-1].split(":", 1)[0] in ("step 200", "read 200 steps (last 200); 1 alarm")
+    assert "collapse" in regimes[-1] and "collapse" not in regimes[0]
 
 
 WRITER = textwrap.dedent("""
@@ -424,3 +430,26 @@ def test_train_watch_refuses_what_it_cannot_do_in_one_line(tmp_path, capsys):
     assert cli(["train", "--watch", "--watch-stop", "colapse", "--out", out]) == 2
     assert "--watch-stop: unknown alarm kind(s) colapse" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_bench_watch_smoke_counts_add_up_and_the_eval_that_shows_a_drop():
+    """benchmarks/bench_watch.py on 6 corpus runs: every run is counted once, detections are within the
+    harmful runs, and `shows_drop` finds the first evaluation significantly below the pre-onset level."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import bench_watch
+
+    res = bench_watch.corpus_bench(6, seed=3, config=MonitorConfig())
+    harmful = sum(v[1] for v in res["detected"].values())
+    assert res["quiet"] + harmful == 6 and res["quiet_alarm"] <= res["quiet"]
+    assert all(0 <= d <= t for d, t in res["detected"].values())
+    run = simulate_run(11, spec=draw_spec(11, sequence=("improving", "over_optimisation")))
+    onset = run.labels.onsets[-1]
+    ev = streams(run.frame)["eval"]
+    shown = bench_watch.shows_drop(run, onset, "over_optimisation")
+    assert shown is not None and shown >= onset and shown in set(ev["step"])
+    before = ev[(ev["step"] < onset) & (ev["step"] > 0)].tail(3)
+    ref, n = before["value"].mean(), ev["n"].iloc[-1]
+    sd = math.sqrt(ref * (1 - ref) / n) * math.sqrt(1 + 1 / len(before))
+    earlier = ev[(ev["step"] >= onset) & (ev["step"] < shown)]
+    assert ((ref - earlier["value"]) / sd <= 1.645).all()
+    assert (ref - ev.loc[ev["step"] == shown, "value"].iloc[0]) / sd > 1.645

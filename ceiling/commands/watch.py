@@ -17,9 +17,7 @@ change (default 10,000: under 5% of 500-step runs see one).
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ceiling.errors import CeilingError
-from ceiling.fit.monitor import KINDS, SIGNAL_BY_NAME, STREAMS, Alarm, Monitor, MonitorConfig, streams
+from ceiling.fit.monitor import KINDS, SIGNAL_BY_NAME, Alarm, Monitor, MonitorConfig, streams
 from ceiling.ingest import FORMATS, read_log
 from ceiling.ingest.mappings import FLAG_METRICS
 
@@ -135,8 +133,9 @@ class Watcher:
                 return int(steps[diff[0]] if diff.size else steps[min(n, steps.size - 1)])
         return None
 
-    def advance(self, frame: pd.DataFrame) -> list[Event]:
-        """Read the steps of `frame` past what was read (all of them after a restart); the events, in order."""
+    def advance(self, frame: pd.DataFrame, final: bool = False) -> list[Event]:
+        """Read the steps of `frame` past what was read (all of them after a restart); the events, in order.
+        `final`: the log is complete (a replay), so the regime is also recomputed at its last step."""
         data = streams(frame)
         events: list[Event] = []
         at = self.restarted(data)
@@ -157,7 +156,7 @@ class Watcher:
             if self.diagnose_fn is not None and self.regime_every > 0 and (
                     self.regime_step is None or step - self.regime_step >= self.regime_every):
                 events.extend(self._regime(frame, step))
-        if rows and self.diagnose_fn is not None and self.regime_every > 0 and self.regime_step != rows[-1][0]:
+        if final and rows and self.diagnose_fn is not None and self.regime_every > 0 and self.regime_step != rows[-1][0]:
             events.extend(self._regime(frame, rows[-1][0]))
         for stream, df in data.items():
             self.fed[stream] = (df["step"].to_numpy(), df["value"].to_numpy(dtype=float))
@@ -196,13 +195,21 @@ class Watcher:
 
 
 def regime_words(diag: Any) -> str:
-    """"improving -> plateau -> collapse (collapse from step 231 [220, 240])"."""
+    """"improving -> collapse (collapse from step 231 [220, 240]); held-out score -2.8 per 100 steps [-3.6, -2.1]":
+    the regimes so far, the last onset with its 95% interval, and the trade-off rate of the whole run so far
+    (the never-rewarded score's when logged, else the held-out one's)."""
     names = [span.regime for span in diag.sequence] or [diag.regime]
     text = " -> ".join(names)
     last = diag.sequence[-1] if diag.sequence else None
     onset = getattr(last, "onset", None)
     if onset is not None:
         text += f" ({last.regime} from step {onset.step:.0f} [{onset.step_low:.0f}, {onset.step_high:.0f}])"
+    rates = [t for t in getattr(diag, "tradeoff", []) if t.segment == "all"]
+    rates.sort(key=lambda t: t.role != "never_rewarded")
+    if rates:
+        t = rates[0]
+        what = "never-rewarded score" if t.role == "never_rewarded" else "held-out score"
+        text += f"; {what} {t.rate:+.3g} per {t.per} [{t.ci_low:.3g}, {t.ci_high:.3g}]"
     return text
 
 
@@ -263,7 +270,7 @@ def main(args: argparse.Namespace) -> int:
         frame = read(args)
         print(f"replaying {where} ({frame['step'].nunique()} steps) as if live; arl0 {config.arl0:.0f} steps"
               + ("" if diagnose is not None else "; no run diagnosis in this build: monitor only"), flush=True)
-        return finish(watcher, watcher.advance(frame), fail_on, replay=True)
+        return finish(watcher, watcher.advance(frame, final=True), fail_on, replay=True)
     print(f"watching {where} every {args.poll:g} s; arl0 {config.arl0:.0f} steps"
           + (f"; stops after {args.max_wait:g} s without new lines" if args.max_wait else "; Ctrl-C to stop"),
           flush=True)
