@@ -132,12 +132,12 @@ def run_group(key: str, group: dict, settings: dict, workdir: Path, budget_s: fl
         copy_tree(dest)
         write_mutmut_config(dest, group, settings)
         mutmut(dest, ["__list_only__"], budget_s, log)  # generates mutants and the test map, then stops
-    else:  # a rerun of chosen mutants after tests were added: take the current tests and config, map again
-        write_mutmut_config(dest, group, settings)
+    else:  # a rerun of chosen mutants after tests were added: the current tree (mutmut regenerates the mutants
+        # of changed functions and keeps the names of unchanged ones), config and test map
         for rel in tree_files():
-            if rel.startswith("tests/"):
-                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(REPO / rel, dest / rel)
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dest / rel)
+        write_mutmut_config(dest, group, settings)
         (dest / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
     every = sorted(n for n in verdicts(dest) if in_group(n, group))
     if names is None:
