@@ -96,6 +96,21 @@ def series(df: pd.DataFrame, metric: str, run: str | None = None, family: str | 
     return sub.sort_values("step").reset_index(drop=True)
 
 
+FAMILY_SETS = ("verified", "all", "unverified")
+"""Of one metric's aggregate rows, the family set read: the first present, never a mean of the sets (eval.csv
+has a row per set, e.g. policy/entropy; the verified set is the diversity floor's, `ceiling.evaluate.floor`)."""
+
+
+def one_family_set(rows: pd.DataFrame) -> pd.DataFrame:
+    """Aggregate rows of one metric reduced to one family set: the first of FAMILY_SETS present, else the rows
+    with no family (ingested logs)."""
+    fam = rows["family"]
+    for name in FAMILY_SETS:
+        if (fam == name).any():
+            return rows[fam == name]
+    return rows[fam.isna()]
+
+
 def wide(df: pd.DataFrame, run: str | None = None) -> pd.DataFrame:
     """Pivot to one row per (run, step) and one column per metric (aggregate rows only: family NaN/'all')."""
     sub = df if run is None else df[df["run"] == run]

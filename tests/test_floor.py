@@ -183,9 +183,6 @@ def test_readme_table_is_the_shipped_verified_floor() -> None:
         assert float(row[f"distinct answers (of {rec['settings']['n_samples']})"]) == round(floor.distinct_answers, 1)
 
 
-@pytest.mark.xfail(strict=True, reason="ceiling/report/build.py's diversity_floor still averages the aggregate "
-                   "entropy rows; it is to call ceiling.evaluate.floor.diversity_floor (issue 16 item 3, the lead's "
-                   "file). Strict: remove this mark when it does.")
 def test_headline_floor_is_the_verified_entropy_at_step_0() -> None:
     from ceiling.fit import load_fits
     from ceiling.report import summary_lines

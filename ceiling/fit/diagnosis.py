@@ -51,7 +51,7 @@ from scipy import stats as sps
 from ceiling.errors import CeilingError
 from ceiling.fit.common import SCHEMA_VERSION, as_float, fnum, table_row
 from ceiling.fit.trend import Piecewise, decline_onset, decline_test, piecewise_fit
-from ceiling.frame import normalize_frame
+from ceiling.frame import normalize_frame, one_family_set
 
 REGIMES = ("improving", "plateau", "trade_off", "over_optimisation", "collapse")
 HARMFUL = ("trade_off", "over_optimisation", "collapse")
@@ -347,7 +347,7 @@ def _series(df: pd.DataFrame, metric: str, role: str, bounded: bool = True) -> S
     sub = df[(df["metric"] == metric) & df["k"].isna() & np.isfinite(df["value"])]
     fam = sub["family"]
     agg = sub[fam.isna() | fam.isin(["all", "verified", "unverified"])]
-    sub = agg if not agg.empty else sub
+    sub = one_family_set(agg) if not agg.empty else sub  # one family set (verified first), never their mean
     if sub.empty:
         return None
     g = sub.groupby("step", as_index=False).agg(value=("value", "mean"), n=("n", "mean"))

@@ -157,11 +157,12 @@ def _hac_fit(h: np.ndarray, r: np.ndarray, maxlags: int | None) -> tuple[Any, in
 
 def fit_entropy_law(entropy: Any, score: Any, steps: Any | None = None, level: float = 0.95,
                     maxlags: int | None = None, backtest_fraction: float = 0.15,
-                    max_ci_width: float = 0.10) -> EntropyLawFit:
+                    max_ci_width: float = 0.10, y_bounds: tuple[float, float] | None = None) -> EntropyLawFit:
     """Fit R = -a exp(H) + b to (entropy, score) pairs in step order, with Newey-West intervals.
 
     `steps` (optional, same length) orders the points and defines the early-prediction backtest: fit on the
-    first `backtest_fraction` of steps (default 15%, as Cui et al.), RMSE on the rest.
+    first `backtest_fraction` of steps (default 15%, as Cui et al.), RMSE on the rest. `y_bounds`: the score's
+    range (e.g. (0, 1)); a ceiling outside it is not identifiable.
     """
     h, r = check_xy(entropy, score, name_x="policy/entropy", name_y="score", increasing=False, min_points=5)
     if steps is not None:
@@ -201,6 +202,9 @@ def fit_entropy_law(entropy: Any, score: Any, steps: Any | None = None, level: f
                        f"(> {max_ci_width:g})")
     if res.rsquared < 0.3:
         reasons.append(f"the law fits poorly (R^2 = {res.rsquared:.2f} < 0.3)")
+    if y_bounds is not None and not y_bounds[0] <= ceil_ <= y_bounds[1]:
+        reasons.append(f"the law's value at H = 0 ({ceil_:.4g}) lies outside the score's range [{y_bounds[0]:g}, "
+                       f"{y_bounds[1]:g}]: the extrapolation leaves what the score can be")
     bt = _early_backtest(h, r, s, backtest_fraction)
     method = (f"OLS of R on exp(H); Newey-West (HAC, Bartlett, {lags} lags) covariance; t intervals at "
               f"{level:.0%}; ceiling = b - a")

@@ -31,7 +31,7 @@ from ceiling.fit.curve import DEFAULT_MAX_CI_WIDTH, CurveFit, CurveFitter, backt
 from ceiling.fit.diagnosis import RunDiagnosis, diagnose
 from ceiling.fit.entropy import EntropyLawFit, fit_entropy_law
 from ceiling.fit.registry import REQUIRED_SECTIONS, SECTION_KINDS, SECTIONS
-from ceiling.frame import normalize_frame
+from ceiling.frame import normalize_frame, one_family_set
 from ceiling.io import atomic_write_json, read_json
 
 VERIFIED_METRICS = ("verified/reward", "verified/greedy_acc", "verified/eval_acc")
@@ -127,14 +127,14 @@ def _aggregate_rows(df: pd.DataFrame) -> pd.DataFrame:
 def _metric_series(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """(step, compute, value) of one metric (k NaN), mean over duplicated steps.
 
-    Aggregate rows (family NaN, "all", "verified", "unverified") are used when present; otherwise the
-    per-family rows are averaged per step.
+    Aggregate rows are used when present, of one family set (`FAMILY_SETS`: verified first, so policy/entropy is
+    the verified families' entropy in our run directories); otherwise the per-family rows are averaged per step.
     """
     sub = df[(df["metric"] == metric) & df["k"].isna()]
     sub = sub[np.isfinite(sub["value"])]
     agg = _aggregate_rows(sub)
     if not agg.empty:
-        sub = agg
+        sub = one_family_set(agg)
     if sub.empty:
         return sub[["step", "compute", "value"]]
     return sub.groupby("step", as_index=False).agg(compute=("compute", "mean"), value=("value", "mean"))
@@ -256,8 +256,9 @@ def _fit_entropy(rdf: pd.DataFrame, metric: str | None, meta: dict[str, Any]) ->
         raise CeilingError(f"only {len(j)} steps carry both {name} and {ENTROPY_METRIC} (need 5)")
     y = j["value"].to_numpy(dtype=float)
     scale = 100.0 if _is_percent(y) else 1.0
+    bounded = y.min() >= 0 and y.max() <= scale  # a score in [0, 1] (or percent): the law's ceiling must be too
     fit = fit_entropy_law(j["value_h"].to_numpy(dtype=float), y, steps=j["step"].to_numpy(dtype=float),
-                          max_ci_width=0.10 * scale)
+                          max_ci_width=0.10 * scale, y_bounds=(0.0, scale) if bounded else None)
     fit.data["metric"] = name
     meta["entropy_metric"] = name
     return fit
@@ -307,7 +308,7 @@ def base_measures(df: pd.DataFrame, run: str) -> dict[str, float]:
         kmax = pk["k"].max()
         out["base_pass@kmax"] = float(pk[pk["k"] == kmax]["value"].mean())
     for m, key in ((ENTROPY_METRIC, "base_entropy"), ("diversity/distinct_answers", "base_distinct_answers")):
-        v = agg[(agg["metric"] == m) & agg["k"].isna()]["value"]
+        v = one_family_set(agg[(agg["metric"] == m) & agg["k"].isna()])["value"]  # the verified floor
         if v.notna().any():
             out[key] = float(v.mean())
     return out

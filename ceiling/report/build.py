@@ -18,7 +18,8 @@ from matplotlib.figure import Figure
 
 import ceiling
 from ceiling.errors import CeilingError
-from ceiling.frame import normalize_frame
+from ceiling.evaluate.floor import diversity_floor as base_floor
+from ceiling.frame import normalize_frame, one_family_set
 from ceiling.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ceiling.report import figures as F
 from ceiling.report.page import FigureEntry, Page, render_html, render_markdown
@@ -63,9 +64,11 @@ def _aggregate(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _metric(df: pd.DataFrame, name: str) -> pd.DataFrame:
-    """(step, compute, value) of one metric, one row per step (mean over duplicates), sorted by step."""
+    """(step, compute, value) of one metric, one row per step (mean over duplicates), sorted by step; of one
+    family set (verified first, as the fits read them: `ceiling.fit.fitreport.FAMILY_SETS`)."""
     sub = _aggregate(df)
     sub = sub[(sub["metric"] == name) & np.isfinite(sub["value"])]
+    sub = one_family_set(sub)
     if sub.empty:
         return pd.DataFrame({"step": pd.Series(dtype="int64"), "compute": pd.Series(dtype=float),
                              "value": pd.Series(dtype=float)})
@@ -260,27 +263,10 @@ def _fig_regimes(f: Fits, both: pd.DataFrame) -> FigureEntry:
 
 # ---------------------------------------------------------------------------------------------- headline
 def diversity_floor(eval_frame: pd.DataFrame | None) -> str | None:
-    """The base model's diversity floor in words (entropy, pass@k at the largest k, distinct answers), or None."""
-    if eval_frame is None or eval_frame.empty:
-        return None
-    ev = normalize_frame(eval_frame, "eval frame")
-    base = ev[ev["step"] == 0]
-    if base.empty:
-        return None
-    parts = []
-    ent = _metric(base, "policy/entropy")
-    if not ent.empty:
-        parts.append(f"entropy {float(ent['value'].iloc[0]):.3g} nats/token")
-    pk = _passk_rows(base, "verified/pass@k")
-    if not pk.empty:
-        top = pk.sort_values("k").iloc[-1]
-        ci = (f" [{top['ci_low']:.3f}, {top['ci_high']:.3f}]"
-              if np.isfinite(top["ci_low"]) and np.isfinite(top["ci_high"]) else "")
-        parts.append(f"pass@{int(top['k'])} {top['value']:.3f}{ci} on the verified families")
-    distinct = _metric(base, "diversity/distinct_answers")
-    if not distinct.empty:
-        parts.append(f"{float(distinct['value'].iloc[0]):.3g} distinct answers per prompt")
-    return ", ".join(parts) if parts else None
+    """The base model's diversity floor on the verified families, in words (`ceiling.evaluate.floor`, the one
+    definition: entropy, pass@k at the largest k, distinct answers, each with its interval), or None."""
+    floor = base_floor(eval_frame, "verified")
+    return floor.words() if floor is not None else None
 
 
 def summary_lines(fits: Fits | object, eval_frame: pd.DataFrame | None = None,
