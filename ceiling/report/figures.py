@@ -257,8 +257,8 @@ def regimes_over_steps(series: list[tuple[str, np.ndarray, np.ndarray]], spans: 
     fig, (ax,) = _figure()
     for regime, a, b in spans:
         ax.axvspan(a, b, color=REGIME_COLORS.get(regime, MUTED), alpha=0.10, lw=0)
-        ax.text(0.5 * (a + b), 1.0, regime.replace("_", " "), transform=ax.get_xaxis_transform(), ha="center",
-                va="bottom", fontsize=8, color=REGIME_COLORS.get(regime, MUTED))
+        ax.text(0.5 * (a + b), 0.985, regime.replace("_", " "), transform=ax.get_xaxis_transform(), ha="center",
+                va="top", fontsize=8, color=REGIME_COLORS.get(regime, MUTED))
     markers = ["o", "s", "^", "D"]
     for i, (label, x, y) in enumerate(series):
         dense = x.size > 60
@@ -271,7 +271,7 @@ def regimes_over_steps(series: list[tuple[str, np.ndarray, np.ndarray]], spans: 
         ax.axvline(step, color=color, lw=1.4, ls="--")
         if hi > lo:
             ax.axvspan(lo, hi, color=color, alpha=0.18, lw=0)
-    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.08)  # room for the regime names above the scores
     ax.set_xlabel("step")
     ax.set_ylabel("score (fraction; percent logs divided by 100)")
     ax.legend(loc="lower left", fontsize=8)
