@@ -108,6 +108,8 @@ def test_gradual_trade_off_rate_per_nat_is_recovered():
     assert abs(rate.rate + 0.05) < 0.012
     assert "per nat" in d.headline() and "gradual from the start" in d.headline()
     assert d.kl_budget is not None and d.kl_budget["regime"] == "trade_off"
+    # the two series tested for a fall share the false-alarm rate (Bonferroni): 0.025 each
+    assert sorted(t.alpha for t in d.tests if t.role in ("held_out", "never_rewarded")) == [0.025, 0.025]
 
 
 def test_over_optimisation_vs_collapse_and_onset():
