@@ -125,3 +125,16 @@ def test_policy_loss_defaults_and_its_terms_when_off():
     assert parts["kl"] == pytest.approx(0.1 * float((w * kl_k3(logp, ref)).sum()))
     _, off = policy_loss(logp, logp.detach(), adv, w)
     assert (off["kl"], off["entropy"]) == (0.0, 0.0) and off["policy"] == pytest.approx(float((w * -adv[:, None]).sum()))
+
+
+def test_clipped_token_counts_skip_padding_and_dapo_weights_of_one_token():
+    from ceiling.rl.grpo import policy_loss, token_weights
+
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    w = token_weights(mask, "grpo", 3)
+    old = torch.zeros((1, 3))
+    logp = torch.tensor([[0.5, 0.0, 0.5]])  # ratio e^0.5 = 1.65 > 1.2 at tokens 0 and 2; token 2 is padding
+    _, parts = policy_loss(logp, old, torch.tensor([1.0]), w)
+    assert (parts["clip_high"], parts["clip_low"]) == (1.0, 0.0)
+    one = torch.tensor([[1.0, 0.0]])
+    assert torch.equal(token_weights(one, "dapo", 2), one)  # a batch of one token: its weight is 1
