@@ -228,7 +228,7 @@ def _hinge_all(designs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndar
     q, r = np.linalg.qr(designs)  # (G, n, 3), (G, 3, 3)
     proj = q.transpose(0, 2, 1) @ ys.T  # (G, 3, S)
     ssr = (ys**2).sum(axis=1)[None, :] - (proj**2).sum(axis=1)  # (G, S)
-    coef = np.linalg.solve(r, proj)  # (G, 3, S)
+    coef = np.linalg.pinv(r) @ proj  # (G, 3, S); pinv: a hinge at a repeated x makes r singular
     return np.maximum(ssr, 0.0).T, coef.transpose(2, 0, 1)
 
 

@@ -38,7 +38,7 @@ def check_xy(x: Any, y: Any, name_x: str = "x", name_y: str = "y", increasing: b
             i = int(np.flatnonzero(dx <= 0)[0]) + 1
             raise CeilingError(f"field {name_x!r}: must be strictly increasing (value {xa[i]:g} at index {i} "
                                f"follows {xa[i - 1]:g}); sort and de-duplicate first")
-    if np.ptp(ya) == 0:
+    if np.ptp(ya) <= 1e-12 * max(1.0, float(np.max(np.abs(ya)))):  # constant up to rounding noise
         raise CeilingError(f"field {name_y!r}: the series is constant ({ya[0]:g}); there is no curve to fit")
     return xa, ya
 

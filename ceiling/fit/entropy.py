@@ -202,6 +202,8 @@ def fit_entropy_law(entropy: Any, score: Any, steps: Any | None = None, level: f
                        f"(> {max_ci_width:g})")
     if res.rsquared < 0.3:
         reasons.append(f"the law fits poorly (R^2 = {res.rsquared:.2f} < 0.3)")
+    if not all(np.isfinite(v) for pair in ci.values() for v in pair):
+        reasons.append("the intervals are not finite (the entropies barely vary: the law is not estimable)")
     if y_bounds is not None and not y_bounds[0] <= ceil_ <= y_bounds[1]:
         reasons.append(f"the law's value at H = 0 ({ceil_:.4g}) lies outside the score's range [{y_bounds[0]:g}, "
                        f"{y_bounds[1]:g}]: the extrapolation leaves what the score can be")

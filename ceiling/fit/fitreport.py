@@ -193,8 +193,10 @@ def fit_frame(frame: pd.DataFrame, run: str | None = None, x: str = "compute", m
     rdf = df[df["run"] == run]
     fitter = CurveFitter(n_boot=n_boot, seed=seed, x_label=x,
                          **({} if exclude_frac is None else {"exclude_frac": exclude_frac}))
-    meta: dict[str, Any] = {"x_requested": x, "fingerprint": fingerprint(rdf["step"].to_numpy(),
-                                                                        rdf["value"].to_numpy()),
+    # the data's fingerprint leaves out wall-clock figures, so identical runs give identical fits.json
+    timed = rdf["metric"].str.contains(r"wall_seconds|speed/|per_sec|seconds_per", regex=True)
+    meta: dict[str, Any] = {"x_requested": x, "fingerprint": fingerprint(rdf.loc[~timed, "step"].to_numpy(),
+                                                                        rdf.loc[~timed, "value"].to_numpy()),
                             "n_rows": len(rdf)}
     diagnosis = _section("diagnosis", lambda: diagnose(rdf, n_sim=min(max(n_boot, 199), 999), seed=seed))
     ceiling = _section("ceiling", lambda: _fit_ceiling(rdf, x, metric, forms, fitter, meta))
