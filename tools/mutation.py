@@ -62,7 +62,8 @@ def write_mutmut_config(dest: Path, group: dict, settings: dict) -> None:
     lines += [f"    {f}" for f in group["files"]]
     lines += ["pytest_add_cli_args_test_selection="] + [f"    {t}" for t in group["tests"]]
     lines += ["pytest_add_cli_args=", "    -x", "    -q", "    -p", "    no:cacheprovider"]
-    lines += ["also_copy=", "    data", "    benchmarks", "    reports", "    tools", "    configs", "    analysis.ipynb"]
+    lines += ["also_copy=", "    data", "    benchmarks", "    reports", "    tools", "    configs", "    docs",
+              "    analysis.ipynb", "    README.md"]
     lines += ["process_isolation=forkserver", f"timeout_multiplier={settings.get('timeout_multiplier', 2.0)}",
               f"timeout_constant={settings.get('timeout_constant', 30.0)}",
               "use_git_change_detection=false"]
