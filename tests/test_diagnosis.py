@@ -175,11 +175,12 @@ def test_round_trip_and_fits_json_section():
 
 
 def test_real_logs_get_a_verdict_with_no_flags():
-    """The genuine GRPO logs: MATH-500 drifts 46 -> 33 while the training reward falls (collapse, late);
+    """The genuine GRPO logs: MATH-500 drifts 46 -> 33 while the training reward crashes late and recovers;
     the no-KL run's reward falls to 0 as responses hit the length cap (collapse with degenerate length)."""
     d73 = diagnose(read_log(LOGS / "7_3_plus_tracking_metrics.csv").frame, n_sim=199)
     assert d73.roles["held_out"] == "verified/eval_acc"
-    assert d73.regime == "collapse"  # the training reward falls too, late
+    # the training reward crashes late, then recovers while MATH-500 keeps drifting down
+    assert [s.regime for s in d73.sequence][-2:] == ["collapse", "over_optimisation"]
     collapse = next(s for s in d73.sequence if s.regime == "collapse")
     assert collapse.onset is not None and 150 <= collapse.onset.step <= 300
     assert d73.first_harm.regime in ("over_optimisation", "collapse")

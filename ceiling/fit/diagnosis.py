@@ -21,7 +21,9 @@ Regimes (REGIMES; the names are part of fits.json):
   trade_off          verified holds or rises while the never-rewarded score falls;
   over_optimisation  the training reward holds or rises while held-out accuracy falls;
   collapse           training reward and held-out accuracy both fall (without a held-out score: the training
-                     reward falls).
+                     reward falls). When the training reward rises again afterwards (a calibrated rise test
+                     on the points after its fall, at alpha / 5) while held-out accuracy keeps falling, the
+                     run is over-optimising again from that point.
 
 Statistics (`ceiling.fit.trend`). "Falls" is decided by a calibrated test per series (sup over onsets of the
 post-onset slope's t against a never-declining isotonic null, studentised, binomial weights from the `n`
@@ -487,6 +489,7 @@ def _timeline(v_series: Series, v_pw: Piecewise, events: dict[str, Onset | None]
     def label(mid: float) -> str:
         on = {k: started[k] <= mid for k in events}
         gold, proxy, unv = on.get("held_out", False), on.get("proxy", False), on.get("never_rewarded", False)
+        proxy = proxy and not on.get("proxy_recovered", False)  # the training reward rose again
         if has_gold and gold and proxy:
             return "collapse"
         if has_gold and gold:
@@ -524,6 +527,24 @@ def _merge_close(spans: list[RegimeSpan], interval: float) -> list[RegimeSpan]:
             continue
         i += 1
     return spans
+
+
+def _recovery(proxy: Series, fell: Onset | None, alpha: float, rng: np.random.Generator,
+              n_sim: int) -> Onset | None:
+    """Where the training reward rises again after its fall (a calibrated rise test on the points after the fall's
+    onset, at `alpha`), or None: a collapse whose reward recovers while held-out accuracy keeps falling is
+    over-optimisation again from that point."""
+    if fell is None:
+        return None
+    m = proxy.x >= fell.step
+    if m.sum() < 20:
+        return None
+    x, y = proxy.x[m], -proxy.y[m]
+    rv = None if proxy.n is None else (proxy.rel_var()[m])
+    if decline_test(x, y, rv, ar1=proxy.dense, n_sim=n_sim, rng=rng).p_value >= alpha:
+        return None
+    fo = decline_onset(x, y, rv, ar1=proxy.dense, rng=rng)
+    return None if fo.from_start else Onset(fo.tau, fo.ci[0], fo.ci[1], cause=f"{proxy.metric} (recovery)")
 
 
 def _interval(s: Series) -> float:
@@ -637,6 +658,9 @@ def diagnose(frame: pd.DataFrame, run: str | None = None, alpha: float = 0.05, n
             if t.falls:
                 events["proxy"] = t.onset
     events = _group_events(events, _interval(gold or unv or proxy))
+    recovered = _recovery(proxy, events.get("proxy"), alpha / 5, rng, n_sim) if proxy is not None else None
+    if recovered is not None:
+        events["proxy_recovered"] = recovered
     for role in list(events):
         events[role] = _with_kl(events[role], kl)
     vs = v

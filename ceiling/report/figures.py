@@ -262,8 +262,12 @@ def regimes_over_steps(series: list[tuple[str, np.ndarray, np.ndarray]], spans: 
     markers = ["o", "s", "^", "D"]
     for i, (label, x, y) in enumerate(series):
         dense = x.size > 60
-        if dense:
-            ax.plot(x, y, lw=0.8, alpha=0.7, label=label)
+        if dense:  # per-step series are noisy: faint as logged, bold as a centred running mean
+            k = max(5, x.size // 20)
+            smooth = np.convolve(y, np.ones(k) / k, mode="valid")
+            line, = ax.plot(x, y, lw=0.6, alpha=0.25)
+            ax.plot(x[k // 2: k // 2 + smooth.size], smooth, lw=1.8, color=line.get_color(),
+                    label=f"{label}, running mean over {k} steps")
         else:
             ax.plot(x, y, marker=markers[i % 4], ms=4, lw=1, label=label)
     for regime, step, lo, hi in onsets:
