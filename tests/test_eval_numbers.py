@@ -91,6 +91,7 @@ class Bigram(torch.nn.Module):
 
 SEEN_PROMPTS: list[str] = []
 TIMINGS: dict[str, float] = {}
+SEEN_SETTINGS: set[tuple] = set()
 
 
 def scripted_sample(model, tokenizer, prompts, n_per_prompt=1, max_new_tokens=64, temperature=1.0, top_p=1.0,
@@ -98,6 +99,7 @@ def scripted_sample(model, tokenizer, prompts, n_per_prompt=1, max_new_tokens=64
     """`ceiling.models.sample`'s contract, with the model's chosen completions instead of random draws."""
     raw = [p.removeprefix(tokenizer.bos_token) for p in prompts]
     SEEN_PROMPTS.extend(raw)
+    SEEN_SETTINGS.add((temperature, top_p, max_new_tokens))
     texts = [t for r in raw for t in ([model.greedy[r]] if temperature == 0 else model.samples[r])]
     assert len(texts) == len(prompts) * n_per_prompt
     enc = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
@@ -385,3 +387,22 @@ def test_t_interval_edges_and_eval_record_by_hand():
     assert rec == {"prompts": 6, "prompts_per_family": {"add": 3, "mul": 3}, "verified": ["add"],
                    "unverified": ["mul"], "samples_per_prompt": 8, "temperature": 0.7, "top_p": 0.9,
                    "max_new_tokens": 5, "ks": [1, 2, 4, 8], "split": "test"}
+
+
+def test_sampler_gets_the_configured_settings_and_edge_settings():
+    from ceiling.evaluate import estimators as es
+
+    taskset = TaskSet.preset("smoke")
+    problems = [*taskset.family("add").generate(1, seed=0, split="test"),
+                *taskset.family("mul").generate(1, seed=0, split="test")]
+    script = ({p.prompt: [p.answer, "x"] for p in problems}, {p.prompt: p.answer for p in problems})
+    model = LoadedModel(Bigram(POLICY, *script), TOK, "m", "m", False, Path("m"))
+    SEEN_SETTINGS.clear()
+    cfg = EvalConfig(n_samples=2, n_prompts=1, n_boot=10, nll_documents=0, temperature=0.5, top_p=0.9,
+                     max_new_tokens=6)
+    evaluate_checkpoints(model, [], cfg, taskset=taskset, sampler=scripted_sample)
+    assert SEEN_SETTINGS == {(0.5, 0.9, 6), (0.0, 1.0, 6)}  # the samples, and greedy decoding
+    with pytest.raises(Exception, match="n_boot"):
+        EvalConfig(n_boot=9)
+    assert EvalConfig(n_boot=10).n_boot == 10
+    assert es.bootstrap_weights(0, 5, np.random.default_rng(0)).shape == (5, 0)
