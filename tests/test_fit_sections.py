@@ -11,6 +11,7 @@ from ceiling.fit.common import (
     NotAvailable,
     first_reason,
     fmt,
+    fnum,
     interval,
     join_reasons,
     table_row,
@@ -118,3 +119,118 @@ def test_not_available_section_words() -> None:
     assert na.warnings() == ["entropy law not fitted: policy/entropy is not logged"]
     assert na.rows() == [table_row("entropy law", "-", None, None, None, "-", "not fitted",
                                    "policy/entropy is not logged")]
+
+
+# ------------------------------------------------------------------------------ numbers behind the words
+def test_fnum_and_not_available_round_trip() -> None:
+    assert fnum(None) == "-" and fnum(float("nan")) == "-" and fnum(1.23456) == "1.235" and fnum(2.0, 2) == "2"
+    back = NotAvailable.from_dict({"kind": "not_available", "reasons": ["a", "b"]}, "ceiling")
+    assert back.reason == "a; b" and back.details == {} and back.section == "ceiling"
+
+
+def test_forms_jacobians_match_finite_differences_and_power_natural_scale() -> None:
+    from ceiling.fit.forms import FORMS, get_form
+
+    u = np.linspace(0.05, 1.0, 9)
+    for name in FORMS:
+        fm = get_form(name)
+        rng = np.random.default_rng(0)
+        theta = np.array([[0.8, 0.3, 1.5][: len(fm.theta_names)]]) if name == "power" else \
+            np.array([np.abs(rng.normal(0.5, 0.1, len(fm.theta_names))) + 0.2])
+        jac = fm.jac(u, theta)[0]
+        for j in range(theta.shape[1]):
+            step = np.zeros_like(theta)
+            step[0, j] = 1e-6
+            num = (fm.f(u, theta + step) - fm.f(u, theta - step))[0] / 2e-6
+            np.testing.assert_allclose(jac[:, j], num, rtol=1e-4, atol=1e-7, err_msg=f"{name} d/d{fm.theta_names[j]}")
+    power = get_form("power")
+    nat = power.natural(np.array([[0.8, 0.3, 1.5]]), x_scale=100.0)[0]
+    # R = A - D' (x / s)^-B = A - D' s^B x^-B: the natural D is D' s^B
+    assert nat[0] == 0.8 and abs(nat[1] - 0.3 * 100.0**1.5) < 1e-9 and nat[2] == 1.5
+    assert power.needs_positive_x
+
+
+def test_huber_loss_and_weight_by_hand() -> None:
+    from ceiling.fit.solve import irls_weight, rho
+
+    z = np.array([0.25, 1.0, 1.5, 4.0])
+    np.testing.assert_allclose(rho(z, "huber"), [0.25, 1.0, 2 * np.sqrt(1.5) - 1, 3.0])
+    np.testing.assert_allclose(irls_weight(z, "huber"), [1.0, 1.0, 1 / np.sqrt(1.5), 0.5])
+    np.testing.assert_allclose(rho(z, "soft_l1"), 2 * (np.sqrt(1 + z) - 1))
+
+
+def test_curve_fit_bands_draws_summary_and_round_trip() -> None:
+    import pytest
+
+    from ceiling.errors import CeilingError
+    from ceiling.fit import CurveFit
+
+    x, y = _sigmoid_data(n=40, seed=3)
+    y = np.clip(y + 0.17, 0, 1)  # a plateau near the bound: the prediction band would leave [0, 1] unclipped
+    fit = CurveFitter(n_boot=1200, a_bounds=(0.0, 1.0)).fit(x, y)
+    assert fit.draws.shape == (1000, 4)  # at most MAX_STORED_DRAWS rows are stored
+    grid = np.geomspace(x[0], 10 * x[-1], 30)
+    _, lo, hi = fit.predict(grid, band="prediction")
+    assert hi.max() <= 1.0 and lo.min() >= 0.0
+    np.testing.assert_array_equal(fit.predict(grid, band="prediction")[2], fit.predict(grid, band="prediction", seed=0)[2])
+    with pytest.raises(CeilingError, match="band must be None, 'confidence' or 'prediction'"):
+        fit.predict(grid, band="wide")
+    for k, (a, b) in fit.ci.items():
+        line = next(ln for ln in fit.summary().splitlines() if ln.startswith(f"{k:<8}"))
+        assert line.split()[2:] == [fnum(a), fnum(b)]
+    back = CurveFit.from_dict(fit.to_dict())
+    assert back.loss == fit.loss == "soft_l1" and back.to_dict() == fit.to_dict()
+    with pytest.raises(CeilingError, match="constant after the early window"):
+        CurveFitter(exclude_frac=0.5).fit(np.arange(1.0, 21.0), np.r_[np.linspace(0.1, 0.5, 10), np.full(10, 0.5)])
+
+
+def test_form_comparison_table_and_fit_frame_rows() -> None:
+    from ceiling.fit import compare_forms, fit_frame
+
+    x, y = _sigmoid_data(n=7, seed=4)  # too few points for some forms after the window: their rows say why
+    cmp_ = compare_forms(x, y, fitter=CurveFitter(n_boot=0, exclude_frac=0.0))
+    assert list(cmp_.table.columns) == ["form", "lfo_rmse", "aic", "A", "ci_low", "ci_high", "identifiable", "note"]
+    steps = np.arange(0, 61)
+    xs, ys = _sigmoid_data(n=61, seed=5)
+    frame = pd.DataFrame({"run": "r", "step": steps, "compute": xs, "metric": "verified/reward", "value": ys})
+    fit = fit_frame(frame, n_boot=100).ceiling
+    rows = fit.rows()
+    others = [r for r in rows if "(not selected)" in r["quantity"]]
+    assert len(others) == len(fit.extra["selection"]["table"]) - 1
+    assert all(r["section"] == "ceiling" and r["method"].startswith("same data; leave-future-out") for r in others)
+    backtests = [r for r in rows if r["quantity"].startswith("backtest:")]
+    assert len(backtests) == len(fit.extra["backtest"]) and all(r["verdict"] == "" for r in backtests)
+    for r, b in zip(backtests, fit.extra["backtest"]):
+        assert r["section"] == "ceiling" and r["diagnostics"].startswith(f"{b['n_fit']} points fitted, {b['n_test']} scored")
+        assert f"A from the early part {fmt(b['A'])} vs {fmt(b['A_full'])} from all" in r["diagnostics"]
+
+
+def test_detect_collapse_needs_a_sustained_fall() -> None:
+    from ceiling.fit.curve import detect_collapse
+
+    x = np.arange(200.0)
+    rise = 0.2 + 0.6 * (1 - np.exp(-x / 30))
+    dip = rise.copy()
+    dip[100:112] = 0.2  # a brief dip, not a collapse
+    assert detect_collapse(x, dip) is None
+    fall = rise.copy()
+    fall[120:] = 0.1
+    cut = detect_collapse(x, fall)
+    assert cut is not None and 110 <= cut <= 121
+
+
+def test_entropy_law_band_and_fingerprint_by_hand() -> None:
+    from scipy import stats as sps
+
+    rng = np.random.default_rng(2)
+    h = np.linspace(1.0, 0.3, 30)
+    r = -0.4 * np.exp(h) + 1.2 + rng.normal(0, 0.01, h.size)
+    fit = fit_entropy_law(h, r, max_ci_width=1.0)
+    grid = np.array([0.0, 0.5])
+    center, lo, hi = fit.predict(grid, band="confidence")
+    design = np.column_stack([np.ones(2), np.exp(grid)])
+    se = np.sqrt(np.einsum("ij,jk,ik->i", design, fit.cov, design))
+    np.testing.assert_allclose(hi - center, sps.t.ppf(0.975, fit.dof) * se)
+    other = fit_entropy_law(h + 0.01, r, max_ci_width=1.0)
+    assert other.data["fingerprint"] != fit.data["fingerprint"]
+    assert [row["section"] for row in fit.rows()] == ["entropy law"] * 3
