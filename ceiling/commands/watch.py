@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ceiling.errors import CeilingError
-from ceiling.fit.monitor import KINDS, SIGNAL_BY_NAME, Alarm, Monitor, MonitorConfig, streams
+from ceiling.fit.monitor import KINDS, SIGNAL_BY_NAME, Alarm, Monitor, MonitorConfig, parse_kinds, streams
 from ceiling.ingest import FORMATS, read_log
 from ceiling.ingest.mappings import FLAG_METRICS
 
@@ -65,17 +65,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         maps.add_argument(f"--{flag}", metavar="KEY", help=f"the key to read as {what}")
     maps.add_argument("--eval-n", type=int, metavar="N",
                       help="number of held-out problems behind the held-out accuracy where the log does not give it")
-
-
-def parse_kinds(text: str) -> set[str]:
-    """The --fail-on kinds ('any' = all of them); a CeilingError naming an unknown one."""
-    names = {k.strip() for k in text.split(",") if k.strip()}
-    if "any" in names:
-        return set(KINDS)
-    bad = sorted(names - set(KINDS))
-    if bad:
-        raise CeilingError(f"--fail-on: unknown alarm kind(s) {', '.join(bad)}; known: any, {', '.join(KINDS)}")
-    return names
 
 
 def monitor_config(args: argparse.Namespace) -> MonitorConfig:
@@ -260,7 +249,7 @@ def emit(event: Event) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    fail_on = parse_kinds(args.fail_on)
+    fail_on = parse_kinds(args.fail_on, "--fail-on")
     config = monitor_config(args)
     if args.poll <= 0:
         raise CeilingError("--poll must be > 0 seconds")

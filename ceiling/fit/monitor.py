@@ -90,6 +90,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from ceiling.errors import CeilingError
+
 # --------------------------------------------------------------------------------------------------------
 # Signals
 # --------------------------------------------------------------------------------------------------------
@@ -131,6 +133,20 @@ STREAMS = ("reward", "eval", "unverified", "entropy", "length", "kl", "duplicate
 KINDS = ("collapse", "over_optimisation", "trade_off", "entropy_collapse", "entropy_blowup", "length_blowup",
          "kl_blowup", "degeneracy")
 HARMFUL_KINDS = ("collapse", "over_optimisation", "trade_off")  # the diagnosis' harmful regimes
+
+
+def parse_kinds(spec: str | Iterable[str] | None, where: str = "alarm kinds") -> set[str]:
+    """A set of alarm kinds from 'collapse,over_optimisation', a list, 'any' (all) or None (none); a one-line
+    CeilingError naming `where` (e.g. the flag) for an unknown kind."""
+    if spec is None:
+        return set()
+    names = {k.strip() for k in (spec.split(",") if isinstance(spec, str) else spec) if k.strip()}
+    if "any" in names:
+        return set(KINDS)
+    bad = sorted(names - set(KINDS))
+    if bad:
+        raise CeilingError(f"{where}: unknown alarm kind(s) {', '.join(bad)}; known: any, {', '.join(KINDS)}")
+    return names
 PHI_MARGIN = 2.0  # standard errors added to the estimated AR(1) coefficient (see the module docstring)
 
 # --------------------------------------------------------------------------------------------------------

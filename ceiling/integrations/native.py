@@ -11,18 +11,8 @@ import sys
 from typing import Any, TextIO
 
 from ceiling.errors import CeilingError
-from ceiling.fit.monitor import KINDS, Alarm, Monitor, MonitorConfig
+from ceiling.fit.monitor import Alarm, Monitor, MonitorConfig, parse_kinds
 from ceiling.integrations.keys import KeyMap
-
-
-def parse_kinds(text: str | None, flag: str) -> set[str]:
-    names = {k.strip() for k in (text or "").split(",") if k.strip()}
-    if "any" in names:
-        return set(KINDS)
-    bad = sorted(names - set(KINDS))
-    if bad:
-        raise CeilingError(f"{flag}: unknown alarm kind(s) {', '.join(bad)}; known: any, {', '.join(KINDS)}")
-    return names
 
 
 class LoopWatch:
@@ -61,7 +51,7 @@ def train_watched(args: Any, cfg: Any) -> Any:
     from ceiling.rl.grpo import train
 
     hook = LoopWatch(arl0=getattr(args, "watch_arl0", None) or MonitorConfig.arl0,
-                     stop_on=parse_kinds(getattr(args, "watch_stop", ""), "--watch-stop"))
+                     stop_on=parse_kinds(getattr(args, "watch_stop", "") or None, "--watch-stop"))
     run = train(cfg, resume=bool(args.resume), on_step=hook)
     alarms = hook.monitor.alarms
     print(f"watch: {len(alarms)} alarm{'s' if len(alarms) != 1 else ''}"

@@ -24,21 +24,8 @@ from typing import Any, Iterable
 
 from transformers import TrainerCallback
 
-from ceiling.fit.monitor import KINDS, Alarm, Monitor, MonitorConfig, Recovery
+from ceiling.fit.monitor import Alarm, Monitor, MonitorConfig, Recovery, parse_kinds
 from ceiling.integrations.keys import KeyMap
-
-def kinds(spec: str | Iterable[str] | None) -> set[str]:
-    """A set of alarm kinds from 'collapse,over_optimisation', a list, 'any', or None (none)."""
-    if spec is None:
-        return set()
-    names = {k.strip() for k in (spec.split(",") if isinstance(spec, str) else spec) if k.strip()}
-    if "any" in names:
-        return set(KINDS)
-    bad = sorted(names - set(KINDS))
-    if bad:
-        raise ValueError(f"unknown alarm kind(s) {', '.join(bad)}; known: any, {', '.join(KINDS)}")
-    return names
-
 
 class CeilingWatchCallback(TrainerCallback):
     """Feeds logged metrics to a `ceiling` monitor; logs its state; stops or saves on an alarm."""
@@ -53,7 +40,7 @@ class CeilingWatchCallback(TrainerCallback):
         behind the held-out accuracy (its binomial noise). fmt: the key table (`trl`; `wandb` for generic
         trackers)."""
         self.monitor = Monitor(config or MonitorConfig(arl0=arl0))
-        self.stop_on, self.save_on = kinds(stop_on), kinds(save_on)
+        self.stop_on, self.save_on = parse_kinds(stop_on, "stop_on"), parse_kinds(save_on, "save_on")
         self.keymap = KeyMap(fmt, mapping, eval_n, skip_prefix=prefix)
         self.prefix, self.verbose = prefix, verbose
         self.stopped_by: Alarm | None = None  # the alarm that stopped training, if one did
