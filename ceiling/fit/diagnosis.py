@@ -460,7 +460,7 @@ def _rates(s: Series, test: SeriesTest | None, axis_x: np.ndarray, per: str) -> 
     return out
 
 
-def _label_v(pw: Piecewise, dense: bool, at: float) -> str:
+def _label_v(pw: Piecewise, at: float) -> str:
     """improving / plateau for the verified series' segment that contains `at`."""
     for a, b, slope, se in pw.segments():
         if a <= at <= b:
@@ -498,7 +498,7 @@ def _timeline(v_series: Series, v_pw: Piecewise, events: dict[str, Onset | None]
             return "collapse"
         if unv:
             return "trade_off"
-        return _label_v(v_pw, v_series.dense, mid)
+        return _label_v(v_pw, mid)
 
     spans: list[RegimeSpan] = []
     for a, b in zip(edges[:-1], edges[1:]):
@@ -598,7 +598,7 @@ def _ship(series: dict[str, tuple[Series, Piecewise] | None], kl: pd.DataFrame |
     q, var = pw.predict(steps), pw.predict_se(steps) ** 2
     u = series.get("never_rewarded")
     if u is not None:
-        us, upw = u
+        _, upw = u
         q = q + (upw.predict(steps) - upw.predict(steps[:1]))
         var = var + upw.predict_se(steps) ** 2
     best = int(np.argmax(q))
