@@ -27,7 +27,8 @@ FLOPs (`compute/flops`, cumulative): N = non-embedding parameters (`ceiling.mode
 scaling-law convention: input embedding and output head left out). Per useful (non-pad) token:
 2N for each forward pass of generation (prompt prefill + generated tokens), 2N for the reference forward,
 2N for a separate old-policy forward (only when one is needed), and 6N per token per PPO epoch of training.
-Attention-score FLOPs and padding are not counted (the usual 6N approximation).
+Attention-score FLOPs and padding are not counted (the usual 6N approximation). Supervised examples of
+the mix-in (below) are training tokens like any other: 6N per non-pad token (prompt + answer) per epoch.
 
 Speed: generation uses the models' batched KV-cache sampler; the frozen base scores the samples in one
 no-grad pass; with one PPO epoch and one minibatch (the default) the training forward itself gives the
@@ -36,8 +37,16 @@ a forward pass, and how many, is `ceiling.models.batching`'s business (`model_ch
 it changes no number. The optimizer is `rl.optim.AdamW` (torch's arithmetic, bitwise, without importing
 torch._dynamo as torch.optim does).
 
-Randomness: every random choice of step s (problems, sampling, minibatch order, random-reward control) uses
-a generator seeded from (seed, s), so a resumed run draws exactly what the uninterrupted one drew.
+Supervised mix-in (off by default; `ceiling.rl.mixin` documents it and what it simplifies): with
+`sft_examples_per_step` = n > 0, each update from `sft_from_step` on (until `sft_until_step`, 0 = the end)
+also trains on n supervised examples (by default problems of the train split in sub-spaces the base's
+corpus did not cover, with their correct answers): each minibatch's loss gains `sft_coef` x the mean NLL
+of its share of the examples' answer tokens. Line s then has `sft/loss` (that NLL), `sft/examples`,
+`sft/answer_tokens` and `sft/tokens` (what the compute counts), and `loss/total` includes the term.
+
+Randomness: every random choice of step s (problems, sampling, minibatch order, random-reward control,
+supervised examples) uses a generator seeded from (seed, s), so a resumed run draws exactly what the
+uninterrupted one drew.
 """
 from __future__ import annotations
 
@@ -78,6 +87,7 @@ from ceiling.rl.checkpoint import (
     set_rng_state,
     truncate_metrics,
 )
+from ceiling.rl import mixin
 from ceiling.rl.optim import AdamW
 from ceiling.tasks import Problem, TaskSet
 
@@ -166,9 +176,22 @@ class GRPOConfig:
     """Probability of reward 1 under random_reward."""
     log: bool = True
     """Print one progress line per step."""
+    sft_examples_per_step: int = 0
+    """Supervised examples added to each update's loss while the mix-in is on (0 = off; see ceiling.rl.mixin)."""
+    sft_from_step: int = 0
+    """First update (theta_s -> theta_s+1) that carries supervised examples."""
+    sft_until_step: int = 0
+    """Update at which the mix-in stops, exclusive (0 = it runs to the end)."""
+    sft_coef: float = 1.0
+    """Weight of the examples' mean answer-token NLL in the loss."""
+    sft_source: str = "uncovered"
+    """Examples: uncovered (train problems in sub-spaces the base's corpus did not cover) | all (any train problem)."""
 
     # Fields that may differ between a run and its resumption (everything else must match).
     RESUMABLE_CHANGES = ("steps", "out", "checkpoint_every", "log", "device", "num_threads", "backend")
+    # Fields added after runs were first saved: in the config hash only when not at their default, so runs
+    # saved before they existed keep their hash (and resume).
+    HASHED_WHEN_SET = ("sft_examples_per_step", "sft_from_step", "sft_until_step", "sft_coef", "sft_source")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -194,7 +217,8 @@ class GRPOConfig:
             raise bad("backend", f"must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.dtype not in DTYPES:
             raise bad("dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        for name in ("steps", "warmup_steps", "micro_batch_size", "seed", "num_threads"):
+        for name in ("steps", "warmup_steps", "micro_batch_size", "seed", "num_threads", "sft_examples_per_step",
+                     "sft_from_step", "sft_until_step"):
             if int(getattr(self, name)) < 0:
                 raise bad(name, "must be >= 0")
         for name in ("prompts_per_step", "max_new_tokens", "updates_per_batch", "num_minibatches", "checkpoint_every"):
@@ -210,13 +234,17 @@ class GRPOConfig:
             raise bad("top_p", "must be in (0, 1]")
         if not 0 <= self.epsilon_low < 1 or self.epsilon_high < 0:
             raise bad("epsilon_low" if not 0 <= self.epsilon_low < 1 else "epsilon_high", "clip range must satisfy 0 <= epsilon_low < 1, epsilon_high >= 0")
-        for name in ("beta", "entropy_coef", "weight_decay", "max_grad_norm"):
+        for name in ("beta", "entropy_coef", "weight_decay", "max_grad_norm", "sft_coef"):
             if float(getattr(self, name)) < 0:
                 raise bad(name, "must be >= 0")
         if not self.lr > 0:
             raise bad("lr", "must be > 0")
         if not 0 <= self.random_reward_p <= 1:
             raise bad("random_reward_p", "must be in [0, 1]")
+        if self.sft_source not in mixin.SFT_SOURCES:
+            raise bad("sft_source", f"must be one of {', '.join(mixin.SFT_SOURCES)}, got {self.sft_source!r}")
+        if 0 < self.sft_until_step <= self.sft_from_step:
+            raise bad("sft_until_step", "must be 0 (to the end) or > sft_from_step")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -233,7 +261,9 @@ class GRPOConfig:
         import hashlib
 
         first_name = {new: old for old, new in RENAMED.items()}
-        fixed = {first_name.get(k, k): v for k, v in self.to_dict().items() if k not in self.RESUMABLE_CHANGES}
+        defaults = GRPOConfig.__dataclass_fields__
+        fixed = {first_name.get(k, k): v for k, v in self.to_dict().items() if k not in self.RESUMABLE_CHANGES
+                 and not (k in self.HASHED_WHEN_SET and v == defaults[k].default)}
         return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -372,7 +402,7 @@ def step_seed(seed: int, step: int, stream: int) -> int:
     return int(np.random.SeedSequence([seed, step, stream]).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
 
 
-STREAM_PROBLEMS, STREAM_SAMPLING, STREAM_MINIBATCH, STREAM_RANDOM_REWARD = 0, 1, 2, 3
+STREAM_PROBLEMS, STREAM_SAMPLING, STREAM_MINIBATCH, STREAM_RANDOM_REWARD, STREAM_SFT = 0, 1, 2, 3, 4
 
 
 
@@ -462,10 +492,13 @@ class UpdateResult:
 
 
 def update(model: Any, optimizer: AdamW, batch: Batch, ref_logp: torch.Tensor,
-           old_logp: torch.Tensor | None, cfg: GRPOConfig, step: int, device: torch.device) -> UpdateResult:
+           old_logp: torch.Tensor | None, cfg: GRPOConfig, step: int, device: torch.device,
+           sft: mixin.SFTBatch | None = None) -> UpdateResult:
     """Train on one batch: `updates_per_batch` epochs of `num_minibatches` AdamW steps. `old_logp` None means
     on-policy in one pass (one epoch, one minibatch): every forward sees the policy before the update, so
-    the ratio is 1 and the forward's own log-probs and entropy are the policy's, returned for the caller."""
+    the ratio is 1 and the forward's own log-probs and entropy are the policy's, returned for the caller.
+    `sft`: supervised examples, split over the minibatches of each epoch, each minibatch's loss gaining
+    `sft_coef * sft_loss` of its share (`ceiling.rl.mixin`)."""
     r = batch.rollout
     mask = r.completion_mask.float()
     n = r.batch_size
@@ -483,10 +516,12 @@ def update(model: Any, optimizer: AdamW, batch: Batch, ref_logp: torch.Tensor,
     order_gen = torch.Generator().manual_seed(step_seed(cfg.seed, step, STREAM_MINIBATCH))
     rows_per_call = rows_per_forward(model, device, r.prompt_len, int(r.lengths.max()), cfg.group_size,
                                      cfg.micro_batch_size)
+    sft_parts = [] if sft is None else torch.tensor_split(torch.arange(sft.size, device=device), cfg.num_minibatches)
+    nll_sum, nll_tokens = 0.0, 0.0
     model.train()
     for _epoch in range(cfg.updates_per_batch):
         order = torch.arange(n) if cfg.num_minibatches == 1 else torch.randperm(n, generator=order_gen)
-        for mb in torch.tensor_split(order.to(device), cfg.num_minibatches):
+        for j, mb in enumerate(torch.tensor_split(order.to(device), cfg.num_minibatches)):
             weights = token_weights(mask[mb], cfg.loss_type, cfg.max_new_tokens)
             optimizer.zero_grad(set_to_none=True)
             for rows in model_chunks(model, device, torch.arange(len(mb), device=device), r.lengths[mb], r.group[mb],
@@ -509,6 +544,10 @@ def update(model: Any, optimizer: AdamW, batch: Batch, ref_logp: torch.Tensor,
                 sums["clip_low"] += parts["clip_low"]
                 sums["clip_high"] += parts["clip_high"]
                 n_tokens += float(mask[idx].sum())
+            if sft is not None and len(sft_parts[j]):
+                total, nll = sft_backward(model, sft, sft_parts[j], cfg, device)
+                sums["total"] += cfg.sft_coef * total / cfg.num_minibatches / cfg.updates_per_batch
+                nll_sum, nll_tokens = nll_sum + nll[0], nll_tokens + nll[1]
             clip = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
             grad_norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip)))
             optimizer.step()
@@ -521,7 +560,29 @@ def update(model: Any, optimizer: AdamW, batch: Batch, ref_logp: torch.Tensor,
         "optim/updates": n_updates,
         "clip/low_frac": sums["clip_low"] / max(n_tokens, 1.0), "clip/high_frac": sums["clip_high"] / max(n_tokens, 1.0),
     }
+    if sft is not None:
+        metrics.update(mixin.summary(sft, nll_sum, nll_tokens))
     return UpdateResult(metrics, seen_logp, seen_ent)
+
+
+def sft_backward(model: Any, sft: mixin.SFTBatch, rows: torch.Tensor, cfg: GRPOConfig,
+                 device: torch.device) -> tuple[float, tuple[float, float]]:
+    """Accumulate the gradient of `sft_coef * sft_loss` over the examples `rows` (one minibatch's share), in
+    forwards of at most `rows_per_forward` rows. Returns (the minibatch's sft_loss, (NLL sum, answer tokens))."""
+    mask = sft.completion_mask.float()
+    tokens = float(mask[rows].sum())
+    size = rows_per_forward(model, device, sft.prompt_len, mask.shape[1], 1, cfg.micro_batch_size)
+    loss_sum = 0.0
+    for chunk in torch.split(rows, max(size, 1)):
+        width = sft.prompt_len + int(mask[chunk].sum(dim=1).max())
+        with autocast(device, cfg.dtype):
+            logp, _ = token_logprobs(model, sft.input_ids[chunk, :width], sft.attention_mask[chunk, :width],
+                                     sft.prompt_len, entropy=False)
+        m = mask[chunk, : logp.shape[1]]
+        part = mixin.sft_loss(logp, m) * (float(m.sum()) / max(tokens, 1.0))  # token mean over the whole share
+        (cfg.sft_coef * part).backward()
+        loss_sum += float(part.detach())
+    return loss_sum, (loss_sum * tokens, tokens)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -561,15 +622,16 @@ def rollout_metrics(batch: Batch, logp: torch.Tensor, ref_logp: torch.Tensor, en
 
 
 def step_flops(n_params: int, prompt_tokens: float, completion_tokens: float, cfg: GRPOConfig,
-               separate_old_forward: bool, trained: bool) -> float:
-    """FLOPs of one step (see the module docstring): generation, reference forward, old-policy forward, training."""
+               separate_old_forward: bool, trained: bool, sft_tokens: float = 0.0) -> float:
+    """FLOPs of one step (see the module docstring): generation, reference forward, old-policy forward, training
+    (on the rollouts and on the `sft_tokens` tokens of supervised examples, 6N per token per epoch alike)."""
     tokens = prompt_tokens + completion_tokens
     flops = 2.0 * n_params * tokens  # generation: prefill + one forward per generated token
     flops += 2.0 * n_params * tokens  # reference (base) forward
     if separate_old_forward:
         flops += 2.0 * n_params * tokens
     if trained:
-        flops += 6.0 * n_params * tokens * cfg.updates_per_batch
+        flops += 6.0 * n_params * (tokens + sft_tokens) * cfg.updates_per_batch
     return flops
 
 
@@ -579,6 +641,8 @@ def progress_line(step: int, steps: int, m: dict[str, Any]) -> str:
             f"policy entropy on training prompts {m['policy/entropy']:.3f}  len {m['length/mean']:.1f}")
     if "optim/grad_norm" in m:
         text += f"  gnorm {m['optim/grad_norm']:.3f}  lr {m['optim/lr']:.2e}"
+    if "sft/loss" in m:
+        text += f"  sft nll {m['sft/loss']:.3f} x{m['sft/examples']}"
     return text + f"  {m['speed/seconds_per_step']:.2f}s  {m['speed/completions_per_s']:.1f} compl/s"
 
 
@@ -667,6 +731,9 @@ def _run(cfg: GRPOConfig, resume: bool, beat: Heartbeat,
     flops, wall = float(state.get("flops", 0.0)), float(state.get("wall_seconds", 0.0))
     one_pass = cfg.updates_per_batch == 1 and cfg.num_minibatches == 1  # the training forward measures theta_s
     verified = taskset.names("verified")
+    # Supervised mix-in (off unless sft_examples_per_step > 0): its source is read now, so a base without the
+    # record it needs fails before any step.
+    source = mixin.Source(cfg.sft_source, cfg.base, taskset) if cfg.sft_examples_per_step > 0 else None
 
     for step in range(start, cfg.steps + 1):
         # 1. checkpoint theta_step (step 0 = the base; the resumed-from checkpoint already exists)
@@ -680,14 +747,18 @@ def _run(cfg: GRPOConfig, resume: bool, beat: Heartbeat,
         ref_logp, _ = score_all(ref.model, batch, cfg, device, entropy=False)
         # 3. update theta_step -> theta_{step+1} (not after the last step: that line only measures)
         train_now = step < cfg.steps
+        sft = None  # supervised examples of this update (`ceiling.rl.mixin`), drawn from (seed, step) alone
+        if source is not None and train_now and mixin.active(step, cfg.sft_examples_per_step, cfg.sft_from_step,
+                                                             cfg.sft_until_step):
+            sft = source.batch(policy, cfg.sft_examples_per_step, step_seed(cfg.seed, step, STREAM_SFT), device)
         upd: dict[str, float] = {}
         if train_now and one_pass:  # ratio 1: no separate old-policy pass, the update's forward measures theta_step
-            result = update(policy.model, optimizer, batch, ref_logp, None, cfg, step, device)
+            result = update(policy.model, optimizer, batch, ref_logp, None, cfg, step, device, sft)
             upd, logp, ent = result.metrics, result.logp, result.entropy
         else:
             logp, ent = score_all(policy.model, batch, cfg, device, entropy=True)
             if train_now:
-                upd = update(policy.model, optimizer, batch, ref_logp, logp, cfg, step, device).metrics
+                upd = update(policy.model, optimizer, batch, ref_logp, logp, cfg, step, device, sft).metrics
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         dt = time.perf_counter() - t0
@@ -702,7 +773,8 @@ def _run(cfg: GRPOConfig, resume: bool, beat: Heartbeat,
             print(progress_line(step, cfg.steps, m), file=sys.stderr, flush=True)
             beat.beat()
         flops += step_flops(n_params, m["tokens/prompt"], m["tokens/completion"], cfg,
-                            separate_old_forward=not one_pass, trained=train_now)
+                            separate_old_forward=not one_pass, trained=train_now,
+                            sft_tokens=sft.tokens if sft is not None else 0.0)
         wall += dt
         if on_step is not None and on_step(step, m):
             break
