@@ -52,7 +52,8 @@ from scipy import stats as sps
 
 from ceiling.errors import CeilingError
 from ceiling.fit.common import SCHEMA_VERSION, as_float, fnum, table_row
-from ceiling.fit.trend import Piecewise, decline_onset, decline_test, piecewise_fit
+from ceiling.fit.trend import (FallSeries, Piecewise, decline_onset, decline_test, joint_fall_onset, piecewise_fit,
+                               saturation_onset)
 from ceiling.frame import normalize_frame, one_family_set
 
 REGIMES = ("improving", "plateau", "trade_off", "over_optimisation", "collapse")
@@ -469,11 +470,15 @@ def _label_v(pw: Piecewise, at: float) -> str:
 
 
 def _timeline(v_series: Series, v_pw: Piecewise, events: dict[str, Onset | None], x0: float, x1: float,
-              has_gold: bool) -> list[RegimeSpan]:
-    """Label every stretch between boundaries, then merge equal neighbours into spans with their onsets."""
+              has_gold: bool, knee: tuple[int, Onset] | None = None) -> list[RegimeSpan]:
+    """Label every stretch between boundaries, then merge equal neighbours into spans with their onsets. `knee`:
+    (index of a break of `v_pw`, its onset) located by the saturation model (it replaces the break's own)."""
     bounds: list[tuple[float, Onset | None]] = [(x0, None)]
     xs = v_series.x
-    for b, ci in zip(v_pw.breaks, v_pw.break_ci):
+    for j, (b, ci) in enumerate(zip(v_pw.breaks, v_pw.break_ci)):
+        if knee is not None and knee[0] == j:
+            bounds.append((knee[1].step, knee[1]))
+            continue
         # a break between two evaluations is located no better than that gap: widen to the points around it
         lo = float(xs[max(np.searchsorted(xs, ci[0], "left") - 1, 0)])
         hi = float(xs[min(np.searchsorted(xs, ci[1], "right"), xs.size - 1)])
@@ -579,6 +584,54 @@ def _group_events(events: dict[str, Onset | None], interval: float) -> dict[str,
     return out
 
 
+def _joint_onsets(events: dict[str, Onset | None], series: dict[str, Series],
+                  rng: np.random.Generator) -> dict[str, Onset | None]:
+    """Series whose falls `_group_events` joined into one change get one onset, located jointly
+    (`joint_fall_onset`: the sum of their noise-scaled ramp fits), with its own 95% interval."""
+    out = dict(events)
+    groups: dict[int, list[str]] = {}
+    for k, o in events.items():
+        if o is not None and k in series:
+            groups.setdefault(id(o), []).append(k)
+    for keys in groups.values():
+        if len(keys) < 2:
+            continue
+        segs = [_segmentable(series[k]) for k in keys]
+        fo = joint_fall_onset([FallSeries(s.x, s.y, s.rel_var(), s.dense) for s in segs], rng=rng)
+        if fo.from_start:
+            continue
+        on = Onset(fo.tau, fo.ci[0], fo.ci[1], cause=" + ".join(s.metric for s in segs) + " (joint)")
+        out.update({k: on for k in keys})
+    return out
+
+
+def _plateau_knee(vpw: Piecewise, series: list[Series], cut: float,
+                  rng: np.random.Generator) -> tuple[int, Onset] | None:
+    """The improving -> plateau break of the verified fit, relocated at the knee of a saturating rise shared by the
+    verified series (held-out and training reward, up to `cut`): (index of the break, its onset) or None."""
+    segs = vpw.segments()
+    j = next((i for i in range(len(segs) - 1) if _label_v(vpw, 0.5 * (segs[i][0] + segs[i][1])) == "improving"
+              and _label_v(vpw, 0.5 * (segs[i + 1][0] + segs[i + 1][1])) == "plateau"), None)
+    if j is None:
+        return None
+    use, names = [], []
+    for s in series:
+        seg = _segmentable(s)
+        m = seg.x <= cut
+        if m.sum() >= 6:
+            rv = seg.rel_var()
+            use.append(FallSeries(seg.x[m], seg.y[m], None if rv is None else rv[m], seg.dense))
+            names.append(s.metric)
+    if not use:
+        return None
+    k = saturation_onset(use, rng=rng)
+    lo = segs[j][0]
+    hi = segs[j + 1][1]
+    if not (lo < k.tau < hi) or not k.identifiable:
+        return None
+    return j, Onset(k.tau, k.ci[0], k.ci[1], cause=f"{' + '.join(names)} (knee of a saturating rise)")
+
+
 def _with_kl(on: Onset | None, kl: pd.DataFrame | None) -> Onset | None:
     if on is None or kl is None:
         return on
@@ -658,6 +711,7 @@ def diagnose(frame: pd.DataFrame, run: str | None = None, alpha: float = 0.05, n
             if t.falls:
                 events["proxy"] = t.onset
     events = _group_events(events, _interval(gold or unv or proxy))
+    events = _joint_onsets(events, {s.role: s for s in (gold, unv, proxy) if s is not None}, rng)
     recovered = _recovery(proxy, events.get("proxy"), alpha / 5, rng, n_sim) if proxy is not None else None
     if recovered is not None:
         events["proxy_recovered"] = recovered
@@ -674,7 +728,10 @@ def diagnose(frame: pd.DataFrame, run: str | None = None, alpha: float = 0.05, n
     if v.role not in fits:
         fits[v.role] = (v, piecewise_fit(seg.x, seg.y, seg.rel_var(), ar1=seg.dense))
     x0, x1 = float(seg.x[0]), float(seg.x[-1])
-    spans = _timeline(vs, vpw, events, x0, x1, gold is not None)
+    knee = _plateau_knee(vpw, [s for s in (gold, proxy) if s is not None], cut, rng)
+    if knee is not None:
+        vpw.breaks[knee[0]] = knee[1].step
+    spans = _timeline(vs, vpw, events, x0, x1, gold is not None, knee)
     for s in spans:
         s.onset = _with_kl(s.onset, kl)
     per = f"nat of {kl_name}" if kl_name else "100 steps"

@@ -248,77 +248,266 @@ def piecewise_fit(x: np.ndarray, y: np.ndarray, rel_var: np.ndarray | None = Non
 
 @dataclass
 class FallOnset:
-    """Where a series stops being non-decreasing and starts to fall (`decline_onset`)."""
+    """Where one or more series stop being non-decreasing and start to fall (`decline_onset`, `joint_fall_onset`)."""
 
-    tau: float
-    ci: tuple[float, float]
+    tau: float  # the onset, on the x axis, located between evaluation points
+    ci: tuple[float, float]  # 95% interval: profile set joined to a parametric bootstrap, out to the points around
     from_start: bool  # the interval reaches the first point: no threshold, a loss from the start
+    method: str = "isotonic then ramp"  # how it was located
 
 
-def _split_ssr(x: np.ndarray, y: np.ndarray, w: np.ndarray, i: int) -> tuple[float, float]:
-    """SSR of 'isotonic on points < i, a line on points >= i', and where the line meets the isotonic level."""
-    post_x, post_y, post_w = x[i:], y[i:], w[i:]
-    coef = np.polyfit(post_x, post_y, 1, w=np.sqrt(post_w))
-    ssr = float(np.sum(post_w * (post_y - np.polyval(coef, post_x)) ** 2))
-    if i == 0:
-        return ssr, float(x[0])
-    iso = isotonic_regression(y[:i], weights=w[:i], increasing=True).x
-    ssr += float(np.sum(w[:i] * (y[:i] - iso) ** 2))
-    level = iso[-1]
-    # the fall begins where the falling line reaches the level held before it, between the two points
-    tau = x[i - 1] if coef[0] >= 0 else (level - coef[1]) / coef[0]
-    return ssr, float(np.clip(tau, x[i - 1], x[i]))
+@dataclass
+class FallSeries:
+    """One series handed to `joint_fall_onset`: points, binomial relative variances (None: equal), AR(1) noise."""
+
+    x: np.ndarray  # increasing positions (steps)
+    y: np.ndarray  # values; a fall is the change located
+    rel_var: np.ndarray | None = None  # p(1 - p) / n per point, None when unknown
+    ar1: bool = False  # dense, autocorrelated (binned before fitting)
 
 
-def _best_split(x: np.ndarray, y: np.ndarray, w: np.ndarray, splits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    res = [_split_ssr(x, y, w, int(i)) for i in splits]
-    return np.array([r[0] for r in res]), np.array([r[1] for r in res])
+def prefix_isotonic(y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For every prefix y[:i] (i = 0..n): the last level and the weighted SSR of its non-decreasing (isotonic) fit.
+
+    Incremental pool-adjacent-violators: O(n) amortised. Index 0 (the empty prefix) holds NaN and 0."""
+    n = y.size
+    level, ssr = np.full(n + 1, np.nan), np.zeros(n + 1)
+    bw: list[float] = []
+    by: list[float] = []
+    bs: list[float] = []  # per block: sum w, sum w y, its SSR
+    total = 0.0
+    for i in range(n):
+        cw, cy, cs = float(w[i]), float(w[i] * y[i]), 0.0
+        while bw and by[-1] / bw[-1] >= cy / cw:
+            pw_, py_, ps_ = bw.pop(), by.pop(), bs.pop()
+            total -= ps_
+            # merged SSR: the two SSRs plus the between-block term
+            cs = cs + ps_ + pw_ * cw / (pw_ + cw) * (py_ / pw_ - cy / cw) ** 2
+            cw, cy = cw + pw_, cy + py_
+        bw.append(cw)
+        by.append(cy)
+        bs.append(cs)
+        total += cs
+        level[i + 1], ssr[i + 1] = cy / cw, total
+    return level, ssr
+
+
+def bin_series(x: np.ndarray, y: np.ndarray, w: np.ndarray, max_bins: int = 50) -> tuple[np.ndarray, ...]:
+    """A dense series averaged over at most `max_bins` consecutive bins: weighted mean x and y, summed weights."""
+    if y.size <= max_bins:
+        return x, y, w
+    edges = np.linspace(0, y.size, max_bins + 1).round().astype(int)
+    sw = np.add.reduceat(w, edges[:-1])
+    return np.add.reduceat(w * x, edges[:-1]) / sw, np.add.reduceat(w * y, edges[:-1]) / sw, sw
+
+
+def _ramp_table(x: np.ndarray, y: np.ndarray, w: np.ndarray, taus: np.ndarray,
+                min_tail: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted SSR of 'non-decreasing before tau, then a straight fall to tau2, flat after' for each tau.
+
+    The fall starts at the level the isotonic fit of the points <= tau ends on (continuous at tau) and runs to
+    tau2 (a grid of the points and midpoints after tau): abrupt drops (tau2 just after tau) and gradual falls
+    to the end are one family. Before the first point there is no level to hold: the start level is free.
+    Returns ssr, the best tau2, slope and start level per tau (inf where fewer than `min_tail` points follow)."""
+    n = y.size
+    lev, pre = prefix_isotonic(y, w)
+    out = np.full(taus.size, np.inf)
+    t2o, bo, lo_ = np.full(taus.size, np.nan), np.zeros(taus.size), np.full(taus.size, np.nan)
+    idx = np.searchsorted(x, taus, "right")  # points < idx are before tau
+    mids = np.concatenate([x, 0.5 * (x[:-1] + x[1:])])
+    for i in np.unique(idx):
+        if i > n - min_tail:
+            continue
+        m = idx == i
+        tt = taus[m]
+        xp, yp, wp = x[i:], y[i:], w[i:]
+        t2s = np.unique(mids[mids > tt.min()])
+        g = np.clip(np.minimum(xp[None, None, :], t2s[None, :, None]) - tt[:, None, None], 0.0, None)
+        if i == 0:  # no points before: a free start level, (L, b) by weighted least squares
+            sw_, swy = wp.sum(), (wp * yp).sum()
+            sg, sgg, sgy = (wp * g).sum(-1), (wp * g * g).sum(-1), (wp * g * yp).sum(-1)
+            det = sw_ * sgg - sg**2
+            ok = det > 1e-12 * sw_ * np.maximum(sgg, 1e-300)
+            b = np.where(ok, np.maximum((sg * swy - sw_ * sgy) / np.where(ok, det, 1.0), 0.0), 0.0)
+            start = (swy + b * sg) / sw_
+            r0 = yp[None, None, :] - start[..., None] + b[..., None] * g
+            ssr = (wp * r0**2).sum(-1)
+        else:
+            r = lev[i] - yp
+            sgg, sgr, srr = (wp * g * g).sum(-1), (wp * g * r).sum(-1), float((wp * r * r).sum())
+            ok = sgg > 0
+            b = np.where(ok, np.maximum(sgr / np.where(ok, sgg, 1.0), 0.0), 0.0)
+            ssr = pre[i] + srr - 2 * b * sgr + b * b * sgg
+            start = np.full(b.shape, lev[i])
+        ssr = np.where(t2s[None, :] > tt[:, None], ssr, np.inf)
+        j = np.argmin(ssr, axis=1)
+        r_ = np.arange(tt.size)
+        out[m], t2o[m], bo[m], lo_[m] = ssr[r_, j], t2s[j], b[r_, j], start[r_, j]
+    return out, t2o, bo, lo_
+
+
+def _ramp_fitted(x: np.ndarray, y: np.ndarray, w: np.ndarray, tau: float, tau2: float, b: float,
+                 start: float) -> np.ndarray:
+    """The fitted 'isotonic, then ramp to tau2, then flat' curve at x."""
+    i = int(np.searchsorted(x, tau, "right"))
+    out = start - b * np.clip(np.minimum(x, tau2) - tau, 0.0, None)
+    if i > 0:
+        out[:i] = isotonic_regression(y[:i], weights=w[:i], increasing=True).x
+    return out
+
+
+def _prepared(s: FallSeries, max_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """(x, y, weights, noise scale^2, AR(1) phi of the bins) of a series, dense ones binned."""
+    x, y = np.asarray(s.x, float), np.asarray(s.y, float)
+    rv = np.ones(y.size) if s.rel_var is None else np.maximum(np.asarray(s.rel_var, float), 1e-12)
+    xb, yb, wb = bin_series(x, y, 1.0 / rv, max_bins) if s.ar1 else (x, y, 1.0 / rv)
+    scale2 = float(diff_scale(yb, 1.0 / np.sqrt(wb))[0]) ** 2
+    return xb, yb, wb, max(scale2, 1e-24), 0.0
+
+
+def joint_fall_onset(series: list[FallSeries], level: float = 0.95, n_boot: int = 99, min_tail: int = 3,
+                     sub: int = 4, max_bins: int = 50, rng: np.random.Generator | None = None) -> FallOnset:
+    """One onset shared by series that fall together (e.g. training reward and held-out accuracy in a collapse).
+
+    Each series is fitted by `_ramp_table` (isotonic, then a continuous straight fall to a free end, then flat);
+    dense series are first averaged into at most `max_bins` bins (their autocorrelation then mostly averages out).
+    The onset minimises the sum of the series' SSRs, each over its difference-based noise scale^2, on a grid of
+    `sub` positions per gap between the sparsest series' points. 95% interval: the profile set (within
+    chi2_1(level) of the minimum) joined to a parametric bootstrap (each series' fitted curve plus normal noise
+    of its scale, the joint onset re-estimated `n_boot` times, percentile interval), out to the evaluation points
+    around it. `from_start`: the profile set reaches the first grid position (no level is held first)."""
+    if not series:
+        raise ValueError("joint_fall_onset: no series")
+    rng = rng or np.random.default_rng(0)
+    prep = [_prepared(s, max_bins) for s in series]
+    ref = min(prep, key=lambda p: p[0].size)[0]  # the sparsest series sets the grid
+    lo = max(p[0][0] for p in prep)
+    hi = min(p[0][-min_tail] for p in prep) if all(p[0].size > min_tail for p in prep) else lo
+    pts = np.unique(np.concatenate([[lo], ref[(ref > lo) & (ref < hi)], [hi]]))
+    grid = np.unique(np.concatenate([np.linspace(a, b, sub + 1)[:-1] for a, b in zip(pts[:-1], pts[1:])] + [pts[-1:]]))
+
+    def objective(ys: list[np.ndarray]) -> tuple[np.ndarray, list]:
+        tot, parts = np.zeros(grid.size), []
+        for (xb, _, wb, sc2, _), yb in zip(prep, ys):
+            t = _ramp_table(xb, yb, wb, grid, min_tail)
+            tot += t[0] / sc2
+            parts.append(t)
+        return tot, parts
+
+    tot, parts = objective([p[1] for p in prep])
+    if not np.isfinite(tot).any():
+        return FallOnset(tau=float(lo), ci=(float(lo), float(hi)), from_start=True)
+    j = int(np.argmin(tot))
+    ok = grid[tot <= tot[j] + sps.chi2.ppf(level, 1)]
+    c_lo, c_hi = float(ok.min()), float(ok.max())
+    if n_boot > 0:
+        fitted = [_ramp_fitted(xb, yb, wb, grid[j], t[1][j], t[2][j], t[3][j])
+                  for (xb, yb, wb, _, _), t in zip(prep, parts)]
+        picks = np.empty(n_boot)
+        for k in range(n_boot):
+            ys = [f + rng.normal(size=f.size) * np.sqrt(sc2 / wb) for f, (_, _, wb, sc2, _) in zip(fitted, prep)]
+            picks[k] = grid[int(np.argmin(objective(ys)[0]))]
+        a = (1 - level) / 2
+        c_lo = min(c_lo, float(np.quantile(picks, a, method="lower")))
+        c_hi = max(c_hi, float(np.quantile(picks, 1 - a, method="higher")))
+    # a break between two evaluations is located no better than that gap: out to the points around
+    c_lo = float(ref[max(np.searchsorted(ref, c_lo, "right") - 1, 0)])
+    c_hi = float(ref[min(np.searchsorted(ref, c_hi, "left"), ref.size - 1)])
+    return FallOnset(tau=float(grid[j]), ci=(min(c_lo, float(grid[j])), max(c_hi, float(grid[j]))),
+                     from_start=bool(ok.min() <= grid[0]),
+                     method=f"isotonic then ramp, {'joint over %d series' % len(series) if len(series) > 1 else 'one series'}")
 
 
 def decline_onset(x: np.ndarray, y: np.ndarray, rel_var: np.ndarray | None = None, ar1: bool = False,
-                  min_tail: int = 3, level: float = 0.95, n_boot: int = 99, max_splits: int = 60,
+                  min_tail: int = 3, level: float = 0.95, n_boot: int = 99,
                   rng: np.random.Generator | None = None) -> FallOnset:
-    """Onset of a fall: the split minimising SSR of 'non-decreasing (isotonic) before, a line after'.
+    """Onset of the fall of one series: `joint_fall_onset` of it alone (see there)."""
+    return joint_fall_onset([FallSeries(np.asarray(x, float), np.asarray(y, float), rel_var, ar1)], level=level,
+                            n_boot=n_boot, min_tail=min_tail, rng=rng)
 
-    The 95% interval joins two: the profile-likelihood set (splits whose SSR is within chi2_1(level) noise scales
-    of the minimum) and a parametric bootstrap (the fitted isotonic-then-line curve plus noise of the estimated
-    scale, independent or AR(1), the onset re-estimated `n_boot` times, percentile interval): the profile alone
-    is too narrow for a change point. It spans the gaps between evaluations around the admissible splits.
-    """
+
+@dataclass
+class Knee:
+    """Where a saturating rise stops: the onset of a plateau (`saturation_onset`)."""
+
+    tau: float  # the knee, on the x axis
+    ci: tuple[float, float]  # 95% interval: profile set joined to a parametric bootstrap, out to the points around
+    curvature: float  # c of the best fit (e-folding scale / rise length; large: a straight rise)
+    identifiable: bool  # False when the interval spans the whole range searched
+
+
+SAT_CURVATURES = (0.15, 0.25, 0.4, 0.6, 1.0, 1.6, 2.5, 4.0, np.inf)
+
+
+def _saturation_table(x: np.ndarray, y: np.ndarray, w: np.ndarray, taus: np.ndarray,
+                      curvatures: tuple[float, ...] = SAT_CURVATURES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted SSR of y = a + b (1 - exp(-(min(x, tau) - x0) / (c (tau - x0)))), b >= 0, minimised over a, b and c
+    (a grid; c = inf is a straight rise), per tau; also the best c and the fitted curve's (a, b) packed per tau."""
+    x0 = x[0]
+    best, best_c = np.full(taus.size, np.inf), np.full(taus.size, np.nan)
+    coef = np.zeros((taus.size, 2))
+    u = np.maximum(np.minimum(x[None, :], taus[:, None]) - x0, 0.0)
+    sw, swy, swyy = w.sum(), (w * y).sum(), (w * y * y).sum()
+    for c in curvatures:
+        g = u if not np.isfinite(c) else -np.expm1(-u / (c * np.maximum(taus - x0, 1e-12))[:, None])
+        sg, sgg, sgy = (w * g).sum(1), (w * g * g).sum(1), (w * g * y).sum(1)
+        det = sw * sgg - sg**2
+        ok = det > 1e-12 * sw * np.maximum(sgg, 1e-300)
+        b = np.where(ok, np.maximum((sw * sgy - sg * swy) / np.where(ok, det, 1.0), 0.0), 0.0)
+        a = (swy - b * sg) / sw
+        ssr = swyy - 2 * a * swy - 2 * b * sgy + a * a * sw + 2 * a * b * sg + b * b * sgg
+        better = ssr < best
+        best, best_c = np.where(better, ssr, best), np.where(better, c, best_c)
+        coef[better] = np.column_stack([a, b])[better]
+    return best, best_c, coef
+
+
+def _saturation_curve(x: np.ndarray, tau: float, c: float, a: float, b: float) -> np.ndarray:
+    u = np.maximum(np.minimum(x, tau) - x[0], 0.0)
+    return a + b * (u if not np.isfinite(c) else -np.expm1(-u / (c * max(tau - x[0], 1e-12))))
+
+
+def saturation_onset(series: list[FallSeries], level: float = 0.95, n_boot: int = 99, sub: int = 4,
+                     max_bins: int = 50, rng: np.random.Generator | None = None) -> Knee:
+    """The knee of a saturating rise shared by the series (a plateau's onset), each series y = a + b (1 - exp(-(
+    min(x, tau) - x0) / (c (tau - x0)))): a rise that slows on an exponential scale of its own (c from a grid, a
+    straight line included) and stops at tau. A hinge on straight lines puts the knee of a curve that flattens
+    gradually too early; this model reaches flat only at tau. Series (dense ones binned) are weighted by their
+    difference-based noise scales and share tau only. 95% interval as in `joint_fall_onset`."""
+    if not series:
+        raise ValueError("saturation_onset: no series")
     rng = rng or np.random.default_rng(0)
-    x = np.asarray(x, float)
-    y = np.asarray(y, float)
-    n = y.size
-    rv = np.ones(n) if rel_var is None else np.maximum(np.asarray(rel_var, float), 1e-12)
-    w = 1.0 / rv
-    splits = np.unique(np.linspace(0, max(n - min_tail, 0), min(max_splits, max(n - min_tail, 0) + 1)).round()
-                       .astype(int))
-    ssr, taus = _best_split(x, y, w, splits)
-    scale = float(diff_scale(y, np.sqrt(rv))[0])
-    phi = 0.0
-    if ar1:
-        pw = piecewise_fit(x, y, rv)
-        phi = float(np.clip(lag1_autocorr(y - pw.predict(x)), 0.0, 0.95))
-        scale /= np.sqrt(max(1 - phi, 1e-3))  # marginal sd from the difference-based scale
-    scale2 = scale**2 * ((1 + phi) / (1 - phi) if ar1 else 1.0)
-    j = int(np.argmin(ssr))
-    ok = splits[ssr <= ssr[j] + sps.chi2.ppf(level, 1) * max(scale2, 1e-12)]
-    lo_i, hi_i = int(ok.min()), int(ok.max())
+    prep = [_prepared(s, max_bins) for s in series]
+    ref = min(prep, key=lambda p: p[0].size)[0]
+    lo = max(p[0][min(2, p[0].size - 1)] for p in prep)
+    hi = min(p[0][max(-3, -p[0].size)] for p in prep)
+    pts = ref[(ref >= lo) & (ref <= hi)]
+    if pts.size < 2:
+        pts = np.array([lo, max(hi, lo)])
+    grid = np.unique(np.concatenate([np.linspace(a, b, sub + 1)[:-1] for a, b in zip(pts[:-1], pts[1:])] + [pts[-1:]]))
+
+    def objective(ys: list[np.ndarray]) -> tuple[np.ndarray, list]:
+        tot, parts = np.zeros(grid.size), []
+        for (xb, _, wb, sc2, _), yb in zip(prep, ys):
+            t = _saturation_table(xb, yb, wb, grid)
+            tot += t[0] / sc2
+            parts.append(t)
+        return tot, parts
+
+    tot, parts = objective([p[1] for p in prep])
+    j = int(np.argmin(tot))
+    ok = grid[tot <= tot[j] + sps.chi2.ppf(level, 1)]
+    c_lo, c_hi = float(ok.min()), float(ok.max())
     if n_boot > 0:
-        i = int(splits[j])
-        fitted = np.empty(n)
-        coef = np.polyfit(x[i:], y[i:], 1, w=np.sqrt(w[i:]))
-        fitted[i:] = np.polyval(coef, x[i:])
-        if i > 0:
-            fitted[:i] = isotonic_regression(y[:i], weights=w[:i], increasing=True).x
-        noise = ar1_noise(n, phi, n_boot, rng) if ar1 else rng.normal(size=(n_boot, n))
-        ystar = fitted[None, :] + noise * np.sqrt(rv)[None, :] * scale
-        picks = np.array([splits[int(np.argmin(_best_split(x, yb, w, splits)[0]))] for yb in ystar])
+        fitted = [_saturation_curve(xb, grid[j], t[1][j], *t[2][j]) for (xb, _, _, _, _), t in zip(prep, parts)]
+        picks = np.empty(n_boot)
+        for k in range(n_boot):
+            ys = [f + rng.normal(size=f.size) * np.sqrt(sc2 / wb) for f, (_, _, wb, sc2, _) in zip(fitted, prep)]
+            picks[k] = grid[int(np.argmin(objective(ys)[0]))]
         a = (1 - level) / 2
-        lo_i = min(lo_i, int(np.quantile(picks, a, method="lower")))
-        hi_i = max(hi_i, int(np.quantile(picks, 1 - a, method="higher")))
-    # a split at i places the onset before the point i, and after i - 2: the isotonic part may pool the first point
-    # that already fell (it allows a level stretch). The interval spans those gaps.
-    ci = (float(x[max(lo_i - 2, 0)]), float(x[min(hi_i, n - 1)]))
-    # the data cannot place the fall after the first point: no threshold, a loss from the start
-    return FallOnset(tau=float(taus[j]), ci=ci, from_start=bool(ok.min() == 0))
+        c_lo = min(c_lo, float(np.quantile(picks, a, method="lower")))
+        c_hi = max(c_hi, float(np.quantile(picks, 1 - a, method="higher")))
+    c_lo = float(ref[max(np.searchsorted(ref, c_lo, "right") - 1, 0)])
+    c_hi = float(ref[min(np.searchsorted(ref, c_hi, "left"), ref.size - 1)])
+    return Knee(tau=float(grid[j]), ci=(min(c_lo, float(grid[j])), max(c_hi, float(grid[j]))),
+                curvature=float(parts[0][1][j]), identifiable=not (ok.min() <= grid[0] and ok.max() >= grid[-1]))
