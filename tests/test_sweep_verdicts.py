@@ -215,17 +215,26 @@ def control_table(real_gain: float, real_half: float, ctrl_gain: float, ctrl_hal
     return table(real + ctrl)
 
 
-def test_control_supported_by_quadrature_where_added_half_widths_would_not_decide():
-    """Gains 0.30 +- 0.15 (3 runs) against 0.05 +- 0.15 (2 runs): the difference 0.25 has half-width
-    sqrt(0.15^2 + 0.15^2) = 0.212 (independent groups), so its interval excludes 0; adding the half-widths
-    (0.30) would not."""
+def test_control_difference_is_welch_with_more_power_than_combining_intervals():
+    """Gains 0.30 +- 0.15 (3 runs) against 0.05 +- 0.15 (2 runs): the difference 0.25 gets a Welch t interval,
+    computed here by hand from the five gains. It is narrower than the two t intervals combined in quadrature
+    (0.212), and far narrower than their half-widths added (0.30), which would not decide."""
+    from scipy import stats as sps
+
     a = analyse(CONFIG, control_table(0.30, 0.15, 0.05, 0.15))
     (k,) = a.controls
     assert (k["real"]["ci_high"] - k["real"]["ci_low"]) / 2 == pytest.approx(0.15)
     assert (k["control"]["ci_high"] - k["control"]["ci_low"]) / 2 == pytest.approx(0.15)
+    x, y = np.array(_gains(0.30, 0.15, 3)), np.array(_gains(0.05, 0.15, 2))
+    vx = sum((g - x.mean()) ** 2 for g in x) / 2 / 3
+    vy = sum((g - y.mean()) ** 2 for g in y) / 1 / 2
+    dof = (vx + vy) ** 2 / (vx**2 / 2 + vy**2 / 1)
+    half = sps.t.ppf(0.975, dof) * (vx + vy) ** 0.5
     d = k["difference"]
     assert d["estimate"] == pytest.approx(0.25)
-    assert (d["ci_low"], d["ci_high"]) == (pytest.approx(0.25 - np.hypot(0.15, 0.15)), pytest.approx(0.25 + np.hypot(0.15, 0.15)))
+    assert (d["ci_low"], d["ci_high"]) == (pytest.approx(0.25 - half), pytest.approx(0.25 + half))
+    assert half < np.hypot(0.15, 0.15) < 0.30
+    assert "Welch" in d["method"]
     assert verdict(a, "control") == SUPPORT
 
 
@@ -276,3 +285,91 @@ def test_single_run_gain_interval_combines_its_two_evaluations():
     g = a.unverified["verified_gain"]
     assert (g["estimate"], g["ci_low"], g["ci_high"], g["n"]) == (pytest.approx(0.4), pytest.approx(0.35),
                                                                   pytest.approx(0.45), 1)
+
+
+# ------------------------------------------------------------------------------------ per family and arms
+def family_table(rows: list[dict]) -> pd.DataFrame:
+    """A per-family table (`family_table`'s columns) from `row` dicts with a family and an arm."""
+    from ceiling.sweep.aggregate import FAMILY_COLUMNS
+
+    df = pd.DataFrame(rows)
+    for c in FAMILY_COLUMNS:
+        if c not in df.columns:
+            df[c] = np.nan
+    return df[FAMILY_COLUMNS]
+
+
+def family_runs(family: str, ceiling_of, arm: str = "rl", final_cov_of=None, final_reward_of=None) -> list[dict]:
+    """Three seeds on each of three bases whose pass@k at the largest k on `family` is 0.3, 0.55, 0.8."""
+    out = []
+    for i, x in enumerate((0.3, 0.55, 0.8)):
+        for s, e in enumerate((0.006, -0.004, -0.002)):
+            r = row(f"b{i}-s{s}-{family}-{arm}", f"b{i}", seed=s, x=x, base_cov=x,
+                    final_cov=final_cov_of(x) if final_cov_of else x, ceiling=ceiling_of(x) + e,
+                    final_reward=(final_reward_of(x) if final_reward_of else ceiling_of(x)) + e)
+            out.append({**r, "family": family, "arm": arm})
+    return out
+
+
+def family_verdict(a, family: str) -> str:
+    found = [v for k, v in a.verdicts.items() if k == f"claim 1 on {family}"]
+    assert len(found) == 1, list(a.verdicts)
+    return found[0]
+
+
+def test_a_binding_floor_and_a_transferring_skill_get_opposite_verdicts():
+    """recall: ceilings sit at the base's pass@k (0.3 / 0.55 / 0.8, each run off by <= 0.006): the floor binds,
+    the gap's interval lies within +-0.05 and the base alone predicts the ceiling (leave-one-base-out error
+    <= 0.05): supported. sort: every ceiling is 0.95, far above each base's pass@k (0.3-0.8) with intervals
+    apart: contradicted. The pooled table says nothing about families, so these verdicts come from the family
+    table alone."""
+    ft = family_table(family_runs("recall", lambda x: x) + family_runs("sort", lambda x: 0.95))
+    a = analyse(CONFIG, table(diversity_runs(lambda x: 0.1 + 0.5 * x)), ft)
+    assert family_verdict(a, "recall") == SUPPORT
+    assert family_verdict(a, "sort") == CONTRADICT
+    r = a.families["recall"]
+    assert r["identifiable"] == 9 and r["bases"] == 3 and r["n_above"] == 0
+    gaps = [0.006, -0.004, -0.002] * 3
+    assert r["gap"]["estimate"] == pytest.approx(np.mean(gaps))
+    half = sps.t.ppf(0.975, 8) * np.std(gaps, ddof=1) / 3
+    assert (r["gap"]["ci_low"], r["gap"]["ci_high"]) == (pytest.approx(np.mean(gaps) - half),
+                                                         pytest.approx(np.mean(gaps) + half))
+    assert r["prediction"]["rmse"] <= 0.05
+    assert a.families["sort"]["n_above"] == 9
+
+
+def test_a_family_with_an_unpredictable_ceiling_cannot_be_decided():
+    """Ceilings below the base's reach but unrelated to it (0.5 on every base, base pass@k 0.3-0.8): no run
+    is above its base's pass@k by much, yet the gap is not small and the base does not predict it."""
+    ft = family_table(family_runs("recall", lambda x: 0.5, final_cov_of=lambda x: x))
+    ft.loc[ft["base_pass@kmax"] < 0.5, ["base_pass@kmax", "base_pass@kmax_low", "base_pass@kmax_high"]] = [0.52, 0.49, 0.55]
+    a = analyse(CONFIG, table(diversity_runs(lambda x: 0.1 + 0.5 * x)), ft)
+    assert is_undecided(family_verdict(a, "recall"))
+
+
+def test_the_sft_arm_lifts_the_ceiling_or_not():
+    """The SFT arm ends 0.2 above RL alone on recall on every base and seed, with pass@k at the largest k above
+    the base's: supported. An arm that ends 0.1 below RL alone everywhere: contradicted."""
+    rl = family_runs("recall", lambda x: x)
+    lifted = family_runs("recall", lambda x: x, arm="sft", final_cov_of=lambda x: min(1.0, x + 0.2),
+                         final_reward_of=lambda x: x + 0.2)
+    a = analyse(CONFIG, table(diversity_runs(lambda x: 0.1 + 0.5 * x)), family_table(rl + lifted))
+    (r,) = a.arms
+    assert r["arm"] == "sft" and r["family"] == "recall" and r["pairs"] == 9
+    assert r["final_reward_difference"]["estimate"] == pytest.approx(0.2)
+    assert a.verdicts["converse: external data lifts the ceiling"] == SUPPORT
+    worse = family_runs("recall", lambda x: x, arm="sft", final_reward_of=lambda x: x - 0.1)
+    a = analyse(CONFIG, table(diversity_runs(lambda x: 0.1 + 0.5 * x)), family_table(rl + worse))
+    assert a.verdicts["converse: external data lifts the ceiling"] == CONTRADICT
+
+
+def test_arm_and_control_cells_stay_out_of_the_pooled_regression():
+    """An SFT arm row with a huge ceiling must not move the across-run regression of RL cells."""
+    from ceiling.sweep.aggregate import regression_table
+
+    rows = diversity_runs(lambda x: 0.1 + 0.5 * x)
+    arm = {**row("b0-s0-sft", "b0", x=0.4, base_cov=0.4, ceiling=0.99), "arm": "sft"}
+    t = table(rows + [arm])
+    t["arm"] = t["arm"].fillna("rl")
+    reg = regression_table(t, CONFIG)
+    assert "b0-s0-sft" not in set(reg["run"]) and len(reg) == 6

@@ -1,6 +1,6 @@
 """`ceiling pretrain`: pretrain tiny base models of controlled diversity (see `ceiling.pretrain`).
 
-    ceiling pretrain --all                                          # tiny-low, tiny-medium, tiny-high
+    ceiling pretrain --all                                          # tiny-{low,medium,high}, tiny-recall-{...}
     ceiling pretrain --diversity 0.5 --name tiny-medium --seed 0    # one base into data/bases/tiny-medium
     ceiling pretrain --diversity 0.8 --out /tmp/my-base             # anywhere
 """
@@ -17,7 +17,7 @@ from ceiling.pretrain import CorpusSpec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--all", action="store_true", help="pretrain the three shipped bases (tiny-low, -medium, -high)")
+    parser.add_argument("--all", action="store_true", help="pretrain the shipped bases (tiny-low, -medium, -high and tiny-recall-low, -medium, -high)")
     parser.add_argument("--diversity", type=float, default=None, help="the knob, in [0, 1]")
     parser.add_argument("--name", default=None, help="base name: the folder under data/bases/ (default from --out)")
     parser.add_argument("--out", default=None, help="output folder (default data/bases/NAME)")
@@ -62,15 +62,15 @@ def _summary(path: Path) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from ceiling.models import bases_dir
-    from ceiling.pretrain import PRESETS, pretrain
+    from ceiling.pretrain import BASE_TASKS, PRESETS, pretrain
 
     cfg = _config(args)
-    corpus = given_flags(args, CorpusSpec)
+    corpus = {k: v for k, v in given_flags(args, CorpusSpec).items() if k in ("tasks", "verified_share") and v is not None}
     if args.all:
         if args.diversity is not None or args.name or args.out:
             raise error_at(None, "--all builds the shipped bases; do not combine it with --diversity/--name/--out",
                            field="--all")
-        jobs = [(bases_dir() / name, d) for name, d in PRESETS.items()]
+        jobs = [(bases_dir() / name, d, BASE_TASKS.get(name)) for name, d in PRESETS.items()]
     else:
         if args.diversity is None:
             if args.name in PRESETS:
@@ -79,9 +79,10 @@ def main(args: argparse.Namespace) -> int:
                 raise error_at(None, "give --diversity D (or --all, or --name of a shipped base)", field="--diversity")
         if not args.name and not args.out:
             raise error_at(None, "give --name NAME (data/bases/NAME) or --out DIR", field="--name")
-        jobs = [(Path(args.out) if args.out else bases_dir() / args.name, args.diversity)]
-    for out, diversity in jobs:
+        jobs = [(Path(args.out) if args.out else bases_dir() / args.name, args.diversity, BASE_TASKS.get(args.name or ""))]
+    for out, diversity, tasks in jobs:
         start = time.perf_counter()
-        path = pretrain(out, diversity, seed=args.seed, cfg=cfg, measure=not args.no_measure, **corpus)
+        settings = {**({"tasks": tasks} if tasks else {}), **corpus}
+        path = pretrain(out, diversity, seed=args.seed, cfg=cfg, measure=not args.no_measure, **settings)
         print(_summary(path) + f" [{time.perf_counter() - start:.0f} s in all]", flush=True)
     return 0

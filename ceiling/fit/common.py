@@ -11,7 +11,8 @@ from ceiling.errors import CeilingError
 
 SCHEMA_VERSION = 1
 # the words a report uses for each fits.json section
-SECTION_TITLES = {"diagnosis": "run diagnosis", "ceiling": "ceiling", "entropy_law": "entropy law",
+SECTION_TITLES = {"diagnosis": "run diagnosis", "ceiling": "ceiling", "family_ceilings": "ceiling per verified family",
+                  "entropy_law": "entropy law",
                   "collapse": "KL collapse threshold", "across_runs": "across runs"}
 
 

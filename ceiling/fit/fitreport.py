@@ -30,15 +30,17 @@ from ceiling.fit.common import SCHEMA_VERSION, NotAvailable, fingerprint
 from ceiling.fit.curve import DEFAULT_MAX_CI_WIDTH, CurveFit, CurveFitter, backtest, compare_forms, detect_collapse
 from ceiling.fit.diagnosis import RunDiagnosis, diagnose
 from ceiling.fit.entropy import EntropyLawFit, fit_entropy_law
+from ceiling.fit.families import FamilyCeilings
 from ceiling.fit.registry import REQUIRED_SECTIONS, SECTION_KINDS, SECTIONS
-from ceiling.frame import normalize_frame, one_family_set
+from ceiling.frame import FAMILY_SETS, normalize_frame, one_family_set
 from ceiling.io import atomic_write_json, read_json
 
 VERIFIED_METRICS = ("verified/reward", "verified/greedy_acc", "verified/eval_acc")
 UNVERIFIED_METRICS = ("unverified/score", "unverified/greedy_acc")
 KL_METRICS = ("kl/policy_base_k3", "kl/logged", "kl/policy_base_k1", "kl/policy_base_k3_token")
 ENTROPY_METRIC = "policy/entropy"
-Section = RunDiagnosis | CurveFit | EntropyLawFit | CollapseFit | AcrossRunsFit | NotAvailable
+Section = RunDiagnosis | CurveFit | FamilyCeilings | EntropyLawFit | CollapseFit | AcrossRunsFit | NotAvailable
+OPTIONAL_SECTIONS = ("diagnosis", "family_ceilings")  # left out of fits.json when None
 
 
 @dataclass
@@ -52,6 +54,7 @@ class FitReport:
     across_runs: Section | None
     meta: dict[str, Any] = field(default_factory=dict)
     diagnosis: Section | None = None
+    family_ceilings: Section | None = None
 
     def sections(self) -> dict[str, Section | None]:
         return {name: getattr(self, name) for name in SECTIONS}
@@ -66,8 +69,8 @@ class FitReport:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "run": self.run}
         for name, sec in self.sections().items():
-            if sec is None and name == "diagnosis":
-                continue  # fits.json written before the diagnosis existed stay as they were
+            if sec is None and name in OPTIONAL_SECTIONS:
+                continue  # fits.json written before these sections existed (or without them) stay as they were
             out[name] = None if sec is None else sec.to_dict()
         out["meta"] = self.meta
         return out
@@ -200,6 +203,7 @@ def fit_frame(frame: pd.DataFrame, run: str | None = None, x: str = "compute", m
                             "n_rows": len(rdf)}
     diagnosis = _section("diagnosis", lambda: diagnose(rdf, n_sim=min(max(n_boot, 199), 999), seed=seed))
     ceiling = _section("ceiling", lambda: _fit_ceiling(rdf, x, metric, forms, fitter, meta))
+    families = _family_ceilings(rdf, x, metric, forms, fitter)
     entropy = _section("entropy_law", lambda: _fit_entropy(rdf, metric, meta))
     collapse = _section("collapse", lambda: _fit_collapse_frame(rdf, x, metric, n_boot, seed, meta))
     across_sec: Section | None = None
@@ -208,7 +212,7 @@ def fit_frame(frame: pd.DataFrame, run: str | None = None, x: str = "compute", m
                       if len(runs) < 3 else
                       _section("across_runs", lambda: _fit_across(df, runs, x, metric, replace(fitter, n_boot=min(n_boot, 300)))))
     return FitReport(run=run, ceiling=ceiling, entropy_law=entropy, collapse=collapse, across_runs=across_sec,
-                     meta=meta, diagnosis=diagnosis)
+                     meta=meta, diagnosis=diagnosis, family_ceilings=families)
 
 
 def _section(name: str, build: Any) -> Section:
@@ -246,6 +250,26 @@ def _fit_ceiling(rdf: pd.DataFrame, x: str, metric: str | None, forms: Sequence[
                  "backtest": bt.replace({np.nan: None}).to_dict(orient="records")}
     meta["ceiling_metric"] = name
     return fit
+
+
+def verified_families(rdf: pd.DataFrame, metric: str = "verified/reward") -> list[str]:
+    """The families with their own rows of `metric` (aggregate family sets aside), in the frame's order."""
+    fam = rdf.loc[(rdf["metric"] == metric) & rdf["k"].isna(), "family"].dropna()
+    return list(dict.fromkeys(f for f in fam if f not in FAMILY_SETS))
+
+
+def _family_ceilings(rdf: pd.DataFrame, x: str, metric: str | None, forms: Sequence[str],
+                     fitter: CurveFitter) -> FamilyCeilings | None:
+    """Each verified family's ceiling, fitted as the pooled one is; None with fewer than two families."""
+    name = metric or "verified/reward"
+    names = verified_families(rdf, name)
+    if len(names) < 2:
+        return None
+    fits = {}
+    for fam in names:
+        rows = rdf[(rdf["metric"] == name) & (rdf["family"] == fam)]
+        fits[fam] = _section(f"ceiling of {fam}", lambda: _fit_ceiling(rows, x, name, forms, fitter, {}))
+    return FamilyCeilings(fits=fits, metric=name)
 
 
 def _fit_entropy(rdf: pd.DataFrame, metric: str | None, meta: dict[str, Any]) -> EntropyLawFit:

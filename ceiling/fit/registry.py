@@ -11,11 +11,13 @@ from ceiling.fit.common import SECTION_TITLES
 from ceiling.fit.curve import CurveFit
 from ceiling.fit.diagnosis import RunDiagnosis
 from ceiling.fit.entropy import EntropyLawFit
+from ceiling.fit.families import FamilyCeilings
 
 # section name -> (the `kind` its stored dict carries, the result class that rebuilds it)
 REGISTRY = {
     "diagnosis": ("diagnosis", RunDiagnosis),
     "ceiling": ("curve", CurveFit),
+    "family_ceilings": ("family_ceilings", FamilyCeilings),
     "entropy_law": ("entropy_law", EntropyLawFit),
     "collapse": ("collapse", CollapseFit),
     "across_runs": ("across_runs", AcrossRunsFit),

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ceiling.sweep.aggregate import SweepAnalysis, analyse, read_eval, sweep_table
+from ceiling.sweep.aggregate import SweepAnalysis, analyse, family_table, read_eval, sweep_table
 from ceiling.sweep.config import Cell, SweepConfig, load_sweep, parse_sweep
 from ceiling.sweep.engine import (
     CellResult,
@@ -49,7 +49,7 @@ def build_sweep_report(config: SweepConfig, runs_dir: str | Path = "runs",
     from ceiling.sweep.report import curves, write_report
 
     table = sweep_table(config, runs_dir)
-    analysis = analyse(config, table)
+    analysis = analyse(config, table, family_table(config, runs_dir))
     frames = {}
     for c in config.cells:
         if is_complete(cell_dir(runs_dir, config, c), c):

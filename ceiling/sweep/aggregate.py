@@ -27,6 +27,7 @@ from scipy import stats as sps
 from ceiling.errors import CeilingError
 from ceiling.evaluate.floor import diversity_floor
 from ceiling.fit import CollapseFit, CurveFit, fit_across_runs, load_fits
+from ceiling.fit.families import FamilyCeilings
 from ceiling.fit.common import fmt
 from ceiling.frame import normalize_frame
 from ceiling.sweep.config import Cell, SweepConfig
@@ -140,7 +141,7 @@ def cell_row(cell: Cell, run_dir: Path) -> dict[str, Any]:
     return row
 
 
-COLUMNS = ["cell", "base", "seed", "beta", "lr", "reward", "status", "ceiling", "ceiling_low", "ceiling_high",
+COLUMNS = ["cell", "base", "seed", "beta", "lr", "reward", "arm", "status", "ceiling", "ceiling_low", "ceiling_high",
            "ceiling_identifiable", "ceiling_form", "base_pass@kmax", "k_max", "base_entropy", "base_distinct_answers",
            "div_pass@k", "div_k", "div_entropy", "div_distinct_answers", "final_step", "base_reward",
            "base_reward_low", "base_reward_high", "final_reward", "final_reward_low", "final_reward_high", "gain",
@@ -159,6 +160,60 @@ def sweep_table(config: SweepConfig, runs_dir: str | Path) -> pd.DataFrame:
         if c not in df.columns:
             df[c] = np.nan
     return df[COLUMNS]
+
+
+FAMILY_COLUMNS = ["cell", "base", "seed", "beta", "lr", "reward", "arm", "status", "family", "ceiling", "ceiling_low",
+                  "ceiling_high", "ceiling_identifiable", "ceiling_form", "k_max", "base_pass@kmax",
+                  "base_pass@kmax_low", "base_pass@kmax_high", "final_pass@kmax", "final_pass@kmax_low",
+                  "final_pass@kmax_high", "base_reward", "base_reward_low", "base_reward_high", "final_reward",
+                  "final_reward_low", "final_reward_high", "gain", "coverage_change", "base_pass@1", "final_pass@1",
+                  "base_entropy", "base_distinct_answers", "ceiling_note"]
+
+
+def family_rows(cell: Cell, run_dir: Path) -> list[dict[str, Any]]:
+    """One row per verified family of a complete cell whose fits.json has a `family_ceilings` section: the
+    family's own ceiling, and its base and final held-out numbers (its floor: pass@k at the largest k, entropy
+    and distinct answers of the base on that family alone)."""
+    if not is_complete(run_dir, cell):
+        return []
+    fits = load_fits(run_dir / "fits.json")
+    fam = fits.family_ceilings
+    ev = read_eval(run_dir)
+    if not isinstance(fam, FamilyCeilings) or ev is None or ev.empty:
+        return []
+    first, last = int(ev["step"].min()), int(ev["step"].max())
+    rows = []
+    for name, fit in fam.fits.items():
+        row: dict[str, Any] = {**cell.coordinates(), "status": "complete", "family": name}
+        fitted = isinstance(fit, CurveFit)
+        row.update({"ceiling": _num(fit.estimate) if fitted else np.nan,
+                    "ceiling_low": _num(fit.ci_low) if fitted else np.nan,
+                    "ceiling_high": _num(fit.ci_high) if fitted else np.nan,
+                    "ceiling_identifiable": bool(fit.identifiable) if fitted else False,
+                    "ceiling_form": fit.form if fitted else None,
+                    "ceiling_note": "; ".join(fit.reasons)[:300]})
+        pk = ev[(ev["metric"] == "verified/pass@k") & (ev["family"] == name)]
+        kmax = float(pk["k"].max()) if not pk.empty else np.nan
+        row["k_max"] = kmax
+        for key, metric, k in (("reward", "verified/reward", None), ("pass@kmax", "verified/pass@k", kmax),
+                               ("pass@1", "verified/pass@k", 1.0)):
+            for when, step in (("base", first), ("final", last)):
+                v, lo, hi = value_at(ev, metric, step, name, k)
+                row.update({f"{when}_{key}": v, f"{when}_{key}_low": lo, f"{when}_{key}_high": hi})
+        row["base_entropy"] = value_at(ev, "policy/entropy", first, name)[0]
+        row["base_distinct_answers"] = value_at(ev, "diversity/distinct_answers", first, name)[0]
+        row["gain"] = row["final_reward"] - row["base_reward"]
+        row["coverage_change"] = row["final_pass@kmax"] - row["base_pass@kmax"]
+        rows.append(row)
+    return rows
+
+
+def family_table(config: SweepConfig, runs_dir: str | Path) -> pd.DataFrame:
+    """One row per (cell, verified family), for cells rewarded on at least two families (columns
+    `FAMILY_COLUMNS`); empty when no cell has per-family ceilings."""
+    rows = [r for c in config.cells for r in family_rows(c, cell_dir(runs_dir, config, c))]
+    df = pd.DataFrame(rows, columns=FAMILY_COLUMNS)
+    return df[FAMILY_COLUMNS]
 
 
 # ------------------------------------------------------------------------------------------ statistics
@@ -220,11 +275,35 @@ def difference(a: Interval, b: Interval) -> Interval:
     return Interval(d, d - h, d + h, a.n + b.n, "difference of the two means, half-widths combined in quadrature")
 
 
+def welch_difference(a: Any, b: Any, level: float = LEVEL) -> Interval:
+    """mean(a) - mean(b) with a Welch t interval (unequal variances, Welch-Satterthwaite degrees of freedom);
+    needs at least 2 finite values in each group (else NaN: use `difference` of the two intervals)."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+    if x.size < 2 or y.size < 2:
+        return Interval(np.nan, np.nan, np.nan, int(x.size + y.size), "Welch interval needs 2 runs a group")
+    vx, vy = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    se = float(np.sqrt(vx + vy))
+    d = float(x.mean() - y.mean())
+    if se == 0:
+        return Interval(d, d, d, int(x.size + y.size), "difference of means; no spread in either group")
+    dof = (vx + vy) ** 2 / (vx**2 / (x.size - 1) + vy**2 / (y.size - 1))
+    half = float(sps.t.ppf(0.5 + level / 2, dof)) * se
+    return Interval(d, d - half, d + half, int(x.size + y.size),
+                    f"difference of means, {level:.0%} Welch t interval ({dof:.1f} degrees of freedom)")
+
+
 # ------------------------------------------------------------------------------------------ the analyses
+def _with_arm(df: pd.DataFrame) -> pd.DataFrame:
+    """Tables made before arms existed (or by hand, arm left empty) hold RL cells only."""
+    return df.assign(arm=df["arm"].fillna("rl") if "arm" in df.columns else "rl")
+
+
 def regression_table(df: pd.DataFrame, config: SweepConfig) -> pd.DataFrame:
-    """The runs of the across-run regression: complete real-reward cells at the reference beta and lr."""
-    sel = df[(df["reward"] == "verified") & (df["status"] == "complete") & (df["beta"] == config.reference_beta)
-             & (df["lr"] == config.reference_lr)]
+    """The runs of the across-run regression: complete real-reward RL cells at the reference beta and lr."""
+    df = _with_arm(df)
+    sel = df[(df["reward"] == "verified") & (df["arm"] == "rl") & (df["status"] == "complete")
+             & (df["beta"] == config.reference_beta) & (df["lr"] == config.reference_lr)]
     out = sel.rename(columns={"cell": "run", "ceiling_low": "ci_low", "ceiling_high": "ci_high",
                               "ceiling_identifiable": "identifiable"})
     return out[["run", "base", "seed", "ceiling", "ci_low", "ci_high", "identifiable", *MEASURES]].reset_index(drop=True)
@@ -279,16 +358,20 @@ def leave_one_base_out(table: pd.DataFrame, measure: str) -> dict[str, Any]:
 
 
 def control_comparison(df: pd.DataFrame) -> list[dict[str, Any]]:
-    """Each random-reward control against the real-reward runs of the same base, beta and lr."""
+    """Each random-reward control against the real-reward RL runs of the same base, beta and lr (Welch interval
+    on the difference of mean gains when both groups hold 2 runs or more)."""
+    df = _with_arm(df)
     out = []
     done = df[df["status"] == "complete"]
     for (base, beta, lr), ctrl in done[done["reward"] == "random"].groupby(["base", "beta", "lr"], sort=True):
-        real = done[(done["reward"] == "verified") & (done["base"] == base) & (done["beta"] == beta)
-                    & (done["lr"] == lr)]
+        real = done[(done["reward"] == "verified") & (done["arm"] == "rl") & (done["base"] == base)
+                    & (done["beta"] == beta) & (done["lr"] == lr)]
         g_real = mean_interval(real["gain"], _diff_half(real, "final_reward", "base_reward"))
         g_ctrl = mean_interval(ctrl["gain"], _diff_half(ctrl, "final_reward", "base_reward"))
+        welch = welch_difference(real["gain"], ctrl["gain"])
+        diff = welch if np.isfinite(welch.estimate) else difference(g_real, g_ctrl)
         out.append({"base": base, "beta": float(beta), "lr": float(lr), "real": g_real.to_dict(),
-                    "control": g_ctrl.to_dict(), "difference": difference(g_real, g_ctrl).to_dict(),
+                    "control": g_ctrl.to_dict(), "difference": diff.to_dict(),
                     "real_runs": real["cell"].tolist(), "control_runs": ctrl["cell"].tolist()})
     return out
 
@@ -309,6 +392,7 @@ class Claim(str, Enum):
     KL_COST = "2. past a critical KL, verified gains cost unverified reasoning"
     COVERAGE = "coverage (Yue et al. 2025: RL narrows pass@k at large k)"
     CONTROL = "control: random reward"
+    CONVERSE = "converse: external data lifts the ceiling"
 
     __str__ = str.__str__
     __format__ = str.__format__
@@ -345,6 +429,12 @@ class SweepAnalysis:
     controls: list[dict[str, Any]]
     findings: list[Finding] = field(default_factory=list)
     verdicts: dict[str, str] = field(default_factory=dict)
+    family_table: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=FAMILY_COLUMNS))
+    """One row per (cell, verified family) when cells are rewarded on several families."""
+    families: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per verified family: its regression, leave-one-base-out prediction and ceiling-vs-floor gap."""
+    arms: list[dict[str, Any]] = field(default_factory=list)
+    """Each non-RL arm (e.g. SFT mix-in) against RL alone on the same bases, seeds and beta, per family."""
 
     def to_dict(self) -> dict[str, Any]:
         runs = self.table.replace({np.nan: None}).to_dict(orient="records")
@@ -355,6 +445,8 @@ class SweepAnalysis:
                 {"kind": "not_available", "reason": self.across_reason},
                 "prediction_from_base": self.prediction, "coverage": self.coverage,
                 "unverified": self.unverified, "thresholds": self.thresholds, "controls": self.controls,
+                "families": self.families, "arms": self.arms,
+                "family_runs": self.family_table.replace({np.nan: None}).to_dict(orient="records"),
                 "conclusion": {"verdicts": self.verdicts, "findings": [f.to_dict() for f in self.findings]}}
 
 
@@ -493,6 +585,118 @@ def _control_findings(a: SweepAnalysis) -> list[Finding]:
     return out
 
 
+BINDS_MARGIN = 0.05
+"""A family's floor binds when its ceilings sit no more than this above the base's pass@k at the largest k (and
+none clearly above it); also the leave-one-base-out error the issue sets as the knowledge family's goal."""
+
+
+def family_analysis(ft: pd.DataFrame, config: SweepConfig) -> dict[str, dict[str, Any]]:
+    """Per verified family, on the reference real-reward RL cells: the across-run regression of the family's
+    ceilings on its base pass@k at the largest k, leave-one-base-out predictions, and the gap between each
+    identifiable ceiling and its base's pass@k at the largest k (mean over runs, t interval)."""
+    out: dict[str, dict[str, Any]] = {}
+    if ft.empty:
+        return out
+    sel = ft[(ft["reward"] == "verified") & (ft["arm"] == "rl") & (ft["status"] == "complete")
+             & (ft["beta"] == config.reference_beta) & (ft["lr"] == config.reference_lr)]
+    for fam, rows in sel.groupby("family", sort=False):
+        reg = rows.rename(columns={"cell": "run", "ceiling_low": "ci_low", "ceiling_high": "ci_high",
+                                   "ceiling_identifiable": "identifiable"}).reset_index(drop=True)
+        reg = reg[["run", "base", "seed", "ceiling", "ci_low", "ci_high", "identifiable", *MEASURES]]
+        fit, reason = across(reg)
+        lobo = leave_one_base_out(reg, "base_pass@kmax")
+        ident = reg[reg["identifiable"].astype(bool)]
+        gap = mean_interval(ident["ceiling"] - ident["base_pass@kmax"])
+        above = rows[rows["ceiling_identifiable"].astype(bool) & (rows["ceiling_low"] > rows["base_pass@kmax_high"])]
+        out[str(fam)] = {
+            "runs": len(reg), "identifiable": len(ident), "bases": int(ident["base"].nunique()),
+            "regression": fit.to_dict() if fit is not None else {"kind": "not_available", "reason": reason},
+            "slope": (fit.regressions[fit.primary]["slope"] if fit is not None else None),
+            "slope_ci": (list(fit.regressions[fit.primary]["slope_ci"]) if fit is not None else None),
+            "slope_detected": bool(fit.detected) if fit is not None else False,
+            "prediction": lobo, "gap": gap.to_dict(), "n_above": len(above),
+            "base_pass@kmax": {str(b): _finite(float(g["base_pass@kmax"].mean())) for b, g in reg.groupby("base")},
+            "ceiling_by_base": {str(b): _finite(float(g["ceiling"].mean())) for b, g in ident.groupby("base")}}
+    return out
+
+
+def _family_findings(a: SweepAnalysis) -> list[Finding]:
+    """Claim 1 on each verified family: does its floor bind (ceilings at the base's pass@k at large k, predicted
+    from the base alone), or does RL go past what the base could sample (a skill that carries over)?"""
+    out = []
+    for fam, r in a.families.items():
+        gap, lobo = r["gap"], r["prediction"]
+        n, n_id, above = r["runs"], r["identifiable"], r["n_above"]
+        rmse = lobo.get("rmse")
+        pred = (f"leave-one-base-out error RMSE {fmt(rmse)} over {len(lobo.get('rows') or [])} runs"
+                if rmse is not None else "no leave-one-base-out prediction (" + "; ".join(lobo.get("reasons") or ["-"]) + ")")
+        slope = (f"slope on the base's pass@k {fmt(r['slope'])} [{fmt(r['slope_ci'][0])}, {fmt(r['slope_ci'][1])}]"
+                 if r["slope"] is not None else "no regression")
+        head = (f"{fam}: {n_id} of {n} runs identifiable on {r['bases']} bases; ceiling minus the base's pass@k at "
+                f"the largest k {_ci(gap)}; {above} ceiling(s) clearly above it; {slope}; {pred}.")
+        if n_id < max(3, (n + 1) // 2):
+            v, what = UNDECIDED, " Too few identifiable ceilings to tell."
+        elif above > n_id // 2:
+            v, what = CONTRADICT, (" RL went past what the base could sample: this family's floor does not bind "
+                                   "(a skill that carries over to sub-spaces the base never solved).")
+        elif (above == 0 and gap["ci_high"] is not None and -BINDS_MARGIN <= gap["ci_low"] <= gap["ci_high"] <= BINDS_MARGIN
+              and ((rmse is not None and rmse <= BINDS_MARGIN) or (r["slope_detected"] and (r["slope"] or 0) > 0))):
+            v, what = SUPPORT, (f" The floor binds: the ceiling sits within {BINDS_MARGIN:g} of the base's pass@k at "
+                                "large k and is predicted from the base alone.")
+        elif gap["ci_high"] is not None and gap["ci_high"] < -BINDS_MARGIN:
+            v, what = UNDECIDED, " RL stopped below what the base could sample; the floor is not what limits it."
+        else:
+            v, what = UNDECIDED, " Neither clearly at nor clearly above the base's reach."
+        out.append(Finding(Claim.CEILING, v, head + what, key=False))
+    return out
+
+
+def arm_comparison(table: pd.DataFrame, ft: pd.DataFrame) -> list[dict[str, Any]]:
+    """Each non-RL arm against RL alone on the same (base, seed, beta, lr) cells: per family (pooled when there
+    are no families), the difference of final held-out reward (paired over matched cells, t interval) and how
+    many arm runs end with pass@k at the largest k above their base's (intervals apart)."""
+    out = []
+    frames = [("verified", table)] if ft.empty else [(f, g) for f, g in ft.groupby("family", sort=False)]
+    keys = ["base", "seed", "beta", "lr"]
+    for fam, df in frames:
+        done = df[(df["status"] == "complete") & (df["reward"] == "verified")]
+        rl = done[done["arm"] == "rl"]
+        for arm, g in done[done["arm"] != "rl"].groupby("arm", sort=True):
+            m = g.merge(rl, on=keys, suffixes=("", "_rl"))
+            d = mean_interval(m["final_reward"] - m["final_reward_rl"])
+            lifted = int((g["final_pass@kmax_low"] > g["base_pass@kmax_high"]).sum())
+            ceil_above = int((g["ceiling_identifiable"].astype(bool) & (g["ceiling_low"] > g["base_pass@kmax_high"])).sum())
+            out.append({"arm": str(arm), "family": str(fam), "pairs": len(m), "runs": len(g),
+                        "final_reward_difference": d.to_dict(),
+                        "arm_final_reward": _finite(float(g["final_reward"].mean())) if len(g) else None,
+                        "rl_final_reward": _finite(float(m["final_reward_rl"].mean())) if len(m) else None,
+                        "base_pass@kmax": _finite(float(g["base_pass@kmax"].mean())) if len(g) else None,
+                        "n_pass@kmax_above_base": lifted, "n_ceiling_above_base": ceil_above,
+                        "cells": g["cell"].tolist()})
+    return out
+
+
+def _arm_findings(a: SweepAnalysis) -> list[Finding]:
+    out = []
+    for r in a.arms:
+        d = r["final_reward_difference"]
+        if r["pairs"] == 0 or d["ci_low"] is None:
+            v, what = UNDECIDED, "no matched RL-alone run (or a single pair) to compare with"
+        elif d["ci_low"] > 0 and r["n_pass@kmax_above_base"] > r["runs"] // 2:
+            v, what = SUPPORT, "external data lifted the family past what the base could sample"
+        elif d["ci_high"] is not None and d["ci_high"] <= 0:
+            v, what = CONTRADICT, "the mix-in did not raise held-out reward over RL alone"
+        else:
+            v, what = UNDECIDED, "the difference is within noise"
+        out.append(Finding(Claim.CONVERSE, v,
+                           f"{r['arm']} arm on {r['family']}: final held-out reward {fmt(r['arm_final_reward'])} vs "
+                           f"RL alone {fmt(r['rl_final_reward'])} at the same steps; paired difference {_ci(d)} over "
+                           f"{r['pairs']} base/seed pair(s); {r['n_pass@kmax_above_base']} of {r['runs']} arm runs end "
+                           f"with pass@k at the largest k above the base's ({fmt(r['base_pass@kmax'])}); "
+                           f"{r['n_ceiling_above_base']} with an identifiable ceiling above it: {what}."))
+    return out
+
+
 def _overall(findings: list[Finding], claim: Claim) -> str:
     """The claim's verdict from its key findings: all supported -> supported; contradicted (and nothing
     supported) -> contradicted; both -> mixed; some supported, the rest undecided -> partly supported."""
@@ -508,15 +712,17 @@ def _overall(findings: list[Finding], claim: Claim) -> str:
     return UNDECIDED
 
 
-def analyse(config: SweepConfig, table: pd.DataFrame) -> SweepAnalysis:
-    """The across-run fits, predictions, comparisons and verdicts of a collected sweep table."""
+def analyse(config: SweepConfig, table: pd.DataFrame, families: pd.DataFrame | None = None) -> SweepAnalysis:
+    """The across-run fits, predictions, comparisons and verdicts of a collected sweep table (and of its
+    per-family table, `family_table`, when cells are rewarded on several families)."""
+    table = _with_arm(table)
     reg = regression_table(table, config)
     fit, reason = across(reg)
     primary = fit.primary if fit is not None else "base_pass@kmax"
     prediction = leave_one_base_out(reg, primary) if reg[primary].notna().any() else {
         "method": "leave one base out", "measure": primary, "rows": [], "rmse": None, "mean_error": None,
         "coverage": None, "reasons": [reason or "no base measures"]}
-    real = table[(table["reward"] == "verified") & (table["status"] == "complete")]
+    real = table[(table["reward"] == "verified") & (table["arm"] == "rl") & (table["status"] == "complete")]
     cov_change = mean_interval(real["coverage_change"], _diff_half(real, "final_pass@kmax", "base_pass@kmax"))
     coverage = {"change": cov_change.to_dict(),
                 "n_lower": int((real["final_pass@kmax_high"] < real["base_pass@kmax_low"]).sum()),
@@ -536,7 +742,12 @@ def analyse(config: SweepConfig, table: pd.DataFrame) -> SweepAnalysis:
                       reference_lr=config.reference_lr, across=fit, across_reason=reason, prediction=prediction,
                       coverage=coverage, unverified=unverified, thresholds=thresholds,
                       controls=control_comparison(table))
-    a.findings = _claim1(a, reg) + _claim2(a, real) + [_coverage_finding(a)] + _control_findings(a)
+    if families is not None and not families.empty:
+        a.family_table = families
+    a.families = family_analysis(a.family_table, config)
+    a.arms = arm_comparison(table, a.family_table)
+    a.findings = (_claim1(a, reg) + _family_findings(a) + _claim2(a, real) + [_coverage_finding(a)]
+                  + _control_findings(a) + _arm_findings(a))
     claim2 = _overall(a.findings, Claim.KL_COST)
     if claim2 == UNDECIDED and thresholds["n_detected"] == 0 and thresholds["max_kl"] is not None:
         claim2 += f" (no threshold and no unverified loss up to KL {fmt(thresholds['max_kl'])} nats)"
@@ -544,4 +755,15 @@ def analyse(config: SweepConfig, table: pd.DataFrame) -> SweepAnalysis:
                   "claim 2: past a critical KL, verified gains cost unverified reasoning": claim2,
                   "RL narrows coverage (pass@k at large k)": _overall(a.findings, Claim.COVERAGE),
                   "gains are genuine (beat the random-reward control)": _overall(a.findings, Claim.CONTROL)}
+    for f in _family_findings(a):
+        a.verdicts[f"claim 1 on {f.text.split(':', 1)[0]}"] = f.verdict
+    if a.arms:
+        a.verdicts["converse: external data lifts the ceiling"] = _family_overall(_arm_findings(a))
     return a
+
+
+def _family_overall(findings: list[Finding]) -> str:
+    vs = [f.verdict for f in findings]
+    if vs and all(v == vs[0] for v in vs):
+        return vs[0]
+    return "mixed: " + "; ".join(f"{f.text.split(':', 1)[0]} {f.verdict}" for f in findings)

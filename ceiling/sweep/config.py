@@ -12,6 +12,8 @@ A config file is a JSON object:
         {"base": ["tiny-medium"], "seed": [0, 1], "beta": [0.02, 0.1], "lr": [3e-4]}
       ],
       "controls": [{"base": ["tiny-medium"], "seed": [0], "beta": [0.0]}],   # random reward, same axes
+      "arms": [{"arm": "sft", "base": ["tiny-medium"], "seed": [0],  # other training recipes, same axes,
+                "train": {"sft_examples_per_step": 4}}],             # each with its own train overrides
       "reference_beta": 0.0                    # runs at this beta (and the first lr) feed the across-run regression
     }
 
@@ -34,7 +36,7 @@ from ceiling.pipeline import RunSpec, merge_sections, preset
 from ceiling.errors import error_at
 from ceiling.io import read_json
 
-TOP_LEVEL = ("name", "description", "preset", "train", "eval", "fit", "grid", "controls", "reference_beta")
+TOP_LEVEL = ("name", "description", "preset", "train", "eval", "fit", "grid", "controls", "arms", "reference_beta")
 AXES = ("base", "seed", "beta", "lr")
 
 
@@ -56,10 +58,13 @@ class Cell:
     """True for a random-reward control (reward drawn independently of correctness)."""
     spec: RunSpec = field(compare=False, hash=False)
     """The full `ceiling run` setup of this cell."""
+    arm: str = "rl"
+    """The training recipe: "rl" (the grid and controls) or an `arms` block's name (e.g. "sft": RL with a
+    supervised mix-in), compared against the "rl" cells of the same base, seed and beta."""
 
     def coordinates(self) -> dict[str, Any]:
         return {"cell": self.name, "base": self.base, "seed": self.seed, "beta": self.beta, "lr": self.lr,
-                "reward": "random" if self.control else "verified"}
+                "reward": "random" if self.control else "verified", "arm": self.arm}
 
     def spec_hash(self) -> str:
         """A hash of everything the cell's results depend on (its train, eval and fit settings)."""
@@ -85,7 +90,10 @@ class SweepConfig:
     """The config file it was read from."""
 
     def real_cells(self) -> list[Cell]:
-        return [c for c in self.cells if not c.control]
+        return [c for c in self.cells if not c.control and c.arm == "rl"]
+
+    def arm_cells(self) -> list[Cell]:
+        return [c for c in self.cells if c.arm != "rl"]
 
     def control_cells(self) -> list[Cell]:
         return [c for c in self.cells if c.control]
@@ -97,12 +105,12 @@ def base_label(base: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", label)
 
 
-def cell_name(base: str, seed: int, beta: float, lr: float | None, control: bool) -> str:
-    """`<base>-s<seed>-b<beta>[-lr<lr>][-random]`, e.g. `tiny-low-s0-b0.05`."""
+def cell_name(base: str, seed: int, beta: float, lr: float | None, control: bool, arm: str = "rl") -> str:
+    """`<base>-s<seed>-b<beta>[-lr<lr>][-random][-<arm>]`, e.g. `tiny-low-s0-b0.05`."""
     name = f"{base_label(base)}-s{seed}-b{beta:g}"
     if lr is not None:
         name += f"-lr{lr:g}"
-    return name + ("-random" if control else "")
+    return name + ("-random" if control else "") + ("" if arm == "rl" else f"-{arm}")
 
 
 def _as_list(value: Any, path: Path, where: str) -> list[Any]:
@@ -130,16 +138,24 @@ def _axis(block: dict[str, Any], axis: str, default: Any, path: Path, where: str
 
 
 def _blocks(data: dict[str, Any], key: str, path: Path) -> list[dict[str, Any]]:
-    raw = data.get(key, [] if key == "controls" else None)
+    raw = data.get(key, [] if key in ("controls", "arms") else None)
     if raw is None:
         raise error_at(path, "a sweep needs a grid (bases x seeds x beta)", field=key)
     blocks = raw if isinstance(raw, list) else [raw]
     for i, b in enumerate(blocks):
         if not isinstance(b, dict):
             raise error_at(path, "must be a JSON object with lists base / seed / beta / lr", field=f"{key}[{i}]")
-        unknown = set(b) - set(AXES)
+        known = AXES + (("arm", "train") if key == "arms" else ())
+        unknown = set(b) - set(known)
         if unknown:
-            raise error_at(path, f"unknown axis (known: {', '.join(AXES)})", field=f"{key}[{i}].{min(unknown)}")
+            raise error_at(path, f"unknown axis (known: {', '.join(known)})", field=f"{key}[{i}].{min(unknown)}")
+        if key == "arms":
+            arm = b.get("arm")
+            if not isinstance(arm, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", arm) or arm == "rl":
+                raise error_at(path, "an arm needs a name of lowercase letters, digits or '_' (not 'rl')",
+                               field=f"{key}[{i}].arm")
+            if not isinstance(b.get("train", {}), dict):
+                raise error_at(path, "must be a JSON object of train settings", field=f"{key}[{i}].train")
     return blocks
 
 
@@ -151,12 +167,18 @@ def _cells(blocks: list[dict[str, Any]], shared: RunSpec, control: bool, key: st
         seeds = _axis(b, "seed", shared.train.get("seed", 0), path, where)
         betas = _axis(b, "beta", shared.train.get("beta", 0.0), path, where)
         lrs = _axis(b, "lr", shared.train.get("lr", 1e-4), path, where)
+        arm = b.get("arm", "rl")
+        extra = b.get("train", {})
+        clash = set(AXES + ("random_reward", "out")) & set(extra)
+        if clash:
+            raise error_at(path, "set this through the arm's axes", field=f"{where}.train.{min(clash)}")
         for base, seed, beta, lr in itertools.product(bases, seeds, betas, lrs):
-            name = cell_name(base, seed, beta, lr if "lr" in b else None, control)
+            name = cell_name(base, seed, beta, lr if "lr" in b else None, control, arm)
             spec = copy.deepcopy(shared)
             spec.name = name
-            spec.train.update({"base": base, "seed": seed, "beta": beta, "lr": lr, "random_reward": control})
-            out.append(Cell(name=name, base=base, seed=seed, beta=beta, lr=lr, control=control, spec=spec))
+            spec.train.update({**copy.deepcopy(extra), "base": base, "seed": seed, "beta": beta, "lr": lr,
+                               "random_reward": control})
+            out.append(Cell(name=name, base=base, seed=seed, beta=beta, lr=lr, control=control, arm=arm, spec=spec))
     return out
 
 
@@ -173,7 +195,8 @@ def parse_sweep(data: Any, path: str | Path = "<sweep config>") -> SweepConfig:
     if clash:
         raise error_at(path, "set this through the grid, not the shared train settings", field=f"train.{min(clash)}")
     cells = (_cells(_blocks(data, "grid", path), shared, False, "grid", path)
-             + _cells(_blocks(data, "controls", path), shared, True, "controls", path))
+             + _cells(_blocks(data, "controls", path), shared, True, "controls", path)
+             + _cells(_blocks(data, "arms", path), shared, False, "arms", path))
     seen: dict[str, Cell] = {}
     for c in cells:
         if c.name in seen and seen[c.name].base != c.base:
@@ -186,7 +209,7 @@ def parse_sweep(data: Any, path: str | Path = "<sweep config>") -> SweepConfig:
     name = str(data.get("name", path.stem))
     if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
         raise error_at(path, "use letters, digits, '.', '_' or '-' only", field="name")
-    real = [c for c in unique if not c.control]
+    real = [c for c in unique if not c.control and c.arm == "rl"]
     ref_beta = data.get("reference_beta", min(c.beta for c in real))
     if isinstance(ref_beta, bool) or not isinstance(ref_beta, (int, float)):
         raise error_at(path, "must be a number", field="reference_beta")

@@ -132,6 +132,43 @@ def _fig_ceiling(a: SweepAnalysis, reg: pd.DataFrame, colors: dict[str, str]) ->
     return fig
 
 
+def _fig_families(a: SweepAnalysis, colors: dict[str, str]) -> Figure:
+    ft = a.family_table
+    ft = ft[(ft["status"] == "complete") & (ft["reward"] == "verified") & (ft["beta"] == a.reference_beta)]
+    fams = list(dict.fromkeys(ft["family"]))
+    fig, axes = _figure(len(fams), width=4.2 * len(fams))
+    for ax, fam in zip(axes, fams):
+        d = ft[ft["family"] == fam].reset_index(drop=True)
+        _diagonal(ax, 0.0, 1.0, "ceiling = base pass@k (the cap)")
+        x = _jitter(d, "base_pass@kmax", 1.0)
+        for (base, arm), g in d.groupby(["base", "arm"], sort=False):
+            idx = g.index.to_numpy()
+            ident = g["ceiling_identifiable"].astype(bool).to_numpy()
+            marker = "o" if arm == "rl" else "s"
+            label = base if arm == "rl" else f"{base} ({arm})"
+            on = idx[ident]
+            if on.size:
+                ax.errorbar(x[on], d["ceiling"][on], yerr=_err(d["ceiling_low"][on], d["ceiling_high"][on],
+                                                                d["ceiling"][on]),
+                            fmt=marker, color=colors.get(base, CONTROL), ms=6, capsize=3, label=label,
+                            mfc="white" if arm != "rl" else None)
+            off = idx[~ident & np.isfinite(g["ceiling"].to_numpy(float))]
+            if off.size:
+                ax.scatter(x[off], d["ceiling"][off], facecolors="none", edgecolors=colors.get(base, CONTROL), s=40,
+                           marker=marker, label=f"{label} (not identifiable)")
+        r = a.families.get(fam) or {}
+        gap = r.get("gap") or {}
+        ax.set_title(f"{fam}: ceiling - base pass@k {fmt(gap.get('estimate'))} "
+                     f"{interval(gap.get('ci_low'), gap.get('ci_high'))}", loc="left", fontsize=9)
+        ax.set_xlabel(f"base pass@k at the largest k on {fam}")
+        ax.set_ylabel(f"fitted ceiling of {fam}'s held-out reward")
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_ylim(-0.02, 1.05)
+        _legend(ax, loc="lower right")
+    fig.suptitle("Each family's ceiling against its base's reach", fontsize=11, fontweight="bold")
+    return fig
+
+
 def _fig_prediction(a: SweepAnalysis, colors: dict[str, str]) -> Figure:
     p = pd.DataFrame(a.prediction["rows"])
     fig, (ax,) = _figure()
@@ -267,6 +304,14 @@ def sweep_figures(a: SweepAnalysis, cur: pd.DataFrame) -> list[SweepFigure]:
                "RL reached problems the base never solves).")
         out.append(SweepFigure("ceiling_vs_diversity", "Ceiling against base diversity", cap,
                                _render(_fig_ceiling, a, reg, colors)))
+    if not a.family_table.empty:
+        out.append(SweepFigure("ceiling_by_family", "Each family's ceiling against its base's reach",
+                               "One panel per verified family: each run's fitted ceiling of that family's held-out "
+                               f"reward ({LEVEL:.0%} interval; hollow: not identifiable; squares: other arms, e.g. the "
+                               "SFT mix-in) against its base's pass@k at the largest k on the same family, at step 0. "
+                               "On the dashed line the ceiling is exactly what the base could sample (the floor "
+                               "binds); above it RL reached problems the base never solved (the skill carried over).",
+                               _render(_fig_families, a, colors)))
     if a.prediction.get("rows"):
         out.append(SweepFigure("predicted_vs_realized", "Ceiling predicted from the base vs realized",
                                "Each run's ceiling predicted from its base's diversity by a regression on the other "
@@ -368,6 +413,48 @@ def across_display(a: SweepAnalysis) -> pd.DataFrame | None:
     return pd.DataFrame(rows)
 
 
+def families_display(a: SweepAnalysis) -> pd.DataFrame | None:
+    """Per verified family: ceilings against the base's reach, the regression and the leave-one-base-out error."""
+    if not a.families:
+        return None
+    verdicts = {f.text.split(":", 1)[0]: f.verdict for f in a.findings
+                if f.claim == "1. ceiling set by base diversity" and not f.key and ":" in f.text}
+    rows = []
+    for fam, r in a.families.items():
+        gap, lobo = r["gap"], r["prediction"]
+        by_base = "; ".join(f"{b}: {fmt(r['ceiling_by_base'].get(b))} vs {fmt(v)}" for b, v in r["base_pass@kmax"].items())
+        rows.append({"family": fam, "identifiable runs": f"{r['identifiable']} of {r['runs']}",
+                     "ceiling vs base pass@k, by base": by_base,
+                     "ceiling - base pass@k [95%]": f"{fmt(gap['estimate'])} {interval(gap['ci_low'], gap['ci_high'])}",
+                     "slope on base pass@k [95%]": (f"{fmt(r['slope'])} {interval(*r['slope_ci'])}"
+                                                    if r["slope"] is not None else "-"),
+                     "leave-one-base-out RMSE": fmt(lobo.get("rmse")), "verdict": verdicts.get(fam, "-")})
+    return pd.DataFrame(rows)
+
+
+def arms_display(a: SweepAnalysis) -> pd.DataFrame | None:
+    if not a.arms:
+        return None
+    rows = []
+    for r in a.arms:
+        d = r["final_reward_difference"]
+        rows.append({"arm": r["arm"], "family": r["family"], "pairs": r["pairs"],
+                     "final reward: arm vs RL alone": f"{fmt(r['arm_final_reward'])} vs {fmt(r['rl_final_reward'])}",
+                     "paired difference [95%]": f"{fmt(d['estimate'])} {interval(d['ci_low'], d['ci_high'])}",
+                     "base pass@k": fmt(r["base_pass@kmax"]),
+                     "arm runs past base pass@k": f"{r['n_pass@kmax_above_base']} of {r['runs']}"})
+    return pd.DataFrame(rows)
+
+
+FAMILIES_NOTE = ("Each verified family's held-out reward has its own ceiling fit (fits.json, section family_ceilings), "
+                 "and its base's floor is read on that family alone at step 0. A knowledge family (recall) can only be "
+                 "answered where the base was told the answer; a skill (sort) can carry over to what the base never "
+                 "solved. Every number is in sweep_families.csv.")
+ARMS_NOTE = ("Other training recipes against RL alone on the same base, seed and beta, at the same steps: e.g. the "
+             "SFT mix-in adds supervised examples of sub-spaces the base's corpus never covered (see `ceiling.rl`). "
+             "The question: does external data lift a family past its base's pass@k at large k?")
+
+
 BASES_NOTE = ("Measured on the sweep's held-out evaluation at step 0 (what the regression uses: pass@k at the "
               "largest k of the verified families, token entropy in nats, distinct final answers per prompt), and as "
               "recorded in the base's diversity.json at pretraining (its own prompts and k).")
@@ -431,6 +518,12 @@ def render_html(a: SweepAnalysis, figs: list[SweepFigure], description: str) -> 
         out.append(f"<p>{_e(a.across.method)}.</p>" + _html_table(acr))
     else:
         out.append(f"<p class=\"skip\">Not available: {_e(a.across_reason)}</p>")
+    fam = families_display(a)
+    if fam is not None:
+        out.append(f"<h2>Per family</h2><p>{_e(FAMILIES_NOTE)}</p>" + _html_table(fam))
+    arms = arms_display(a)
+    if arms is not None:
+        out.append(f"<h2>Arms</h2><p>{_e(ARMS_NOTE)}</p>" + _html_table(arms))
     out.append(f"<h2>Runs</h2><p>{_e(RUNS_NOTE)}</p>" + _html_table(runs_display(a.table)))
     out.append(f"<footer>{_e(_footer())}</footer></body></html>")
     return "\n".join(out) + "\n"
@@ -452,6 +545,12 @@ def render_markdown(a: SweepAnalysis, figs: list[SweepFigure], description: str)
     out += ["## Across-run regression", ""]
     acr = across_display(a)
     out += [a.across.method + ".", "", _md_table(acr)] if acr is not None else [f"*Not available: {a.across_reason}*"]
+    fam = families_display(a)
+    if fam is not None:
+        out += ["", "## Per family", "", FAMILIES_NOTE, "", _md_table(fam)]
+    arms = arms_display(a)
+    if arms is not None:
+        out += ["", "## Arms", "", ARMS_NOTE, "", _md_table(arms)]
     out += ["", "## Runs", "", RUNS_NOTE, "", _md_table(runs_display(a.table)), "", "---", "", _footer(), ""]
     return "\n".join(out)
 
@@ -472,6 +571,8 @@ def write_report(a: SweepAnalysis, cur: pd.DataFrame, out_dir: str | Path, descr
         else:
             (out / f"{fig.name}.png").unlink(missing_ok=True)
     atomic_write_text(out / "sweep.csv", a.table.to_csv(index=False))
+    if not a.family_table.empty:
+        atomic_write_text(out / "sweep_families.csv", a.family_table.to_csv(index=False))
     atomic_write_json(out / "sweep_fits.json", a.to_dict())
     atomic_write_text(out / "report.md", render_markdown(a, figs, description))
     return atomic_write_text(out / "index.html", render_html(a, figs, description))

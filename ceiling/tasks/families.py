@@ -1,4 +1,5 @@
-"""Arithmetic and symbol-manipulation families: add, sub, mul, mod, sort, count, parity.
+"""Arithmetic and symbol-manipulation families: add, sub, mul, mod, sort, count, parity; and recall, a
+knowledge family whose answers can only be known, not computed.
 
 Prompts are compact one-line ASCII strings ending with the cue "=", and the completion is the bare answer
 (the tokenizer appends EOS). Difficulty 1 is sized for a ~1M-parameter char model trained for a minute or
@@ -12,6 +13,12 @@ two on CPU; each step up lengthens operands or strings (d = difficulty):
 - count   ``count 3 in 31934=`` -> ``2`` (occurrences of a digit). d: 4d to 4d+2 digits.
 - parity  ``parity 10110=`` -> ``1`` (number of ones mod 2). d=1: 4-8 bits; d: 8d-7 to 8d bits.
 
+- recall  ``recall 137=`` -> ``482``: an arbitrary three-digit code per key (a hash), keys 100-299 at every
+  difficulty. Nothing about a key predicts its code, so a model answers only the keys whose codes it was
+  shown: the pretraining corpus states the facts of its covered sub-spaces on both splits
+  (`TaskFamily.knowledge`), and RL, which can only reinforce what it samples, cannot find a code it never
+  saw. Its sub-space is the key's last digit.
+
 Answers stay at most d+3 characters for the arithmetic families and 3d+2 for sort (12 at d = 3).
 Numeric answers are verified by value (see `ceiling.tasks.extract`); sort compares the digits of the answer
 span ignoring separators; parity also accepts the words "odd" / "even".
@@ -24,7 +31,7 @@ import re
 from typing import Any
 
 from ceiling.tasks import extract
-from ceiling.tasks.core import Problem, TaskFamily
+from ceiling.tasks.core import Problem, TaskFamily, stable_int
 
 _START = r"(?<![0-9A-Za-z])"
 
@@ -252,12 +259,7 @@ class Sort(TaskFamily):
         return None if m is None else (m.group(1),)
 
     def _extract(self, text: str) -> str | None:
-        """Digits of the answer span, separators (spaces, commas, brackets) ignored: "1, 2, 3" -> "123";
-        in a span like "3142=1234" only the part after the last "=" counts."""
-        span, _ = extract.answer_span(text)
-        span = span[: extract.MAX_SCAN].rsplit("=", 1)[-1]
-        digits = "".join(c for c in span if "0" <= c <= "9")
-        return digits or None
+        return _digit_span(text)
 
     def _score(self, problem: Problem, text: str) -> float:
         return 1.0 if self._extract(text) == problem.answer else 0.0
@@ -353,3 +355,56 @@ class Parity(TaskFamily):
 
     def _perturb(self, problem: Problem, rng: random.Random) -> str:
         return "0" if problem.answer == "1" else "1"
+
+
+def _digit_span(text: str) -> str | None:
+    """Digits of the answer span, separators (spaces, commas, brackets) ignored: "1, 2, 3" -> "123";
+    in a span like "3142=1234" only the part after the last "=" counts."""
+    span, _ = extract.answer_span(text)
+    span = span[: extract.MAX_SCAN].rsplit("=", 1)[-1]
+    digits = "".join(c for c in span if "0" <= c <= "9")
+    return digits or None
+
+
+class Recall(TaskFamily):
+    """Facts, not skills: ``recall 137=`` -> a code no rule derives from the key (see the module docstring)."""
+
+    name = "recall"
+    description = "recall the arbitrary three-digit code of a key (knowledge: not computable)"
+    numeric = False
+    knowledge = True
+    keys = range(100, 300)
+    """The key space (200 keys, 40 of them in the test split); the same at every difficulty."""
+
+    @staticmethod
+    def code(key: str, salt: object = "") -> str:
+        """The key's code (salt "" ) or a salted arbitrary code (a systematic wrong answer)."""
+        return f"{stable_int('recall', key, salt) % 1000:03d}"
+
+    def _sample(self, rng: random.Random, difficulty: int) -> tuple:
+        return (str(rng.choice(self.keys)),)
+
+    def _build(self, key: str) -> tuple[str, str, str, dict[str, Any]]:
+        return key, f"recall {key}=", self.code(key), {"key": key}
+
+    def _parse_prompt(self, text: str) -> tuple | None:
+        m = _last_match(re.compile(_START + r"recall ([0-9]{3})="), text)
+        return None if m is None or int(m.group(1)) not in self.keys else (m.group(1),)
+
+    def _extract(self, text: str) -> str | None:
+        return _digit_span(text)
+
+    def _score(self, problem: Problem, text: str) -> float:
+        return 1.0 if self._extract(text) == problem.answer else 0.0
+
+    def subspace(self, problem: Problem) -> str:
+        return f"last={problem.meta['key'][-1]}"
+
+    def solutions(self, problem: Problem) -> list[str]:
+        return [problem.answer, " ".join(problem.answer)]
+
+    def _perturb(self, problem: Problem, rng: random.Random) -> str:
+        return self.code(problem.meta["key"], rng.randrange(1 << 30))
+
+    def _fallback_wrong(self, problem: Problem) -> str:
+        return f"{(int(problem.answer) + 1) % 1000:03d}"
