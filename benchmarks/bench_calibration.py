@@ -36,6 +36,7 @@ from scipy import stats as sps
 
 from ceiling.fit import fit_across_runs, fit_curve, fit_entropy_law
 from ceiling.fit.common import percentile_ci
+from ceiling.fit.curve import expanded_level
 
 LEVELS = (0.90, 0.95, 0.99)
 
@@ -52,7 +53,7 @@ class Result:
         lo = sps.beta.ppf(0.025, k, n - k + 1) if k > 0 else 0.0
         hi = sps.beta.ppf(0.975, k + 1, n - k) if k < n else 1.0
         verdict = "ok" if 0.93 <= k / n <= 0.97 else ("LOW" if k / n < 0.93 else "HIGH")
-        return (f"{self.case:<58} {n:>5}  {k / n:6.3f} [{lo:.3f}, {hi:.3f}] {verdict:<4}  "
+        return (f"{self.case:<72} {n:>5}  {k / n:6.3f} [{lo:.3f}, {hi:.3f}] {verdict:<4}  "
                 f"{self.covered[0.90] / n:6.3f}  {self.covered[0.99] / n:6.3f}  {self.seconds / n:7.4f}")
 
 
@@ -78,29 +79,45 @@ def measure(case: str, draws: int, one: Callable[[int, np.random.Generator], dic
 CMID, B, A, R0, NOISE = 2542.0, 1.92, 0.61, 0.2, 0.015
 
 
-def ceiling_case(n: int, n_boot: int, phi: float = 0.0, block: int | None = None,
-                 no_inflation: bool = False) -> Callable[[int, np.random.Generator], dict[float, bool]]:
+def ceiling_case(n: int, n_boot: int, phi: float = 0.0, block: int | None = None, no_inflation: bool = False,
+                 resample: str = "block", plain: bool = False,
+                 widths: list[float] | None = None) -> Callable[[int, np.random.Generator], dict[float, bool]]:
+    """`plain`: read plain percentile intervals (no small-sample expansion); `widths` collects 95% widths."""
     cmax = CMID * 19.0 ** (1.0 / B)
     c = np.linspace(cmax / n, cmax, n)
     truth = R0 + (A - R0) / (1.0 + (CMID / c) ** B)
 
     def one(i: int, rng: np.random.Generator) -> dict[float, bool]:
         noise = ar1(n, phi, NOISE, rng) if phi else rng.normal(0, NOISE, n)
-        fit = fit_curve(c, truth + noise, n_boot=n_boot, seed=i, block=block)
+        fit = fit_curve(c, truth + noise, n_boot=n_boot, seed=i, block=block, resample=resample)
         a = fit.draws[:, list(fit.params).index("A")]
         if no_inflation:
             a = fit.estimate + (a - fit.estimate) / fit.bootstrap["inflation"]
-        return {lv: percentile_ci(a, lv)[0] <= A <= percentile_ci(a, lv)[1] for lv in LEVELS}
+        lev = {lv: lv if plain else expanded_level(lv, fit.bootstrap["dof"]) for lv in LEVELS}
+        ci = {lv: percentile_ci(a, lev[lv]) for lv in LEVELS}
+        if not (plain or no_inflation):
+            assert np.allclose(ci[0.95], (fit.ci_low, fit.ci_high))  # the library's own interval
+        if widths is not None:
+            widths.append(float(ci[0.95][1] - ci[0.95][0]))
+        return {lv: ci[lv][0] <= A <= ci[lv][1] for lv in LEVELS}
 
     return one
 
 
 def ceiling_cases(draws: int) -> Iterator[Result]:
-    yield measure("ceiling: n=40, 200 resamples (the test's size)", draws, ceiling_case(40, 200))
-    yield measure("ceiling: n=200, 1000 resamples (bench_fit's size)", draws, ceiling_case(200, 1000))
-    yield measure("ceiling: n=80, AR(1) 0.6 noise, automatic blocks", draws, ceiling_case(80, 200, phi=0.6))
+    def with_width(name: str, **kw: object) -> Result:
+        widths: list[float] = []
+        res = measure(name, draws, ceiling_case(widths=widths, **kw))  # type: ignore[arg-type]
+        res.case += f" (width {np.mean(widths):.4f})"
+        return res
+
+    for n, nb in ((12, 200), (40, 200), (200, 1000)):
+        yield with_width(f"ceiling: n={n}, iid, {nb} resamples, expanded percentile", n=n, n_boot=nb)
+        yield with_width(f"ceiling: n={n}, iid, {nb} resamples, plain percentile", n=n, n_boot=nb, plain=True)
+    for n, phi in ((80, 0.3), (80, 0.6), (200, 0.6), (40, 0.6)):
+        for resample in ("block", "ar1"):
+            yield with_width(f"ceiling: n={n}, AR(1) {phi}, {resample}", n=n, n_boot=200, phi=phi, resample=resample)
     yield measure("ceiling: n=80, AR(1) 0.6 noise, blocks of one", draws, ceiling_case(80, 200, phi=0.6, block=1))
-    yield measure("ceiling: n=12, with residual inflation", draws, ceiling_case(12, 200))
     yield measure("ceiling: n=12, inflation removed (emulated)", draws, ceiling_case(12, 200, no_inflation=True))
 
 
@@ -172,7 +189,7 @@ def main() -> None:
     ap.add_argument("--only", choices=("ceiling", "entropy", "across"), default=None)
     args = ap.parse_args()
     groups = {"ceiling": ceiling_cases, "entropy": entropy_cases, "across": across_cases}
-    print(f"{'case':<58} {'draws':>5}  {'95% coverage [95% CI]':<22} {'':<4}  {'90%':>6}  {'99%':>6}  {'s/fit':>7}")
+    print(f"{'case':<72} {'draws':>5}  {'95% coverage [95% CI]':<22} {'':<4}  {'90%':>6}  {'99%':>6}  {'s/fit':>7}")
     for name, cases in groups.items():
         if args.only in (None, name):
             for result in cases(args.draws):

@@ -19,6 +19,7 @@ from scipy import stats as sps
 
 from ceiling.fit import fit_across_runs, fit_curve, fit_entropy_law
 from ceiling.fit.common import percentile_ci
+from ceiling.fit.curve import expanded_level
 from ceiling.fit.solve import circular_block_indices
 
 LEVELS = (0.90, 0.95, 0.99)
@@ -58,11 +59,24 @@ def test_ceiling_interval_coverage():
     for i in range(300):
         fit = fit_curve(c, truth + rng.normal(0, 0.015, n), n_boot=200, seed=i)
         draws = fit.draws[:, list(fit.params).index("A")]
-        assert (fit.ci_low, fit.ci_high) == pytest.approx(tuple(percentile_ci(draws, 0.95)))
+        dof = fit.bootstrap["dof"]
+        assert dof == fit.data["n"] - 4 == 34  # 2 of the 40 points fall in the early 5% window
+        assert (fit.ci_low, fit.ci_high) == pytest.approx(tuple(percentile_ci(draws, expanded_level(0.95, dof))))
         for lv in LEVELS:
-            lo, hi = percentile_ci(draws, lv)
+            lo, hi = percentile_ci(draws, expanded_level(lv, dof))
             covered[lv].append(lo <= a <= hi)
     assert_calibrated(covered, (0.90, 0.96))
+
+
+def test_expanded_percentile_level_by_hand():
+    """Hesterberg's expanded percentile: read the bootstrap at 2 Phi(t_{dof, 0.975}) - 1; t_8 = 2.306 gives
+    0.9789, t_36 = 2.028 gives 0.9574; the half-width grows by t / z (1.18 and 1.03)."""
+    from ceiling.fit.curve import expanded_level
+
+    assert expanded_level(0.95, 8) == pytest.approx(2 * sps.norm.cdf(2.306004) - 1, abs=1e-6)
+    assert expanded_level(0.95, 8) == pytest.approx(0.97889, abs=1e-4)
+    assert expanded_level(0.95, 36) == pytest.approx(0.95742, abs=1e-4)
+    assert expanded_level(0.95, 10**6) == pytest.approx(0.95, abs=1e-5)
 
 
 def test_entropy_law_interval_coverage():
