@@ -33,7 +33,7 @@ from ceiling.fit.simulate import simulate_corpus  # noqa: E402
 def score(runs: list, n_sim: int) -> dict:
     conf: Counter = Counter()
     seq_ok = fa = no_change = 0
-    onsets: list[tuple[str, bool, bool]] = []  # (regime, within one interval, covered)
+    onsets: list[tuple[str, bool, bool, str]] = []  # (regime, within one interval, covered, downturn shape)
     for r in runs:
         d = diagnose(r.frame, n_sim=n_sim, seed=0)
         truth, got = r.labels.sequence, [s.regime for s in d.sequence]
@@ -45,10 +45,11 @@ def score(runs: list, n_sim: int) -> dict:
         for regime, step in zip(truth[1:], r.labels.onsets):
             span = next((s for s in d.sequence if s.regime == regime and s.onset is not None), None)
             if span is None:
-                onsets.append((regime, False, False))
+                onsets.append((regime, False, False, r.spec.shape))
                 continue
             o = span.onset
-            onsets.append((regime, abs(o.step - step) <= r.spec.eval_interval, o.step_low <= step <= o.step_high))
+            onsets.append((regime, abs(o.step - step) <= r.spec.eval_interval, o.step_low <= step <= o.step_high,
+                           r.spec.shape))
     return {"conf": conf, "n": len(runs), "seq_ok": seq_ok, "fa": fa, "no_change": no_change, "onsets": onsets}
 
 
@@ -81,6 +82,12 @@ def main() -> int:
             cover = np.mean([o[2] for o in rows])
             print(f"{label}: {len(rows)}; onset within one eval interval {within:.1%} (target >= 80%); "
                   f"95% interval covers the truth {cover:.1%}")
+    print("\nper transition (harmful ones by the downturn's shape): within one interval / interval covers")
+    kinds = sorted({(o[0], o[3] if o[0] in HARMFUL else "-") for o in res["onsets"]})
+    for regime, shape in kinds:
+        rows = [o for o in res["onsets"] if o[0] == regime and (shape == "-" or o[3] == shape)]
+        print(f"  {regime + ('' if shape == '-' else ' ' + shape):>32}: {len(rows):3d}  "
+              f"{np.mean([o[1] for o in rows]):6.1%}  {np.mean([o[2] for o in rows]):6.1%}")
     return 0
 
 

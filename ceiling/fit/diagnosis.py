@@ -557,8 +557,8 @@ def _interval(s: Series) -> float:
 
 
 def _group_events(events: dict[str, Onset | None], interval: float) -> dict[str, Onset | None]:
-    """Onsets of different series within two evaluation intervals of each other are one change (noise moves
-    each estimate by about an interval): they all take the group's most precise estimate, with the hull of
+    """Onsets of different series within two evaluation intervals of each other (chained) are one change (noise
+    moves each estimate by about an interval): they all take the group's most precise estimate, with the hull of
     the group's intervals (each series' interval reflects only its own model of the change)."""
     items = sorted(events.items(), key=lambda kv: -np.inf if kv[1] is None else kv[1].step)
     out: dict[str, Onset | None] = {}
@@ -575,7 +575,7 @@ def _group_events(events: dict[str, Onset | None], interval: float) -> dict[str,
             group.clear()
 
     for k, o in items:
-        prev = group[0][1] if group else None
+        prev = group[-1][1] if group else None  # chained: each onset within two intervals of the one before
         if group and not (o is not None and prev is not None and o.step - prev.step <= 2 * interval) \
                 and not (o is None and prev is None):
             flush()

@@ -357,12 +357,55 @@ def _ramp_fitted(x: np.ndarray, y: np.ndarray, w: np.ndarray, tau: float, tau2: 
 
 
 def _prepared(s: FallSeries, max_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
-    """(x, y, weights, noise scale^2, AR(1) phi of the bins) of a series, dense ones binned."""
+    """(x, y, weights, difference-based noise scale^2, dense) of a series, dense ones binned."""
     x, y = np.asarray(s.x, float), np.asarray(s.y, float)
     rv = np.ones(y.size) if s.rel_var is None else np.maximum(np.asarray(s.rel_var, float), 1e-12)
     xb, yb, wb = bin_series(x, y, 1.0 / rv, max_bins) if s.ar1 else (x, y, 1.0 / rv)
     scale2 = float(diff_scale(yb, 1.0 / np.sqrt(wb))[0]) ** 2
-    return xb, yb, wb, max(scale2, 1e-24), 0.0
+    return xb, yb, wb, max(scale2, 1e-24), bool(s.ar1)
+
+
+def _locate(prep: list[tuple], grid: np.ndarray, table, curve, level: float, n_boot: int,
+            rng: np.random.Generator) -> tuple[int, np.ndarray, float, float, list] | None:
+    """The grid position minimising the sum of the series' SSRs (`table(x, y, w)[0]` per grid position), each over
+    its difference-based noise scale^2, and its interval: the profile set (the sum within chi2_1(level) of its
+    minimum, the scale^2 of a dense series inflated to the long-run variance of its bins, AR(1) rho from the
+    fitted curve's residuals) joined to a parametric bootstrap (each fitted `curve` plus noise of its scale,
+    AR(1) for dense series, the position re-found `n_boot` times, percentile interval).
+    (index, profile set, low, high, tables); None when no position can be fitted."""
+    def objective(ys: list[np.ndarray], infl: list[float]) -> tuple[np.ndarray, list]:
+        tot, parts = np.zeros(grid.size), []
+        for (xb, _, wb, sc2, _), yb, f in zip(prep, ys, infl):
+            t = table(xb, yb, wb)
+            tot += t[0] / (sc2 * f)
+            parts.append(t)
+        return tot, parts
+
+    ones = [1.0] * len(prep)
+    tot, parts = objective([p[1] for p in prep], ones)
+    if not np.isfinite(tot).any():
+        return None
+    j = int(np.argmin(tot))
+    fitted = [curve(xb, yb, wb, t, j) for (xb, yb, wb, _, _), t in zip(prep, parts)]
+    rhos = []
+    for (_, yb, wb, _, dense), f in zip(prep, fitted):
+        r = (yb - f) * np.sqrt(wb)
+        rho = float(np.clip(lag1_autocorr(r), 0.0, 0.95)) if dense and r.size >= 8 and np.ptp(r) > 0 else 0.0
+        rhos.append(rho)
+    infl = [(1.0 + q) / (1.0 - q) ** 2 for q in rhos]
+    tot_lr = sum(t[0] / (p[3] * f) for t, p, f in zip(parts, prep, infl))
+    ok = grid[tot_lr <= np.min(tot_lr) + sps.chi2.ppf(level, 1)]
+    c_lo, c_hi = min(float(ok.min()), float(grid[j])), max(float(ok.max()), float(grid[j]))
+    if n_boot > 0:
+        sds = [np.sqrt(p[3] / (1.0 - q) / p[2]) for p, q in zip(prep, rhos)]
+        noise = [ar1_noise(f.size, q, n_boot, rng) if q > 0 else rng.normal(size=(n_boot, f.size))
+                 for f, q in zip(fitted, rhos)]
+        picks = np.array([grid[int(np.argmin(objective([f + e[k] * sd for f, e, sd in zip(fitted, noise, sds)],
+                                                        ones)[0]))] for k in range(n_boot)])
+        a = (1 - level) / 2
+        c_lo = min(c_lo, float(np.quantile(picks, a, method="lower")))
+        c_hi = max(c_hi, float(np.quantile(picks, 1 - a, method="higher")))
+    return j, ok, c_lo, c_hi, parts
 
 
 def joint_fall_onset(series: list[FallSeries], level: float = 0.95, n_boot: int = 99, min_tail: int = 3,
@@ -386,30 +429,12 @@ def joint_fall_onset(series: list[FallSeries], level: float = 0.95, n_boot: int 
     pts = np.unique(np.concatenate([[lo], ref[(ref > lo) & (ref < hi)], [hi]]))
     grid = np.unique(np.concatenate([np.linspace(a, b, sub + 1)[:-1] for a, b in zip(pts[:-1], pts[1:])] + [pts[-1:]]))
 
-    def objective(ys: list[np.ndarray]) -> tuple[np.ndarray, list]:
-        tot, parts = np.zeros(grid.size), []
-        for (xb, _, wb, sc2, _), yb in zip(prep, ys):
-            t = _ramp_table(xb, yb, wb, grid, min_tail)
-            tot += t[0] / sc2
-            parts.append(t)
-        return tot, parts
-
-    tot, parts = objective([p[1] for p in prep])
-    if not np.isfinite(tot).any():
+    table = lambda xb, yb, wb: _ramp_table(xb, yb, wb, grid, min_tail)  # noqa: E731
+    found = _locate(prep, grid, table, lambda xb, yb, wb, t, j: _ramp_fitted(xb, yb, wb, grid[j], t[1][j], t[2][j], t[3][j]),
+                    level, n_boot, rng)
+    if found is None:
         return FallOnset(tau=float(lo), ci=(float(lo), float(hi)), from_start=True)
-    j = int(np.argmin(tot))
-    ok = grid[tot <= tot[j] + sps.chi2.ppf(level, 1)]
-    c_lo, c_hi = float(ok.min()), float(ok.max())
-    if n_boot > 0:
-        fitted = [_ramp_fitted(xb, yb, wb, grid[j], t[1][j], t[2][j], t[3][j])
-                  for (xb, yb, wb, _, _), t in zip(prep, parts)]
-        picks = np.empty(n_boot)
-        for k in range(n_boot):
-            ys = [f + rng.normal(size=f.size) * np.sqrt(sc2 / wb) for f, (_, _, wb, sc2, _) in zip(fitted, prep)]
-            picks[k] = grid[int(np.argmin(objective(ys)[0]))]
-        a = (1 - level) / 2
-        c_lo = min(c_lo, float(np.quantile(picks, a, method="lower")))
-        c_hi = max(c_hi, float(np.quantile(picks, 1 - a, method="higher")))
+    j, ok, c_lo, c_hi, _ = found
     # a break between two evaluations is located no better than that gap: out to the points around
     c_lo = float(ref[max(np.searchsorted(ref, c_lo, "right") - 1, 0)])
     c_hi = float(ref[min(np.searchsorted(ref, c_hi, "left"), ref.size - 1)])
@@ -486,27 +511,9 @@ def saturation_onset(series: list[FallSeries], level: float = 0.95, n_boot: int 
         pts = np.array([lo, max(hi, lo)])
     grid = np.unique(np.concatenate([np.linspace(a, b, sub + 1)[:-1] for a, b in zip(pts[:-1], pts[1:])] + [pts[-1:]]))
 
-    def objective(ys: list[np.ndarray]) -> tuple[np.ndarray, list]:
-        tot, parts = np.zeros(grid.size), []
-        for (xb, _, wb, sc2, _), yb in zip(prep, ys):
-            t = _saturation_table(xb, yb, wb, grid)
-            tot += t[0] / sc2
-            parts.append(t)
-        return tot, parts
-
-    tot, parts = objective([p[1] for p in prep])
-    j = int(np.argmin(tot))
-    ok = grid[tot <= tot[j] + sps.chi2.ppf(level, 1)]
-    c_lo, c_hi = float(ok.min()), float(ok.max())
-    if n_boot > 0:
-        fitted = [_saturation_curve(xb, grid[j], t[1][j], *t[2][j]) for (xb, _, _, _, _), t in zip(prep, parts)]
-        picks = np.empty(n_boot)
-        for k in range(n_boot):
-            ys = [f + rng.normal(size=f.size) * np.sqrt(sc2 / wb) for f, (_, _, wb, sc2, _) in zip(fitted, prep)]
-            picks[k] = grid[int(np.argmin(objective(ys)[0]))]
-        a = (1 - level) / 2
-        c_lo = min(c_lo, float(np.quantile(picks, a, method="lower")))
-        c_hi = max(c_hi, float(np.quantile(picks, 1 - a, method="higher")))
+    j, ok, c_lo, c_hi, parts = _locate(prep, grid, lambda xb, yb, wb: _saturation_table(xb, yb, wb, grid),
+                                       lambda xb, yb, wb, t, j: _saturation_curve(xb, grid[j], t[1][j], *t[2][j]),
+                                       level, n_boot, rng)
     c_lo = float(ref[max(np.searchsorted(ref, c_lo, "right") - 1, 0)])
     c_hi = float(ref[min(np.searchsorted(ref, c_hi, "left"), ref.size - 1)])
     return Knee(tau=float(grid[j]), ci=(min(c_lo, float(grid[j])), max(c_hi, float(grid[j]))),
