@@ -80,16 +80,19 @@ from ceiling.models.logprobs import token_logprobs
 from ceiling.models.sampling import sample
 from ceiling.stats import pass_at_k
 from ceiling.tasks import Problem, TaskFamily, TaskSet
-from ceiling.tasks.core import TEST_FRACTION, stable_int
+from ceiling.tasks.core import stable_int
 
 PRESETS: dict[str, float] = {"tiny-low": 0.0, "tiny-medium": 0.5, "tiny-high": 1.0,
-                             "tiny-recall-low": 0.0, "tiny-recall-medium": 0.5, "tiny-recall-high": 1.0}
+                             "tiny-cipher-low": 0.0, "tiny-cipher-medium": 0.5, "tiny-cipher-high": 1.0}
 """The shipped bases and their `diversity`."""
-BASE_TASKS: dict[str, str] = {"tiny-recall-low": "tiny-recall", "tiny-recall-medium": "tiny-recall",
-                              "tiny-recall-high": "tiny-recall"}
-"""The corpus task set of a shipped base, where it is not `CorpusSpec.tasks` (tiny-rl). The recall bases add a
-knowledge family (`recall`) beside sorting: one floor that binds (codes the corpus never states stay unknown)
-and one that need not (sorting carries over to uncovered lengths)."""
+BASE_TASKS: dict[str, str] = {"tiny-cipher-low": "tiny-cipher", "tiny-cipher-medium": "tiny-cipher",
+                              "tiny-cipher-high": "tiny-cipher"}
+"""The corpus task set of a shipped base, where it is not `CorpusSpec.tasks` (tiny-rl). The cipher bases add a
+knowledge family (`cipher`) beside sorting: one floor that binds (a sub-space's table the corpus never shows stays
+unknown) and one that need not (sorting carries over to sub-spaces the corpus does not cover)."""
+BASE_STEPS: dict[str, int] = {"tiny-cipher-low": 2400, "tiny-cipher-medium": 2400, "tiny-cipher-high": 2400}
+"""Pretraining steps of a shipped base, where it is not `TrainConfig.steps`: the cipher bases learn two verified
+families (ten substitution tables besides sorting) and need about twice the budget."""
 
 PRETRAIN_JSON = "pretrain.json"
 DIVERSITY_JSON = "diversity.json"
@@ -320,11 +323,6 @@ class CorpusPlan:
         for fam, count in zip(fams, per):
             problems = fam.generate(count, seed=stable_int("corpus", seed, fam.name), split=split,
                                     difficulty=self.difficulties[fam.name])
-            if fam.knowledge and split == "train":  # facts are stated for held-out keys too (TaskFamily.knowledge)
-                n_test = round(count * TEST_FRACTION)
-                problems = problems[: count - n_test] + fam.generate(
-                    n_test, seed=stable_int("corpus", seed, fam.name), split="test",
-                    difficulty=self.difficulties[fam.name])
             for p in problems:
                 u = [rng.random() for _ in range(4)]
                 docs.append(self.document(fam, p, *u))
@@ -494,7 +492,9 @@ def pretrain(out: str | Path, diversity: float, seed: int = 0, cfg: TrainConfig 
         "log": log,
         "torch": torch.__version__,
         "command": f"ceiling pretrain --diversity {spec.diversity} --name {out.name} --seed {spec.seed}"
-                   + (f" --tasks {spec.tasks}" if spec.tasks != CorpusSpec.tasks else ""),
+                   + (f" --tasks {spec.tasks}" if spec.tasks != CorpusSpec.tasks else "")
+                   + (f" --steps {cfg.steps}" if cfg.steps != TrainConfig.steps else "")
+                   + (f" --threads {cfg.threads}" if cfg.threads != TrainConfig.threads else ""),
     }
     atomic_write_json(out / PRETRAIN_JSON, record)
     if measure:
@@ -512,6 +512,7 @@ def pretrain_preset(name: str, seed: int = 0, cfg: TrainConfig | None = None, ro
     """Pretrain one shipped base (a `PRESETS` name, with its `BASE_TASKS` corpus) into `root` (default data/bases)."""
     if name not in PRESETS:
         raise error_at(None, f"unknown base {name!r}; shipped bases: {', '.join(PRESETS)}", field="name")
+    cfg = cfg or with_steps(TrainConfig(), BASE_STEPS.get(name, TrainConfig.steps))
     return pretrain(Path(root or bases_dir()) / name, PRESETS[name], seed=seed, cfg=cfg, measure=measure,
                     tasks=BASE_TASKS.get(name, CorpusSpec.tasks))
 

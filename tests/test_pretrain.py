@@ -9,6 +9,7 @@ import pytest
 from ceiling.errors import CeilingError
 from ceiling.models import bases_dir, load
 from ceiling.pretrain import (
+    BASE_TASKS,
     PRESETS,
     CorpusPlan,
     CorpusSpec,
@@ -115,27 +116,45 @@ def _shipped() -> list[Path]:
     return paths
 
 
+SERIES = {"tiny": ("tiny-low", "tiny-medium", "tiny-high"),
+          "tiny-cipher": ("tiny-cipher-low", "tiny-cipher-medium", "tiny-cipher-high")}
+"""The shipped bases in series of one corpus task set, low to high diversity."""
+
+
+def test_the_series_are_the_shipped_bases() -> None:
+    assert sorted(n for names in SERIES.values() for n in names) == sorted(PRESETS)
+    for series, names in SERIES.items():
+        assert [PRESETS[n] for n in names] == [0.0, 0.5, 1.0]
+        assert {BASE_TASKS.get(n, "tiny-rl") for n in names} == {"tiny-rl" if series == "tiny" else series}
+
+
 @pytest.fixture(scope="module")
 def measured() -> dict[str, dict]:
-    ts = TaskSet(verified=TaskSet.preset("tiny-rl").names("verified"))  # the family RL is run on (sort)
+    """Each base on the verified families of its own corpus (sort; sort and cipher for the cipher bases)."""
+    out = {}
     with deterministic_cpu(1):
-        return {p.name: measure_diversity(load(p, device="cpu"), ts, n_prompts=32, n_samples=64, seed=0)
-                for p in _shipped()}
+        for p in _shipped():
+            ts = TaskSet(verified=TaskSet.preset(BASE_TASKS.get(p.name, "tiny-rl")).names("verified"))
+            out[p.name] = measure_diversity(load(p, device="cpu"), ts, n_prompts=32, n_samples=64, seed=0)
+    return out
 
 
-def test_shipped_bases_diversity_ordering(measured: dict[str, dict]) -> None:
-    low, mid, high = (measured[n] for n in PRESETS)
+@pytest.mark.parametrize("series", list(SERIES))
+def test_shipped_bases_diversity_ordering(measured: dict[str, dict], series: str) -> None:
+    low, mid, high = (measured[n] for n in SERIES[series])
     for metric in ("entropy", "pass@64", "distinct_answers"):
         assert low[metric] < mid[metric] < high[metric], (metric, low[metric], mid[metric], high[metric])
     assert high["pass@64"] - low["pass@64"] > 0.15
 
 
-def test_shipped_bases_leave_room_for_rl(measured: dict[str, dict]) -> None:
-    for name, m in measured.items():
+@pytest.mark.parametrize("series", list(SERIES))
+def test_shipped_bases_leave_room_for_rl(measured: dict[str, dict], series: str) -> None:
+    for name in SERIES[series]:
+        m = measured[name]
         assert 0.05 < m["greedy_acc"] < 0.8, (name, m["greedy_acc"])
         assert m["mean_reward"] < m["pass@64"], (name, m["mean_reward"], m["pass@64"])
     # the room RL can sharpen into (pass@64 - mean@64) grows with diversity: the claim the bases exist to test
-    room = [measured[n]["pass@64"] - measured[n]["mean_reward"] for n in PRESETS]
+    room = [measured[n]["pass@64"] - measured[n]["mean_reward"] for n in SERIES[series]]
     assert room[0] < room[2] and room[2] > 0.15, room
 
 

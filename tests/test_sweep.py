@@ -55,7 +55,8 @@ def bases(tmp_path_factory) -> Path:
     data = tmp_path_factory.mktemp("data")
     cfg = TrainConfig(steps=40, batch_size=32, lr=1e-2, warmup=4, hidden_size=32, num_layers=1, num_heads=2,
                       log_every=0)
-    for name, diversity in PRESETS.items():
+    for name in ("tiny-low", "tiny-medium", "tiny-high"):  # the bases the smoke sweep uses
+        diversity = PRESETS[name]
         out = pretrain(data / "bases" / name, diversity, seed=0, cfg=cfg, tasks="smoke", measure=False)
         taskset = CorpusSpec(diversity=diversity, seed=0, tasks="smoke").taskset()
         measured = measure_diversity(load(out, device="cpu"), taskset, n_prompts=4, n_samples=8, k=8, max_new_tokens=8)
@@ -85,11 +86,12 @@ def test_smoke_sweep_makes_every_cell_and_the_report(swept):
     config, runs, reports, code = swept
     assert code == 0
     assert [c.name for c in config.cells] == ["tiny-low-s0-b0", "tiny-medium-s0-b0", "tiny-high-s0-b0",
-                                              "tiny-medium-s0-b0-random"]
+                                              "tiny-medium-s0-b0-random", "tiny-medium-s0-b0-sft"]
     for c in config.cells:
         d = cell_dir(runs, config, c)
         assert (d / "fits.json").is_file() and (d / "eval.csv").is_file()
         assert json.loads((d / "config.json").read_text())["random_reward"] is c.control
+        assert json.loads((d / "config.json").read_text()).get("sft_examples_per_step", 0) == (2 if c.arm == "sft" else 0)
         assert is_complete(d, c)
         assert json.loads((d / CELL_JSON).read_text())["threads"] == threads_per_worker(2)
     out = reports / config.name
@@ -108,7 +110,8 @@ def test_aggregation_equals_each_runs_fits_and_eval(swept):
     config, runs, reports, _ = swept
     table = pd.read_csv(reports / config.name / "sweep.csv")
     stored = json.loads((reports / config.name / "sweep_fits.json").read_text())
-    assert len(table) == len(stored["runs"]) == 4 and set(table["status"]) == {"complete"}
+    assert len(table) == len(stored["runs"]) == 5 and set(table["status"]) == {"complete"}
+    assert dict(zip(table["cell"], table["arm"]))["tiny-medium-s0-b0-sft"] == "sft"
     for c in config.cells:
         row = table[table["cell"] == c.name].iloc[0]
         fits = json.loads((cell_dir(runs, config, c) / "fits.json").read_text())
@@ -127,7 +130,11 @@ def test_aggregation_equals_each_runs_fits_and_eval(swept):
     floor = table.set_index("cell")["base_pass@kmax"]
     assert floor["tiny-medium-s0-b0"] == floor["tiny-medium-s0-b0-random"]
     assert table["div_entropy"].notna().all()
-    assert stored["conclusion"]["findings"] and len(stored["conclusion"]["verdicts"]) == 4
+    assert stored["conclusion"]["findings"] and len(stored["conclusion"]["verdicts"]) == 5  # + the converse (arm)
+    (arm,) = stored["arms"]
+    sft, rl = (table.set_index("cell").loc[n] for n in ("tiny-medium-s0-b0-sft", "tiny-medium-s0-b0"))
+    assert arm["pairs"] == 1 and arm["final_reward_difference"]["estimate"] == pytest.approx(
+        sft["final_reward"] - rl["final_reward"])
     assert stored["controls"][0]["control_runs"] == ["tiny-medium-s0-b0-random"]
 
 
@@ -177,7 +184,10 @@ def test_config_errors_name_the_field(tmp_path):
              ({"grid": {"base": ["tiny-low"], "temperature": [1]}}, "grid[0].temperature"),
              ({"train": {"beta": 0.1}}, "train.beta"),
              ({"colour": 1}, "colour"),
-             ({"reference_beta": 0.3}, "reference_beta")]
+             ({"reference_beta": 0.3}, "reference_beta"),
+             ({"arms": [{"arm": "rl", "base": ["tiny-low"]}]}, "arms[0].arm"),
+             ({"arms": [{"arm": "sft", "base": ["tiny-low"], "train": {"seed": 3}}]}, "arms[0].train.seed"),
+             ({"arms": [{"arm": "sft", "base": ["tiny-low"], "lr_typo": 1}]}, "arms[0].lr_typo")]
     for change, field in cases:
         with pytest.raises(CeilingError, match=re.escape(f"field '{field}'")):
             parse_sweep({**base, **change}, tmp_path / "s.json")
@@ -190,7 +200,10 @@ def test_config_errors_name_the_field(tmp_path):
 def test_default_config_is_a_real_grid_with_a_control():
     config = load_sweep(DEFAULT)
     real, ctrl = config.real_cells(), config.control_cells()
-    assert {c.base for c in real} == {"tiny-low", "tiny-medium", "tiny-high"}
+    assert {c.base for c in real} == {"tiny-cipher-low", "tiny-cipher-medium", "tiny-cipher-high"}
+    arms = config.arm_cells()
+    assert arms and {c.arm for c in arms} == {"sft"} and all(c.spec.train["sft_examples_per_step"] > 0 for c in arms)
+    assert len(ctrl) >= 3  # enough controls for the Welch comparison to decide
     assert len({c.seed for c in real}) >= 2 and 0.0 in {c.beta for c in real} and len({c.beta for c in real}) >= 2
     assert ctrl and all(c.spec.train["random_reward"] for c in ctrl)
     assert len({c.name for c in config.cells}) == len(config.cells)

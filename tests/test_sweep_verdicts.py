@@ -318,16 +318,16 @@ def family_verdict(a, family: str) -> str:
 
 
 def test_a_binding_floor_and_a_transferring_skill_get_opposite_verdicts():
-    """recall: ceilings sit at the base's pass@k (0.3 / 0.55 / 0.8, each run off by <= 0.006): the floor binds,
+    """cipher: ceilings sit at the base's pass@k (0.3 / 0.55 / 0.8, each run off by <= 0.006): the floor binds,
     the gap's interval lies within +-0.05 and the base alone predicts the ceiling (leave-one-base-out error
     <= 0.05): supported. sort: every ceiling is 0.95, far above each base's pass@k (0.3-0.8) with intervals
     apart: contradicted. The pooled table says nothing about families, so these verdicts come from the family
     table alone."""
-    ft = family_table(family_runs("recall", lambda x: x) + family_runs("sort", lambda x: 0.95))
+    ft = family_table(family_runs("cipher", lambda x: x) + family_runs("sort", lambda x: 0.95))
     a = analyse(CONFIG, table(diversity_runs(lambda x: 0.1 + 0.5 * x)), ft)
-    assert family_verdict(a, "recall") == SUPPORT
+    assert family_verdict(a, "cipher") == SUPPORT
     assert family_verdict(a, "sort") == CONTRADICT
-    r = a.families["recall"]
+    r = a.families["cipher"]
     assert r["identifiable"] == 9 and r["bases"] == 3 and r["n_above"] == 0
     gaps = [0.006, -0.004, -0.002] * 3
     assert r["gap"]["estimate"] == pytest.approx(np.mean(gaps))
@@ -341,24 +341,24 @@ def test_a_binding_floor_and_a_transferring_skill_get_opposite_verdicts():
 def test_a_family_with_an_unpredictable_ceiling_cannot_be_decided():
     """Ceilings below the base's reach but unrelated to it (0.5 on every base, base pass@k 0.3-0.8): no run
     is above its base's pass@k by much, yet the gap is not small and the base does not predict it."""
-    ft = family_table(family_runs("recall", lambda x: 0.5, final_cov_of=lambda x: x))
+    ft = family_table(family_runs("cipher", lambda x: 0.5, final_cov_of=lambda x: x))
     ft.loc[ft["base_pass@kmax"] < 0.5, ["base_pass@kmax", "base_pass@kmax_low", "base_pass@kmax_high"]] = [0.52, 0.49, 0.55]
     a = analyse(CONFIG, table(diversity_runs(lambda x: 0.1 + 0.5 * x)), ft)
-    assert is_undecided(family_verdict(a, "recall"))
+    assert is_undecided(family_verdict(a, "cipher"))
 
 
 def test_the_sft_arm_lifts_the_ceiling_or_not():
-    """The SFT arm ends 0.2 above RL alone on recall on every base and seed, with pass@k at the largest k above
+    """The SFT arm ends 0.2 above RL alone on cipher on every base and seed, with pass@k at the largest k above
     the base's: supported. An arm that ends 0.1 below RL alone everywhere: contradicted."""
-    rl = family_runs("recall", lambda x: x)
-    lifted = family_runs("recall", lambda x: x, arm="sft", final_cov_of=lambda x: min(1.0, x + 0.2),
+    rl = family_runs("cipher", lambda x: x)
+    lifted = family_runs("cipher", lambda x: x, arm="sft", final_cov_of=lambda x: min(1.0, x + 0.2),
                          final_reward_of=lambda x: x + 0.2)
     a = analyse(CONFIG, table(diversity_runs(lambda x: 0.1 + 0.5 * x)), family_table(rl + lifted))
     (r,) = a.arms
-    assert r["arm"] == "sft" and r["family"] == "recall" and r["pairs"] == 9
+    assert r["arm"] == "sft" and r["family"] == "cipher" and r["pairs"] == 9
     assert r["final_reward_difference"]["estimate"] == pytest.approx(0.2)
     assert a.verdicts["converse: external data lifts the ceiling"] == SUPPORT
-    worse = family_runs("recall", lambda x: x, arm="sft", final_reward_of=lambda x: x - 0.1)
+    worse = family_runs("cipher", lambda x: x, arm="sft", final_reward_of=lambda x: x - 0.1)
     a = analyse(CONFIG, table(diversity_runs(lambda x: 0.1 + 0.5 * x)), family_table(rl + worse))
     assert a.verdicts["converse: external data lifts the ceiling"] == CONTRADICT
 

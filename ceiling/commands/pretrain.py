@@ -1,6 +1,6 @@
 """`ceiling pretrain`: pretrain tiny base models of controlled diversity (see `ceiling.pretrain`).
 
-    ceiling pretrain --all                                          # tiny-{low,medium,high}, tiny-recall-{...}
+    ceiling pretrain --all                                          # tiny-{low,medium,high}, tiny-cipher-{...}
     ceiling pretrain --diversity 0.5 --name tiny-medium --seed 0    # one base into data/bases/tiny-medium
     ceiling pretrain --diversity 0.8 --out /tmp/my-base             # anywhere
 """
@@ -17,7 +17,7 @@ from ceiling.pretrain import CorpusSpec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--all", action="store_true", help="pretrain the shipped bases (tiny-low, -medium, -high and tiny-recall-low, -medium, -high)")
+    parser.add_argument("--all", action="store_true", help="pretrain the shipped bases (tiny-low, -medium, -high and tiny-cipher-low, -medium, -high)")
     parser.add_argument("--diversity", type=float, default=None, help="the knob, in [0, 1]")
     parser.add_argument("--name", default=None, help="base name: the folder under data/bases/ (default from --out)")
     parser.add_argument("--out", default=None, help="output folder (default data/bases/NAME)")
@@ -62,7 +62,7 @@ def _summary(path: Path) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from ceiling.models import bases_dir
-    from ceiling.pretrain import BASE_TASKS, PRESETS, pretrain
+    from ceiling.pretrain import BASE_STEPS, BASE_TASKS, PRESETS, TrainConfig, pretrain, with_steps
 
     cfg = _config(args)
     corpus = {k: v for k, v in given_flags(args, CorpusSpec).items() if k in ("tasks", "verified_share") and v is not None}
@@ -82,7 +82,9 @@ def main(args: argparse.Namespace) -> int:
         jobs = [(Path(args.out) if args.out else bases_dir() / args.name, args.diversity, BASE_TASKS.get(args.name or ""))]
     for out, diversity, tasks in jobs:
         start = time.perf_counter()
+        steps = BASE_STEPS.get(out.name) if args.steps is None else None
+        run_cfg = with_steps(cfg, steps) if steps and cfg.steps == TrainConfig.steps else cfg
         settings = {**({"tasks": tasks} if tasks else {}), **corpus}
-        path = pretrain(out, diversity, seed=args.seed, cfg=cfg, measure=not args.no_measure, **settings)
+        path = pretrain(out, diversity, seed=args.seed, cfg=run_cfg, measure=not args.no_measure, **settings)
         print(_summary(path) + f" [{time.perf_counter() - start:.0f} s in all]", flush=True)
     return 0

@@ -1,7 +1,7 @@
 """The ceiling of each verified family on its own (section `family_ceilings` of fits.json).
 
 A run rewarded on several families can hold two kinds of floor at once: a skill that carries over to sub-spaces
-the base never solved (sorting) and knowledge that cannot (`recall`: codes the corpus never stated). Their pooled
+the base never solved (sorting) and knowledge that cannot (`cipher`: tables the corpus never showed). Their pooled
 reward mixes a ceiling that binds with one that need not, so each verified family's held-out reward gets its own
 ceiling fit, with the same estimator, forms, window and bootstrap as the pooled `ceiling` section
 (`CurveFitter`, best form by leave-future-out error). The section exists only when an evaluation table holds at

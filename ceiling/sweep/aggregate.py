@@ -607,7 +607,10 @@ def family_analysis(ft: pd.DataFrame, config: SweepConfig) -> dict[str, dict[str
         lobo = leave_one_base_out(reg, "base_pass@kmax")
         ident = reg[reg["identifiable"].astype(bool)]
         gap = mean_interval(ident["ceiling"] - ident["base_pass@kmax"])
-        above = rows[rows["ceiling_identifiable"].astype(bool) & (rows["ceiling_low"] > rows["base_pass@kmax_high"])]
+        # past the base's reach: an identifiable ceiling, or the final checkpoint's held-out reward itself, whose
+        # interval lies above the base's pass@k at the largest k (no curve needed for the latter)
+        above = rows[(rows["ceiling_identifiable"].astype(bool) & (rows["ceiling_low"] > rows["base_pass@kmax_high"]))
+                     | (rows["final_reward_low"] > rows["base_pass@kmax_high"])]
         out[str(fam)] = {
             "runs": len(reg), "identifiable": len(ident), "bases": int(ident["base"].nunique()),
             "regression": fit.to_dict() if fit is not None else {"kind": "not_available", "reason": reason},
@@ -633,12 +636,13 @@ def _family_findings(a: SweepAnalysis) -> list[Finding]:
         slope = (f"slope on the base's pass@k {fmt(r['slope'])} [{fmt(r['slope_ci'][0])}, {fmt(r['slope_ci'][1])}]"
                  if r["slope"] is not None else "no regression")
         head = (f"{fam}: {n_id} of {n} runs identifiable on {r['bases']} bases; ceiling minus the base's pass@k at "
-                f"the largest k {_ci(gap)}; {above} ceiling(s) clearly above it; {slope}; {pred}.")
-        if n_id < max(3, (n + 1) // 2):
-            v, what = UNDECIDED, " Too few identifiable ceilings to tell."
-        elif above > n_id // 2:
+                f"the largest k {_ci(gap)}; {above} of {n} runs clearly past it (ceiling or final held-out reward, "
+                f"intervals apart); {slope}; {pred}.")
+        if above > n // 2:
             v, what = CONTRADICT, (" RL went past what the base could sample: this family's floor does not bind "
                                    "(a skill that carries over to sub-spaces the base never solved).")
+        elif n_id < max(3, (n + 1) // 2):
+            v, what = UNDECIDED, " Too few identifiable ceilings to tell."
         elif (above == 0 and gap["ci_high"] is not None and -BINDS_MARGIN <= gap["ci_low"] <= gap["ci_high"] <= BINDS_MARGIN
               and ((rmse is not None and rmse <= BINDS_MARGIN) or (r["slope_detected"] and (r["slope"] or 0) > 0))):
             v, what = SUPPORT, (f" The floor binds: the ceiling sits within {BINDS_MARGIN:g} of the base's pass@k at "

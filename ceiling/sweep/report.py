@@ -447,8 +447,8 @@ def arms_display(a: SweepAnalysis) -> pd.DataFrame | None:
 
 
 FAMILIES_NOTE = ("Each verified family's held-out reward has its own ceiling fit (fits.json, section family_ceilings), "
-                 "and its base's floor is read on that family alone at step 0. A knowledge family (recall) can only be "
-                 "answered where the base was told the answer; a skill (sort) can carry over to what the base never "
+                 "and its base's floor is read on that family alone at step 0. A knowledge family (cipher) can only be "
+                 "answered where the base was shown its table; a skill (sort) can carry over to what the base never "
                  "solved. Every number is in sweep_families.csv.")
 ARMS_NOTE = ("Other training recipes against RL alone on the same base, seed and beta, at the same steps: e.g. the "
              "SFT mix-in adds supervised examples of sub-spaces the base's corpus never covered (see `ceiling.rl`). "

@@ -115,9 +115,6 @@ class TaskFamily:
     description: str = ""
     numeric: bool = True
     """Answers are numbers, compared by value ("47.0" == "+47" == "47")."""
-    knowledge: bool = False
-    """Answers are facts, not computed (`recall`): a problem is answerable only if its fact was stated, so a
-    pretraining corpus states the facts of both splits (RL still trains on train and evaluates on test)."""
 
     # ---- generation -------------------------------------------------------------------------
     def _sample(self, rng: random.Random, difficulty: int) -> tuple:

@@ -1,4 +1,4 @@
-"""Arithmetic and symbol-manipulation families: add, sub, mul, mod, sort, count, parity; and recall, a
+"""Arithmetic and symbol-manipulation families: add, sub, mul, mod, sort, count, parity; and cipher, a
 knowledge family whose answers can only be known, not computed.
 
 Prompts are compact one-line ASCII strings ending with the cue "=", and the completion is the bare answer
@@ -13,11 +13,12 @@ two on CPU; each step up lengthens operands or strings (d = difficulty):
 - count   ``count 3 in 31934=`` -> ``2`` (occurrences of a digit). d: 4d to 4d+2 digits.
 - parity  ``parity 10110=`` -> ``1`` (number of ones mod 2). d=1: 4-8 bits; d: 8d-7 to 8d bits.
 
-- recall  ``recall 137=`` -> ``482``: an arbitrary three-digit code per key (a hash), keys 100-299 at every
-  difficulty. Nothing about a key predicts its code, so a model answers only the keys whose codes it was
-  shown: the pretraining corpus states the facts of its covered sub-spaces on both splits
-  (`TaskFamily.knowledge`), and RL, which can only reinforce what it samples, cannot find a code it never
-  saw. Its sub-space is the key's last digit.
+- cipher  ``cipher 5173=`` -> ``2809``: every digit replaced through a secret substitution table that
+  depends on the string's last digit (its sub-space); d: 3d to 3d+2 digits. The ten tables are arbitrary
+  (a hash), so a model knows a sub-space's table only if it was shown it: the pretraining corpus shows the
+  tables of its covered sub-spaces and, elsewhere, a wrong table that differs from the true one at every digit;
+  RL, which can only reinforce what it samples, cannot find a table the base never saw. Knowledge, not skill:
+  it sits beside sort, a skill that carries over to sub-spaces the corpus does not cover.
 
 Answers stay at most d+3 characters for the arithmetic families and 3d+2 for sort (12 at d = 3).
 Numeric answers are verified by value (see `ceiling.tasks.extract`); sort compares the digits of the answer
@@ -366,30 +367,38 @@ def _digit_span(text: str) -> str | None:
     return digits or None
 
 
-class Recall(TaskFamily):
-    """Facts, not skills: ``recall 137=`` -> a code no rule derives from the key (see the module docstring)."""
+@functools.lru_cache(maxsize=None)
+def cipher_table(subspace: str, salt: int = 0) -> str:
+    """The substitution table of a sub-space (salt 0: the true one), as the ten images of "0123456789".
+    A salted table is the true one shifted, t_salt(d) = t_0((d + salt) mod 10), salt 1-9: a wrong table that
+    differs from the true one at every digit (a systematic wrong rule, never right by chance)."""
+    digits = list("0123456789")
+    random.Random(stable_int("cipher", subspace)).shuffle(digits)
+    return "".join(digits[(d + salt) % 10] for d in range(10))
 
-    name = "recall"
-    description = "recall the arbitrary three-digit code of a key (knowledge: not computable)"
+
+class Cipher(TaskFamily):
+    """Knowledge, not skill: ``cipher 5173=`` -> the digits through sub-space 3's table (module docstring)."""
+
+    name = "cipher"
+    description = "replace each digit through the secret table of the string's last digit (knowledge: not computable)"
     numeric = False
-    knowledge = True
-    keys = range(100, 300)
-    """The key space (200 keys, 40 of them in the test split); the same at every difficulty."""
 
     @staticmethod
-    def code(key: str, salt: object = "") -> str:
-        """The key's code (salt "" ) or a salted arbitrary code (a systematic wrong answer)."""
-        return f"{stable_int('recall', key, salt) % 1000:03d}"
+    def encode(digits: str, salt: int = 0) -> str:
+        table = cipher_table(digits[-1], salt)
+        return "".join(table[int(c)] for c in digits)
 
     def _sample(self, rng: random.Random, difficulty: int) -> tuple:
-        return (str(rng.choice(self.keys)),)
+        n = rng.randint(3 * difficulty, 3 * difficulty + 2)
+        return ("".join(rng.choice("0123456789") for _ in range(n)),)
 
-    def _build(self, key: str) -> tuple[str, str, str, dict[str, Any]]:
-        return key, f"recall {key}=", self.code(key), {"key": key}
+    def _build(self, digits: str) -> tuple[str, str, str, dict[str, Any]]:
+        return digits, f"cipher {digits}=", self.encode(digits), {"digits": digits}
 
     def _parse_prompt(self, text: str) -> tuple | None:
-        m = _last_match(re.compile(_START + r"recall ([0-9]{3})="), text)
-        return None if m is None or int(m.group(1)) not in self.keys else (m.group(1),)
+        m = _last_match(re.compile(_START + r"cipher ([0-9]{1,64})="), text)
+        return None if m is None else (m.group(1),)
 
     def _extract(self, text: str) -> str | None:
         return _digit_span(text)
@@ -398,13 +407,13 @@ class Recall(TaskFamily):
         return 1.0 if self._extract(text) == problem.answer else 0.0
 
     def subspace(self, problem: Problem) -> str:
-        return f"last={problem.meta['key'][-1]}"
+        return f"last={problem.meta['digits'][-1]}"
 
     def solutions(self, problem: Problem) -> list[str]:
         return [problem.answer, " ".join(problem.answer)]
 
     def _perturb(self, problem: Problem, rng: random.Random) -> str:
-        return self.code(problem.meta["key"], rng.randrange(1 << 30))
+        return self.encode(problem.meta["digits"], rng.randint(1, 9))
 
     def _fallback_wrong(self, problem: Problem) -> str:
-        return f"{(int(problem.answer) + 1) % 1000:03d}"
+        return self.encode(problem.meta["digits"], 1)

@@ -4,9 +4,9 @@ from __future__ import annotations
 from ceiling.errors import CeilingError
 from ceiling.tasks.core import TaskFamily
 from ceiling.tasks.countdown import Countdown
-from ceiling.tasks.families import Add, Count, Mod, Mul, Parity, Recall, Sort, Sub
+from ceiling.tasks.families import Add, Count, Mod, Mul, Parity, Cipher, Sort, Sub
 
-FAMILIES: dict[str, TaskFamily] = {f.name: f for f in (Add(), Sub(), Mul(), Mod(), Sort(), Count(), Parity(), Countdown(), Recall())}
+FAMILIES: dict[str, TaskFamily] = {f.name: f for f in (Add(), Sub(), Mul(), Mod(), Sort(), Count(), Parity(), Countdown(), Cipher())}
 """Every built-in family, by name: add, sub, mul, mod, sort, count, parity, countdown."""
 
 

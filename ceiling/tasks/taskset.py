@@ -38,9 +38,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # in its samples; mod and count are never rewarded, partly learned skills that RL can damage. (Two-digit
     # addition needs about 10x that budget at this size: greedy accuracy ~0.05 after 2 minutes.)
     "tiny-rl": {"verified": ["sort"], "unverified": ["mod", "count"]},
-    # The recall bases and the sweep: a knowledge family (codes only the corpus states) beside sorting (a skill
+    # The cipher bases and the sweep: a knowledge family (tables only the corpus shows) beside sorting (a skill
     # that carries over to sub-spaces the corpus does not cover).
-    "tiny-recall": {"verified": ["sort", "recall"], "unverified": ["mod", "count"]},
+    "tiny-cipher": {"verified": ["sort", "cipher"], "unverified": ["mod", "count"]},
 }
 WHICH = ("verified", "unverified", "all")
 
