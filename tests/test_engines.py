@@ -52,6 +52,7 @@ def test_trl_settings_micro_batches_become_accumulation():
 
 
 @pytest.mark.parametrize("kw, field", [({"entropy_coef": 0.01}, "entropy_coef"), ({"random_reward": True}, "random_reward"),
+                                       ({"sft_examples_per_step": 4}, "sft_examples_per_step"),
                                        ({"beta": 0.1, "kl_estimator": "k1"}, "kl_estimator"),
                                        ({"num_minibatches": 3}, "num_minibatches")])
 def test_trl_settings_refuse_what_does_not_map(kw, field):

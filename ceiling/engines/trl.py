@@ -56,6 +56,7 @@ UPDATE_KEYS = {"loss": "loss/total", "grad_norm": "optim/grad_norm", "learning_r
 UNSUPPORTED = {
     "entropy_coef": 0.0,  # TRL has no entropy bonus
     "random_reward": False,  # the random-reward control needs the verified reward logged beside the trained one
+    "sft_examples_per_step": 0,  # the supervised mix-in is a term of our loop's loss; TRL's GRPO loss has none
 }
 
 
