@@ -370,7 +370,7 @@ def _locate(prep: list[tuple], grid: np.ndarray, table, curve, level: float, n_b
     """The grid position minimising the sum of the series' SSRs (`table(x, y, w)[0]` per grid position), each over
     its difference-based noise scale^2, and its interval: the profile set (the sum within chi2_1(level) of its
     minimum, the scale^2 of a dense series inflated to the long-run variance of its bins, AR(1) rho from the
-    fitted curve's residuals) joined to a parametric bootstrap (each fitted `curve` plus noise of its scale,
+    residuals of a 0-2 break `piecewise_fit`) joined to a parametric bootstrap (each fitted `curve` plus noise of its scale,
     AR(1) for dense series, the position re-found `n_boot` times, percentile interval).
     (index, profile set, low, high, tables); None when no position can be fitted."""
     def objective(ys: list[np.ndarray], infl: list[float]) -> tuple[np.ndarray, list]:
@@ -388,9 +388,11 @@ def _locate(prep: list[tuple], grid: np.ndarray, table, curve, level: float, n_b
     j = int(np.argmin(tot))
     fitted = [curve(xb, yb, wb, t, j) for (xb, yb, wb, _, _), t in zip(prep, parts)]
     rhos = []
-    for (_, yb, wb, _, dense), f in zip(prep, fitted):
-        r = (yb - f) * np.sqrt(wb)
-        rho = float(np.clip(lag1_autocorr(r), 0.0, 0.95)) if dense and r.size >= 8 and np.ptp(r) > 0 else 0.0
+    for xb, yb, wb, _, dense in prep:  # from a flexible fit's residuals: a misfit of the model is not noise
+        rho = 0.0
+        if dense and yb.size >= 8:
+            r = (yb - piecewise_fit(xb, yb, 1.0 / wb).predict(xb)) * np.sqrt(wb)
+            rho = float(np.clip(lag1_autocorr(r), 0.0, 0.95)) if np.ptp(r) > 0 else 0.0
         rhos.append(rho)
     infl = [(1.0 + q) / (1.0 - q) ** 2 for q in rhos]
     tot_lr = sum(t[0] / (p[3] * f) for t, p, f in zip(parts, prep, infl))
@@ -461,7 +463,7 @@ class Knee:
     identifiable: bool  # False when the interval spans the whole range searched
 
 
-SAT_CURVATURES = (0.15, 0.25, 0.4, 0.6, 1.0, 1.6, 2.5, 4.0, np.inf)
+SAT_CURVATURES = (0.25, 0.4, 0.6, 1.0, 1.6, 2.5, 4.0, np.inf)
 
 
 def _saturation_table(x: np.ndarray, y: np.ndarray, w: np.ndarray, taus: np.ndarray,
