@@ -21,6 +21,15 @@ squares, the number of breakpoints by BIC. Each segment's slope comes with a sta
 AR(1) long-run factor sqrt((1 + phi) / (1 - phi)) for dense series), each breakpoint with a profile-likelihood
 interval: the taus whose (profiled) weighted SSR exceeds the minimum by at most chi2_1(level) times the noise
 scale.
+
+`joint_fall_onset` / `decline_onset`: where one or more series start to fall, located between evaluation points:
+non-decreasing (isotonic) before tau, then a continuous straight fall from the level held to a free end tau2,
+then flat (abrupt drops and gradual falls are one family), the series' noise-scaled SSRs summed so that series
+that fall together share one onset. `saturation_onset`: the knee of a saturating rise (a plateau's onset),
+a + b (1 - exp(-(min(x, tau) - x0) / (c (tau - x0)))) with c from a grid, shared by the series. Dense series are
+averaged into at most 50 bins first. Both give a 95% interval joining the profile set to a parametric
+bootstrap (the fitted curves plus noise of the estimated scale, AR(1) for dense series), out to the evaluation
+points around it.
 """
 from __future__ import annotations
 
@@ -370,8 +379,8 @@ def _locate(prep: list[tuple], grid: np.ndarray, table, curve, level: float, n_b
     """The grid position minimising the sum of the series' SSRs (`table(x, y, w)[0]` per grid position), each over
     its difference-based noise scale^2, and its interval: the profile set (the sum within chi2_1(level) of its
     minimum, the scale^2 of a dense series inflated to the long-run variance of its bins, AR(1) rho from the
-    residuals of a 0-2 break `piecewise_fit`) joined to a parametric bootstrap (each fitted `curve` plus noise of its scale,
-    AR(1) for dense series, the position re-found `n_boot` times, percentile interval).
+    residuals of a 0-2 break `piecewise_fit`) joined to a parametric bootstrap (each fitted `curve` plus noise of
+    its scale, AR(1) for dense series, the position re-found `n_boot` times, percentile interval).
     (index, profile set, low, high, tables); None when no position can be fitted."""
     def objective(ys: list[np.ndarray], infl: list[float]) -> tuple[np.ndarray, list]:
         tot, parts = np.zeros(grid.size), []
@@ -419,8 +428,9 @@ def joint_fall_onset(series: list[FallSeries], level: float = 0.95, n_boot: int 
     The onset minimises the sum of the series' SSRs, each over its difference-based noise scale^2, on a grid of
     `sub` positions per gap between the sparsest series' points. 95% interval: the profile set (within
     chi2_1(level) of the minimum) joined to a parametric bootstrap (each series' fitted curve plus normal noise
-    of its scale, the joint onset re-estimated `n_boot` times, percentile interval), out to the evaluation points
-    around it. `from_start`: the profile set reaches the first grid position (no level is held first)."""
+    of its scale, AR(1) for dense series, the joint onset re-estimated `n_boot` times, percentile interval), out to
+    the evaluation points around it. `from_start`: the profile set reaches the first grid position (no level is
+    held first)."""
     if not series:
         raise ValueError("joint_fall_onset: no series")
     rng = rng or np.random.default_rng(0)
@@ -431,8 +441,8 @@ def joint_fall_onset(series: list[FallSeries], level: float = 0.95, n_boot: int 
     pts = np.unique(np.concatenate([[lo], ref[(ref > lo) & (ref < hi)], [hi]]))
     grid = np.unique(np.concatenate([np.linspace(a, b, sub + 1)[:-1] for a, b in zip(pts[:-1], pts[1:])] + [pts[-1:]]))
 
-    table = lambda xb, yb, wb: _ramp_table(xb, yb, wb, grid, min_tail)  # noqa: E731
-    found = _locate(prep, grid, table, lambda xb, yb, wb, t, j: _ramp_fitted(xb, yb, wb, grid[j], t[1][j], t[2][j], t[3][j]),
+    found = _locate(prep, grid, lambda xb, yb, wb: _ramp_table(xb, yb, wb, grid, min_tail),
+                    lambda xb, yb, wb, t, j: _ramp_fitted(xb, yb, wb, grid[j], t[1][j], t[2][j], t[3][j]),
                     level, n_boot, rng)
     if found is None:
         return FallOnset(tau=float(lo), ci=(float(lo), float(hi)), from_start=True)
@@ -442,7 +452,8 @@ def joint_fall_onset(series: list[FallSeries], level: float = 0.95, n_boot: int 
     c_hi = float(ref[min(np.searchsorted(ref, c_hi, "left"), ref.size - 1)])
     return FallOnset(tau=float(grid[j]), ci=(min(c_lo, float(grid[j])), max(c_hi, float(grid[j]))),
                      from_start=bool(ok.min() <= grid[0]),
-                     method=f"isotonic then ramp, {'joint over %d series' % len(series) if len(series) > 1 else 'one series'}")
+                     method="isotonic then ramp, " + (f"joint over {len(series)} series" if len(series) > 1
+                                                      else "one series"))
 
 
 def decline_onset(x: np.ndarray, y: np.ndarray, rel_var: np.ndarray | None = None, ar1: bool = False,
