@@ -160,7 +160,7 @@ def test_pretraining_record_pools_the_families(one_torch_thread) -> None:
 def _readme_bases() -> dict[str, list[str]]:
     rows = {}
     for line in (ROOT / "README.md").read_text().splitlines():
-        m = re.match(r"\| `(tiny-\w+)` \|(.*)\|$", line)
+        m = re.match(r"\| `(tiny-[\w-]+)` \|(.*)\|$", line)
         if m:
             rows[m.group(1)] = [c.strip() for c in m.group(2).split("|")]
     return rows

@@ -151,7 +151,7 @@ def test_resume_skips_complete_cells_and_reruns_a_damaged_one(swept, bases, monk
     n_lines = len((d / "metrics.jsonl").read_text().splitlines())
     mtimes = {c.name: (cell_dir(runs, config, c) / "fits.json").stat().st_mtime_ns for c in config.cells[1:]}
     outcome = run_sweep(config, runs, reports, jobs=1)
-    assert [r.status for r in outcome.results] == ["ran", "done", "done", "done"]
+    assert [r.status for r in outcome.results] == ["ran", "done", "done", "done", "done"]
     for c in config.cells[1:]:  # untouched
         assert (cell_dir(runs, config, c) / "fits.json").stat().st_mtime_ns == mtimes[c.name]
     assert "== RL" in (d / "sweep_cell.log").read_text()

@@ -373,3 +373,18 @@ def test_arm_and_control_cells_stay_out_of_the_pooled_regression():
     t["arm"] = t["arm"].fillna("rl")
     reg = regression_table(t, CONFIG)
     assert "b0-s0-sft" not in set(reg["run"]) and len(reg) == 6
+
+
+def test_a_skill_past_its_base_is_seen_without_identifiable_ceilings():
+    """sort reaches 0.97 on every base (base pass@k 0.3-0.8), but every ceiling is pinned at the bound (not
+    identifiable): the final held-out reward alone shows RL went past the base: contradicted, not 'cannot decide'.
+    The same runs ending at their base's pass@k stay undecided (no identifiable ceiling to test the floor)."""
+    past = family_table([{**r, "ceiling_identifiable": False}
+                         for r in family_runs("sort", lambda x: 1.0, final_reward_of=lambda x: 0.97)])
+    a = analyse(CONFIG, table(diversity_runs(lambda x: 0.1 + 0.5 * x)), past)
+    assert family_verdict(a, "sort") == CONTRADICT
+    r = a.families["sort"]["final_minus_base"]
+    gaps = [0.97 + e - x for x in (0.3, 0.55, 0.8) for e in (0.006, -0.004, -0.002)]
+    assert r["estimate"] == pytest.approx(np.mean(gaps))
+    at = family_table([{**r, "ceiling_identifiable": False} for r in family_runs("sort", lambda x: x)])
+    assert is_undecided(family_verdict(analyse(CONFIG, table(diversity_runs(lambda x: 0.1 + 0.5 * x)), at), "sort"))

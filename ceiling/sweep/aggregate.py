@@ -607,6 +607,7 @@ def family_analysis(ft: pd.DataFrame, config: SweepConfig) -> dict[str, dict[str
         lobo = leave_one_base_out(reg, "base_pass@kmax")
         ident = reg[reg["identifiable"].astype(bool)]
         gap = mean_interval(ident["ceiling"] - ident["base_pass@kmax"])
+        reach = mean_interval(rows["final_reward"] - rows["base_pass@kmax"])  # measured, no curve: every run
         # past the base's reach: an identifiable ceiling, or the final checkpoint's held-out reward itself, whose
         # interval lies above the base's pass@k at the largest k (no curve needed for the latter)
         above = rows[(rows["ceiling_identifiable"].astype(bool) & (rows["ceiling_low"] > rows["base_pass@kmax_high"]))
@@ -617,7 +618,7 @@ def family_analysis(ft: pd.DataFrame, config: SweepConfig) -> dict[str, dict[str
             "slope": (fit.regressions[fit.primary]["slope"] if fit is not None else None),
             "slope_ci": (list(fit.regressions[fit.primary]["slope_ci"]) if fit is not None else None),
             "slope_detected": bool(fit.detected) if fit is not None else False,
-            "prediction": lobo, "gap": gap.to_dict(), "n_above": len(above),
+            "prediction": lobo, "gap": gap.to_dict(), "n_above": len(above), "final_minus_base": reach.to_dict(),
             "base_pass@kmax": {str(b): _finite(float(g["base_pass@kmax"].mean())) for b, g in reg.groupby("base")},
             "ceiling_by_base": {str(b): _finite(float(g["ceiling"].mean())) for b, g in ident.groupby("base")}}
     return out
@@ -636,9 +637,10 @@ def _family_findings(a: SweepAnalysis) -> list[Finding]:
         slope = (f"slope on the base's pass@k {fmt(r['slope'])} [{fmt(r['slope_ci'][0])}, {fmt(r['slope_ci'][1])}]"
                  if r["slope"] is not None else "no regression")
         head = (f"{fam}: {n_id} of {n} runs identifiable on {r['bases']} bases; ceiling minus the base's pass@k at "
-                f"the largest k {_ci(gap)}; {above} of {n} runs clearly past it (ceiling or final held-out reward, "
-                f"intervals apart); {slope}; {pred}.")
-        if above > n // 2:
+                f"the largest k {_ci(gap)}; final held-out reward minus it {_ci(r['final_minus_base'])} over {n} "
+                f"runs, {above} clearly past it (ceiling or final reward, intervals apart); {slope}; {pred}.")
+        past = r["final_minus_base"]["ci_low"]
+        if above > n // 2 or (past is not None and past > BINDS_MARGIN):
             v, what = CONTRADICT, (" RL went past what the base could sample: this family's floor does not bind "
                                    "(a skill that carries over to sub-spaces the base never solved).")
         elif n_id < max(3, (n + 1) // 2):
