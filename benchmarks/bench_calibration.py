@@ -12,12 +12,13 @@ fits (what a mis-labelled interval would show), and seconds per fit. Target: 0.9
 
 Cases (the test suite, tests/test_calibration.py, runs cheaper versions of the first case of each method):
 - ceiling: ScaleRL's first parameter set (C_mid 2542, B 1.92, A 0.61, R0 0.2), noise sd 0.015, n points up
-  to 95% of the rise; n = 40 with 200 resamples (the test's size) and n = 200 with 1000 (bench_fit's size);
-  AR(1) noise (phi 0.6) with the automatic block length and with blocks of one (what non-contiguous
+  to 95% of the rise; the grid n = 12, 40, 80 x AR(1) phi = 0, 0.3, 0.6 (200 resamples) for the default (AR(1)
+  bootstrap, t on the effective dof n (1 - rho) / (1 + rho) - p) and the circular block bootstrap (t on n - p);
+  n = 200 with 1000 resamples (bench_fit's size); blocks of one under AR(1) 0.6 (what non-contiguous
   resampling amounts to); the residual inflation sqrt(n / (n - p)) removed (emulated by shrinking the
   replicates towards the estimate by 1 / inflation) at n = 12.
 - entropy law: R = -0.15 exp(H) + 0.85, H decaying from 1.5 to 0.1 over n checkpoints, white and AR(1)
-  noise (sd 0.01); the library's Newey-West intervals and plain OLS t intervals on the same draws.
+  noise (sd 0.01); the library's EWC (equal-weighted cosine HAC) intervals and plain OLS t intervals on the same draws.
 - across runs: k runs with base measure x evenly in [0.3, 0.9], ceilings 0.3 + 0.5 x + between-run scatter
   (sd tau) + their own estimation error (sd s_i ~ U(0.005, 0.03), reported as ci = ceiling +- 1.96 s_i);
   coverage of the true slope 0.5.
@@ -80,7 +81,7 @@ CMID, B, A, R0, NOISE = 2542.0, 1.92, 0.61, 0.2, 0.015
 
 
 def ceiling_case(n: int, n_boot: int, phi: float = 0.0, block: int | None = None, no_inflation: bool = False,
-                 resample: str = "block", plain: bool = False,
+                 resample: str = "ar1", plain: bool = False,
                  widths: list[float] | None = None) -> Callable[[int, np.random.Generator], dict[float, bool]]:
     """`plain`: read plain percentile intervals (no small-sample expansion); `widths` collects 95% widths."""
     cmax = CMID * 19.0 ** (1.0 / B)
@@ -111,13 +112,15 @@ def ceiling_cases(draws: int) -> Iterator[Result]:
         res.case += f" (width {np.mean(widths):.4f})"
         return res
 
-    for n, nb in ((12, 200), (40, 200), (200, 1000)):
-        yield with_width(f"ceiling: n={n}, iid, {nb} resamples, expanded percentile", n=n, n_boot=nb)
-        yield with_width(f"ceiling: n={n}, iid, {nb} resamples, plain percentile", n=n, n_boot=nb, plain=True)
-    for n, phi in ((80, 0.3), (80, 0.6), (200, 0.6), (40, 0.6)):
-        for resample in ("block", "ar1"):
-            yield with_width(f"ceiling: n={n}, AR(1) {phi}, {resample}", n=n, n_boot=200, phi=phi, resample=resample)
-    yield measure("ceiling: n=80, AR(1) 0.6 noise, blocks of one", draws, ceiling_case(80, 200, phi=0.6, block=1))
+    for n in (12, 40, 80):
+        for phi in (0.0, 0.3, 0.6):
+            for resample in ("ar1", "block"):
+                yield with_width(f"ceiling: n={n}, AR(1) {phi}, {resample}", n=n, n_boot=200, phi=phi,
+                                 resample=resample)
+    yield with_width("ceiling: n=200, iid, 1000 resamples (default)", n=200, n_boot=1000)
+    yield with_width("ceiling: n=12, iid, plain percentile (default draws)", n=12, n_boot=200, plain=True)
+    yield measure("ceiling: n=80, AR(1) 0.6 noise, blocks of one", draws,
+                  ceiling_case(80, 200, phi=0.6, block=1, resample="block"))
     yield measure("ceiling: n=12, inflation removed (emulated)", draws, ceiling_case(12, 200, no_inflation=True))
 
 
@@ -156,7 +159,7 @@ def entropy_cases(draws: int) -> Iterator[Result]:
     yield measure("entropy law: n=200, white noise (the test's case)", n_draws, entropy_case(200, 0.0))
     yield measure("entropy law: n=100, white noise", n_draws, entropy_case(100, 0.0))
     for phi in (0.3, 0.6):
-        yield measure(f"entropy law: n=200, AR(1) {phi} noise, Newey-West", n_draws, entropy_case(200, phi))
+        yield measure(f"entropy law: n=200, AR(1) {phi} noise, EWC (library)", n_draws, entropy_case(200, phi))
         yield measure(f"entropy law: n=200, AR(1) {phi} noise, plain OLS", n_draws, ols_case(200, phi))
 
 

@@ -120,14 +120,39 @@ def test_block_length_follows_autocorrelation() -> None:
     rng = np.random.default_rng(4)
     c = np.linspace(100, 20000, 300)
     truth = sigmoid(c, 2542, 1.92, 0.61)
+    white = fit_curve(c, truth + rng.normal(0, NOISE, c.size), n_boot=100, resample="block")
+    e = np.zeros(c.size)
+    for t in range(1, c.size):
+        e[t] = 0.8 * e[t - 1] + rng.normal(0, NOISE * 0.6)
+    ar = fit_curve(c, truth + e, n_boot=300, resample="block")
+    assert white.bootstrap["block"] <= 2
+    assert ar.bootstrap["block"] >= 4
+    assert ar.stats["lag1_autocorr"] > 0.5
+    assert ar.ci_low <= 0.61 <= ar.ci_high
+
+
+def test_default_ar1_bootstrap_follows_autocorrelation() -> None:
+    """The default AR(1) bootstrap: near-zero coefficient and n - p dof on white noise; on AR(1) 0.8 noise a
+    coefficient near 0.8, fewer effective dof (n (1 - rho) / (1 + rho) - p, by hand here) and a wider interval
+    than the same data get from blocks."""
+    rng = np.random.default_rng(4)
+    c = np.linspace(100, 20000, 300)
+    truth = sigmoid(c, 2542, 1.92, 0.61)
     white = fit_curve(c, truth + rng.normal(0, NOISE, c.size), n_boot=100)
     e = np.zeros(c.size)
     for t in range(1, c.size):
         e[t] = 0.8 * e[t - 1] + rng.normal(0, NOISE * 0.6)
     ar = fit_curve(c, truth + e, n_boot=300)
-    assert white.bootstrap["block"] <= 2
-    assert ar.bootstrap["block"] >= 4
-    assert ar.stats["lag1_autocorr"] > 0.5
+    blocks = fit_curve(c, truth + e, n_boot=300, resample="block")
+    assert white.bootstrap["block"] is None and white.bootstrap["ar1"] < 0.1
+    n_white = white.data["n"]
+    assert white.bootstrap["dof"] == pytest.approx(n_white * (1 - white.bootstrap["ar1"]) / (1 + white.bootstrap["ar1"]) - 4)
+    assert white.bootstrap["dof"] > n_white - 4 - 0.2 * n_white
+    rho, n = ar.bootstrap["ar1"], ar.data["n"]
+    assert 0.7 < rho < 0.9
+    assert ar.bootstrap["dof"] == pytest.approx(n * (1 - rho) / (1 + rho) - 4)
+    assert "AR(1) bootstrap" in ar.method and "effective residual dof" in ar.method
+    assert ar.ci_high - ar.ci_low > 1.15 * (blocks.ci_high - blocks.ci_low)  # 1.25 on these draws
     assert ar.ci_low <= 0.61 <= ar.ci_high
 
 

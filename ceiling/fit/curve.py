@@ -18,18 +18,23 @@ upper bound on the mean of the first three logged values, with the noise sd read
 of the whole series); without that, a series already flat inside the window could equally be
 read as one that has not started rising, with any ceiling.
 
-Intervals: a circular block bootstrap of the residuals (block length by Carlstein's rule from their lag-1
-autocorrelation, so white noise gets blocks of one and autocorrelated checkpoints get longer blocks),
-residuals inflated by sqrt(n / (n - p)) (and mean-centred only for the plain squared loss, since a robust
-fit's residuals are centred at a robust location); every replicate is refitted (all at once, see `solve.lm_batch`),
-and expanded percentile intervals (Hesterberg 2015) are read from the replicate parameters: the percentiles at
-level 2 Phi(t_{n-p}) - 1 instead of `level`, which widens the interval by t_{n-p} / z for the residual degrees
-of freedom (plain percentiles covered 0.92-0.93 at n = 12; 1.18x wider there, 1.03x at n = 40). Confidence
-bands are such percentiles of the replicate curves; prediction bands add a resampled residual to each.
-`resample="ar1"` replaces the blocks by an AR(1) bootstrap whose coefficient is corrected for the bias of the
-residuals' lag-1 autocorrelation (`ar1_coefficient`): blocks of Carlstein's length keep only part of the
-long-run variance under AR(1) noise (coverage 0.81 at AR(1) 0.6, n = 80), the AR(1) bootstrap keeps it, at
-the price of much wider intervals when the residuals look autocorrelated (benchmarks/RESULTS.md).
+Intervals (default, `resample="ar1"`): an AR(1) bootstrap of the residuals. The noise's AR(1) coefficient is
+the residuals' lag-1 autocorrelation corrected for the bias a p-parameter fit puts on it (`ar1_coefficient`;
+0 when not positive, and then this is the plain residual bootstrap); its innovations are resampled and
+filtered into replicate series (`ar_resample`). Residuals are inflated by sqrt(n / (n - p)) (and mean-centred
+only for the plain squared loss, since a robust fit's residuals are centred at a robust location); every
+replicate is refitted (all at once, see `solve.lm_batch`), and expanded percentile intervals (Hesterberg 2015)
+are read from the replicate parameters: the percentiles at level 2 Phi(t_dof) - 1 instead of `level`, which
+widens the interval by t_dof / z. dof is the effective residual degrees of freedom n (1 - rho) / (1 + rho) - p
+(Santer et al. 2000; n - p under white noise), so the widening accounts for a noise level estimated from
+fewer independent residuals when the checkpoints are autocorrelated (`effective_dof`). Confidence bands are
+such percentiles of the replicate curves; prediction bands add a resampled residual to each.
+Why not blocks: checkpoints evaluated on the same prompts with the same sampling seed carry correlated
+evaluation errors (on the committed example the error of a 24-prompt evaluation has lag-1 correlation about
+0.55 from one checkpoint to the next), and blocks of Carlstein's length keep only part of the long-run
+variance of such noise (coverage 0.83 at AR(1) 0.6, n = 80; this bootstrap 0.94). `resample="block"` keeps
+the circular block bootstrap (block length by Carlstein's rule, t on n - p dof) for comparison; it covers
+0.95 only under independent noise (benchmarks/RESULTS.md, calibration).
 
 Identifiability: the ceiling is reported as not identifiable (with the reasons in words) when
 - the fitted curve has covered less than `min_progress` (default 0.6) of its rise from the first fitted
@@ -152,7 +157,7 @@ class CurveFit:
             raise CeilingError("predict: this fit has no bootstrap draws (fitted with n_boot=0); no band")
         lev = self.level if level is None else level
         if self.bootstrap.get("dof") is not None:  # the small-sample widening the intervals use
-            lev = expanded_level(lev, int(self.bootstrap["dof"]))
+            lev = expanded_level(lev, float(self.bootstrap["dof"]))
         curves = self._form.f(u, self._theta(self.draws))
         if band == "prediction":
             rng = np.random.default_rng(seed)
@@ -367,9 +372,11 @@ class CurveFitter:
     """Bootstrap replicates (0: a point fit only)."""
     block: int | None = None
     """Bootstrap block length (default: Carlstein's rule from the residual autocorrelation)."""
-    resample: str = "block"
-    """"block": circular block bootstrap of the residuals; "ar1": AR(1) bootstrap with a bias-corrected
-    coefficient (`ar1_coefficient`; calibrated under autocorrelated noise, wider: see benchmarks/RESULTS.md)."""
+    resample: str = "ar1"
+    """"ar1": AR(1) bootstrap of the residuals with a bias-corrected coefficient (`ar1_coefficient`) and t on the
+    effective dof (`effective_dof`); calibrated under independent and AR(1) noise (benchmarks/RESULTS.md).
+    "block": circular block bootstrap (Carlstein's length, t on n - p dof), which under-covers autocorrelated
+    checkpoints (kept for comparison)."""
     level: float = 0.95
     """Interval level."""
     seed: int = 0
@@ -463,7 +470,8 @@ def _fit(cfg: CurveFitter, x: Sequence[float] | np.ndarray, y: Sequence[float] |
                                  f_scale=fs)
         n_failed = int((~ok_b).sum())
         draws = fm.natural(th_b, x_scale)
-        dof = max(n - int(np.sum(hi > lo)), 1)  # residual degrees of freedom (a pinned parameter is not fitted)
+        # residual degrees of freedom (a pinned parameter is not fitted), fewer when the noise is autocorrelated
+        dof = effective_dof(n, 0.0 if rho1 is None else rho1, int(np.sum(hi > lo)))
         lo_ci, hi_ci = percentile_ci(draws, expanded_level(level, dof))
         ci = {k: (float(a), float(b)) for k, a, b in zip(fm.natural_names, lo_ci, hi_ci)}
         scheme = "circular block bootstrap of residuals" if rho1 is None else "AR(1) bootstrap of residuals"
@@ -492,7 +500,7 @@ def _fit(cfg: CurveFitter, x: Sequence[float] | np.ndarray, y: Sequence[float] |
              "profile_A": None if profile is None else [profile[0], profile[1]]}
     method = (f"{form} fit, {loss} loss (f_scale={fs:.3g}), variable-projection grid + Levenberg-Marquardt"
               + (f"; {_scheme_words(boot)} (B={n_boot}), expanded-percentile {level:.0%} intervals "
-                 f"(t with {boot['dof']} residual dof); profile-likelihood check on A" if n_boot > 0
+                 f"(t with {_dof_words(boot)}); profile-likelihood check on A" if n_boot > 0
                  else "; no bootstrap"))
     window = {"r0_fixed": r0, "rule": (f"x >= {x_min:g}" if x_min is not None else f"x > {exclude_frac:g} * max(x)")
               + (f" and x <= {x_max:g}" if x_max is not None else ""),
@@ -514,11 +522,26 @@ def _scheme_words(boot: dict[str, Any]) -> str:
             "residuals' lag-1 autocorrelation)")
 
 
-def expanded_level(level: float, dof: int) -> float:
+def _dof_words(boot: dict[str, Any]) -> str:
+    if boot.get("ar1"):
+        return f"{boot['dof']:.3g} effective residual dof, n (1 - rho) / (1 + rho) - p"
+    return f"{boot['dof']:.3g} residual dof"
+
+
+def expanded_level(level: float, dof: float) -> float:
     """The percentile level that widens a bootstrap interval for a small sample (Hesterberg 2015's expanded
     percentile interval): 2 Phi(t_dof) - 1 with t_dof the Student quantile at `level`, so the interval's
-    half-width is t_dof / z times the plain percentile's (1.18x at 8 residual degrees of freedom, 1.02x at 45)."""
-    return float(2.0 * sps.norm.cdf(sps.t.ppf(0.5 + level / 2.0, max(dof, 1))) - 1.0)
+    half-width is t_dof / z times the plain percentile's (1.18x at 8 residual degrees of freedom, 1.02x at 45).
+    dof below 1 counts as 1."""
+    return float(2.0 * sps.norm.cdf(sps.t.ppf(0.5 + level / 2.0, max(dof, 1.0))) - 1.0)
+
+
+def effective_dof(n: int, rho: float, n_params: int) -> float:
+    """Residual degrees of freedom of n points with AR(1) noise of coefficient rho and n_params fitted:
+    n (1 - rho) / (1 + rho) - n_params (the effective sample size of Santer et al. 2000, J. Geophys. Res. 105,
+    7337), at least 1; n - n_params for rho <= 0. E.g. n = 80, rho = 0.6, 4 parameters: 16."""
+    r = max(float(rho), 0.0)
+    return float(max(n * (1.0 - r) / (1.0 + r) - n_params, 1.0))
 
 
 def ar1_coefficient(resid: np.ndarray, n_params: int) -> float:
