@@ -167,6 +167,7 @@ def test_a_failed_cell_is_reported_and_the_others_go_on(swept, bases, monkeypatc
     data = json.loads(SMOKE.read_text())
     data["grid"]["base"] = ["tiny-low", str(tmp_path / "no-such-model")]
     data.pop("controls")
+    data.pop("arms")
     broken = parse_sweep(data, SMOKE)
     # reuse the finished tiny-low cell: copy nothing, point the sweep at the same runs folder
     outcome = run_sweep(broken, runs, tmp_path / "reports", jobs=1)
@@ -255,6 +256,7 @@ def _fake_sweep(tmp_path, monkeypatch, slope: float):
     data.update(name="synthetic", grid={"base": ["tiny-low", "tiny-medium", "tiny-high"], "seed": [0, 1],
                                         "beta": [0.0]})
     data.pop("controls")
+    data.pop("arms")
     config = parse_sweep(data, SMOKE)
     coverage = {"tiny-low": 0.3, "tiny-medium": 0.5, "tiny-high": 0.7}
     runs = tmp_path / "runs"

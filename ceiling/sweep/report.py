@@ -157,14 +157,16 @@ def _fig_families(a: SweepAnalysis, colors: dict[str, str]) -> Figure:
                 ax.scatter(x[off], d["ceiling"][off], facecolors="none", edgecolors=colors.get(base, CONTROL), s=40,
                            marker=marker, label=f"{label} (not identifiable)")
         r = a.families.get(fam) or {}
-        gap = r.get("gap") or {}
+        gap, reach = r.get("gap") or {}, r.get("final_minus_base") or {}
         ax.set_title(f"{fam}: ceiling - base pass@k {fmt(gap.get('estimate'))} "
-                     f"{interval(gap.get('ci_low'), gap.get('ci_high'))}", loc="left", fontsize=9)
+                     f"{interval(gap.get('ci_low'), gap.get('ci_high'))};\nfinal reward - base pass@k "
+                     f"{fmt(reach.get('estimate'))} {interval(reach.get('ci_low'), reach.get('ci_high'))} (RL arm, "
+                     f"beta {a.reference_beta:g})", loc="left", fontsize=8.5)
         ax.set_xlabel(f"base pass@k at the largest k on {fam}")
         ax.set_ylabel(f"fitted ceiling of {fam}'s held-out reward")
         ax.set_xlim(-0.02, 1.02)
         ax.set_ylim(-0.02, 1.05)
-        _legend(ax, loc="lower right")
+        _legend(ax, loc="best")
     fig.suptitle("Each family's ceiling against its base's reach", fontsize=11, fontweight="bold")
     return fig
 
