@@ -136,7 +136,7 @@ def _fig_families(a: SweepAnalysis, colors: dict[str, str]) -> Figure:
     ft = a.family_table
     ft = ft[(ft["status"] == "complete") & (ft["reward"] == "verified") & (ft["beta"] == a.reference_beta)]
     fams = list(dict.fromkeys(ft["family"]))
-    fig, axes = _figure(len(fams), width=4.2 * len(fams))
+    fig, axes = _figure(len(fams), width=5.0 * len(fams))
     for ax, fam in zip(axes, fams):
         d = ft[ft["family"] == fam].reset_index(drop=True)
         _diagonal(ax, 0.0, 1.0, "ceiling = base pass@k (the cap)")
@@ -157,11 +157,10 @@ def _fig_families(a: SweepAnalysis, colors: dict[str, str]) -> Figure:
                 ax.scatter(x[off], d["ceiling"][off], facecolors="none", edgecolors=colors.get(base, CONTROL), s=40,
                            marker=marker, label=f"{label} (not identifiable)")
         r = a.families.get(fam) or {}
-        gap, reach = r.get("gap") or {}, r.get("final_minus_base") or {}
-        ax.set_title(f"{fam}: ceiling - base pass@k {fmt(gap.get('estimate'))} "
-                     f"{interval(gap.get('ci_low'), gap.get('ci_high'))};\nfinal reward - base pass@k "
-                     f"{fmt(reach.get('estimate'))} {interval(reach.get('ci_low'), reach.get('ci_high'))} (RL arm, "
-                     f"beta {a.reference_beta:g})", loc="left", fontsize=8.5)
+        reach = r.get("final_minus_base") or {}
+        ax.set_title(f"{fam}: final reward - base pass@k {fmt(reach.get('estimate'))}\n"
+                     f"{interval(reach.get('ci_low'), reach.get('ci_high'))} (RL runs at beta {a.reference_beta:g})",
+                     loc="left", fontsize=9)
         ax.set_xlabel(f"base pass@k at the largest k on {fam}")
         ax.set_ylabel(f"fitted ceiling of {fam}'s held-out reward")
         ax.set_xlim(-0.02, 1.02)
