@@ -243,20 +243,24 @@ class Mod(_BinaryOp):
         return str((r + rng.choice((-1, 1))) % m)
 
 
-class Sort(TaskFamily):
-    name = "sort"
-    description = "sort a string of digits ascending"
+class _DigitString(TaskFamily):
+    """``<keyword> <digits>=`` -> a digit string computed from the digits (`_answer`); compared digit by digit."""
+
+    keyword = "digits"
     numeric = False
+
+    def _answer(self, digits: str) -> str:
+        raise NotImplementedError
 
     def _sample(self, rng: random.Random, difficulty: int) -> tuple:
         n = rng.randint(3 * difficulty, 3 * difficulty + 2)
         return ("".join(rng.choice("0123456789") for _ in range(n)),)
 
     def _build(self, digits: str) -> tuple[str, str, str, dict[str, Any]]:
-        return digits, f"sort {digits}=", "".join(sorted(digits)), {"digits": digits}
+        return digits, f"{self.keyword} {digits}=", self._answer(digits), {"digits": digits}
 
     def _parse_prompt(self, text: str) -> tuple | None:
-        m = _last_match(re.compile(_START + r"sort ([0-9]{1,64})="), text)
+        m = _last_match(re.compile(_START + re.escape(self.keyword) + r" ([0-9]{1,64})="), text)
         return None if m is None else (m.group(1),)
 
     def _extract(self, text: str) -> str | None:
@@ -264,6 +268,15 @@ class Sort(TaskFamily):
 
     def _score(self, problem: Problem, text: str) -> float:
         return 1.0 if self._extract(text) == problem.answer else 0.0
+
+
+class Sort(_DigitString):
+    name = "sort"
+    description = "sort a string of digits ascending"
+    keyword = "sort"
+
+    def _answer(self, digits: str) -> str:
+        return "".join(sorted(digits))
 
     def subspace(self, problem: Problem) -> str:
         return f"len={len(problem.answer)}"
@@ -377,34 +390,20 @@ def cipher_table(subspace: str, salt: int = 0) -> str:
     return "".join(digits[(d + salt) % 10] for d in range(10))
 
 
-class Cipher(TaskFamily):
+class Cipher(_DigitString):
     """Knowledge, not skill: ``cipher 5173=`` -> the digits through sub-space 3's table (module docstring)."""
 
     name = "cipher"
     description = "replace each digit through the secret table of the string's last digit (knowledge: not computable)"
-    numeric = False
+    keyword = "cipher"
 
     @staticmethod
     def encode(digits: str, salt: int = 0) -> str:
         table = cipher_table(digits[-1], salt)
         return "".join(table[int(c)] for c in digits)
 
-    def _sample(self, rng: random.Random, difficulty: int) -> tuple:
-        n = rng.randint(3 * difficulty, 3 * difficulty + 2)
-        return ("".join(rng.choice("0123456789") for _ in range(n)),)
-
-    def _build(self, digits: str) -> tuple[str, str, str, dict[str, Any]]:
-        return digits, f"cipher {digits}=", self.encode(digits), {"digits": digits}
-
-    def _parse_prompt(self, text: str) -> tuple | None:
-        m = _last_match(re.compile(_START + r"cipher ([0-9]{1,64})="), text)
-        return None if m is None else (m.group(1),)
-
-    def _extract(self, text: str) -> str | None:
-        return _digit_span(text)
-
-    def _score(self, problem: Problem, text: str) -> float:
-        return 1.0 if self._extract(text) == problem.answer else 0.0
+    def _answer(self, digits: str) -> str:
+        return self.encode(digits)
 
     def subspace(self, problem: Problem) -> str:
         return f"last={problem.meta['digits'][-1]}"
