@@ -282,8 +282,11 @@ def summary_lines(fits: Fits | object, eval_frame: pd.DataFrame | None = None,
 def _headline(f: Fits, eval_frame: pd.DataFrame | None) -> list[tuple[str, str]]:
     floor = diversity_floor(eval_frame)
     rows = f.diagnosis_headlines()
-    rows += [("Ceiling of the verified reward", f.ceiling_headline()),
-            ("Diversity floor of the base", floor or "not measured (no rows for the base, step 0; run `ceiling eval`)"),
+    rows += [("Ceiling of the verified reward", f.ceiling_headline())]
+    per_family = f.family_ceilings_headline()
+    if per_family:
+        rows.append(("Ceiling per verified family", per_family))
+    rows += [("Diversity floor of the base", floor or "not measured (no rows for the base, step 0; run `ceiling eval`)"),
             ("KL threshold", f.threshold_headline())]
     ent = f.entropy_headline()
     if ent:

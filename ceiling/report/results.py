@@ -240,6 +240,11 @@ class Fits:
         c = self.ceiling_result()
         return "not fitted" if c is None else c.headline()
 
+    def family_ceilings_headline(self) -> str | None:
+        """Each verified family's ceiling, when the run rewards several (None otherwise)."""
+        fam = self.section("family_ceilings")
+        return None if fam is None or not hasattr(fam, "fits") else fam.headline()
+
     # ------------------------------------------------------------------ entropy law
     def entropy_result(self) -> Any | None:
         return self.section("entropy_law")
