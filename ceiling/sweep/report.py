@@ -136,7 +136,8 @@ def _fig_families(a: SweepAnalysis, colors: dict[str, str]) -> Figure:
     ft = a.family_table
     ft = ft[(ft["status"] == "complete") & (ft["reward"] == "verified") & (ft["beta"] == a.reference_beta)]
     fams = list(dict.fromkeys(ft["family"]))
-    fig, axes = _figure(len(fams), width=5.0 * len(fams))
+    fig = Figure(figsize=(5.0 * len(fams), F.FIGSIZE[1] + 1.8), layout="constrained")  # room for the legends below
+    axes = [fig.add_subplot(1, len(fams), i + 1) for i in range(len(fams))]
     for ax, fam in zip(axes, fams):
         d = ft[ft["family"] == fam].reset_index(drop=True)
         _diagonal(ax, 0.0, 1.0, "ceiling = base pass@k (the cap)")
@@ -158,14 +159,18 @@ def _fig_families(a: SweepAnalysis, colors: dict[str, str]) -> Figure:
                            marker=marker, label=f"{label} (not identifiable)")
         r = a.families.get(fam) or {}
         reach = r.get("final_minus_base") or {}
-        ax.set_title(f"{fam}: final reward - base pass@k {fmt(reach.get('estimate'))}\n"
-                     f"{interval(reach.get('ci_low'), reach.get('ci_high'))} (RL runs at beta {a.reference_beta:g})",
-                     loc="left", fontsize=9)
+        ax.set_title(f"{fam}: final reward - base pass@k {fmt(reach.get('estimate'))} "
+                     f"{interval(reach.get('ci_low'), reach.get('ci_high'))}\n(RL runs at beta {a.reference_beta:g}; "
+                     "points: fitted ceilings)", loc="left", fontsize=9)
         ax.set_xlabel(f"base pass@k at the largest k on {fam}")
         ax.set_ylabel(f"fitted ceiling of {fam}'s held-out reward")
         ax.set_xlim(-0.02, 1.02)
         ax.set_ylim(-0.02, 1.05)
-        _legend(ax, loc="best")
+        _legend(ax, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=7.5, frameon=False)
+        missing = int((~np.isfinite(d["ceiling"].to_numpy(float))).sum())
+        if missing:
+            ax.text(0.99, 0.01, f"{missing} run(s) without a fitted ceiling (see sweep_families.csv)",
+                    transform=ax.transAxes, ha="right", va="bottom", fontsize=7.5, color="0.4")
     fig.suptitle("Each family's ceiling against its base's reach", fontsize=11, fontweight="bold")
     return fig
 
@@ -283,7 +288,9 @@ def sweep_figures(a: SweepAnalysis, cur: pd.DataFrame) -> list[SweepFigure]:
     """The report's figures as PNG bytes (or the reason each was skipped)."""
     t = a.table
     colors = _colors(t)
-    done = t[(t["status"] == "complete") & t["base_reward"].notna()].reset_index(drop=True)
+    arm = t["arm"].fillna("rl") if "arm" in t.columns else pd.Series("rl", index=t.index)
+    # the RL runs and their controls; other arms (the SFT mix-in) have their own table and the family figure
+    done = t[(t["status"] == "complete") & t["base_reward"].notna() & (arm == "rl")].reset_index(drop=True)
     from ceiling.sweep.aggregate import regression_table
     from ceiling.sweep.config import SweepConfig
 
@@ -348,7 +355,9 @@ def sweep_figures(a: SweepAnalysis, cur: pd.DataFrame) -> list[SweepFigure]:
                                "random-reward controls.",
                                _render(_fig_unverified, done, cur, colors, a.reference_beta)))
     out.append(SweepFigure("control_gain", "Gain: verified reward vs random-reward control",
-                           "Held-out verified reward of the final checkpoint minus the base's, per run, with the two "
+                           "Held-out verified reward of the final checkpoint minus the base's, per RL run (every beta "
+                           "of the grid: the conclusion compares the controls with the runs at the same beta; other "
+                           "arms are in the Arms table), with the two "
                            f"evaluation intervals combined ({LEVEL:.0%}). Crosses: random-reward controls (reward drawn "
                            "independently of correctness): a gain there is a side effect of the update, not learning.",
                            _render(_fig_control, done, colors)))
