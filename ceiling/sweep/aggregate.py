@@ -704,7 +704,8 @@ def _arm_findings(a: SweepAnalysis) -> list[Finding]:
                            f"RL alone {fmt(r['rl_final_reward'])} at the same steps; paired difference {_ci(d)} over "
                            f"{r['pairs']} base/seed pair(s); final reward minus the base's pass@k at the largest k "
                            f"{_ci(past)}; {r['n_pass@kmax_above_base']} of {r['runs']} arm runs end "
-                           f"with pass@k at the largest k above the base's ({fmt(r['base_pass@kmax'])}); "
+                           f"with pass@k at the largest k clearly above their base's (intervals apart; bases' mean "
+                           f"{fmt(r['base_pass@kmax'])}); "
                            f"{r['n_ceiling_above_base']} with an identifiable ceiling above it: {what}."))
     return out
 

@@ -451,8 +451,8 @@ def arms_display(a: SweepAnalysis) -> pd.DataFrame | None:
         rows.append({"arm": r["arm"], "family": r["family"], "pairs": r["pairs"],
                      "final reward: arm vs RL alone": f"{fmt(r['arm_final_reward'])} vs {fmt(r['rl_final_reward'])}",
                      "paired difference [95%]": f"{fmt(d['estimate'])} {interval(d['ci_low'], d['ci_high'])}",
-                     "base pass@k": fmt(r["base_pass@kmax"]),
-                     "arm runs past base pass@k": f"{r['n_pass@kmax_above_base']} of {r['runs']}"})
+                     "base pass@k (mean over bases)": fmt(r["base_pass@kmax"]),
+                     "arm runs clearly past base pass@k": f"{r['n_pass@kmax_above_base']} of {r['runs']}"})
     return pd.DataFrame(rows)
 
 
