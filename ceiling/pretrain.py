@@ -507,14 +507,23 @@ def pretrain(out: str | Path, diversity: float, seed: int = 0, cfg: TrainConfig 
     return out
 
 
+def preset_settings(name: str, cfg: TrainConfig, keep_steps: bool = False) -> tuple[TrainConfig, str]:
+    """A shipped base's training config and corpus task set: `cfg` with the base's `BASE_STEPS` (unless
+    `keep_steps`) and its `BASE_TASKS`; any other name keeps `cfg` and the default corpus."""
+    steps = BASE_STEPS.get(name)
+    if steps and not keep_steps:
+        cfg = with_steps(cfg, steps)
+    return cfg, BASE_TASKS.get(name, CorpusSpec.tasks)
+
+
 def pretrain_preset(name: str, seed: int = 0, cfg: TrainConfig | None = None, root: str | Path | None = None,
                     measure: bool = True) -> Path:
-    """Pretrain one shipped base (a `PRESETS` name, with its `BASE_TASKS` corpus) into `root` (default data/bases)."""
+    """Pretrain one shipped base (a `PRESETS` name, with its `BASE_TASKS` corpus) into `root` (default data/bases);
+    a given `cfg` keeps its own steps."""
     if name not in PRESETS:
         raise error_at(None, f"unknown base {name!r}; shipped bases: {', '.join(PRESETS)}", field="name")
-    cfg = cfg or with_steps(TrainConfig(), BASE_STEPS.get(name, TrainConfig.steps))
-    return pretrain(Path(root or bases_dir()) / name, PRESETS[name], seed=seed, cfg=cfg, measure=measure,
-                    tasks=BASE_TASKS.get(name, CorpusSpec.tasks))
+    cfg, tasks = preset_settings(name, cfg or TrainConfig(), keep_steps=cfg is not None)
+    return pretrain(Path(root or bases_dir()) / name, PRESETS[name], seed=seed, cfg=cfg, measure=measure, tasks=tasks)
 
 
 # ---- diversity measures ----------------------------------------------------------------------------------
@@ -662,6 +671,6 @@ def with_steps(cfg: TrainConfig, steps: int) -> TrainConfig:
 
 __all__ = [
     "PRESETS", "Knob", "knob", "CorpusSpec", "TrainConfig", "CorpusPlan", "Document", "subspace_of",
-    "build_corpus", "corpus_stats", "pretrain", "pretrain_preset", "train_model", "measure_diversity",
+    "build_corpus", "corpus_stats", "pretrain", "pretrain_preset", "preset_settings", "train_model", "measure_diversity",
     "heldout_documents", "heldout_pairs", "with_steps", "deterministic_cpu", "family_weights",
 ]

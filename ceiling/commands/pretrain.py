@@ -62,7 +62,7 @@ def _summary(path: Path) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from ceiling.models import bases_dir
-    from ceiling.pretrain import BASE_STEPS, BASE_TASKS, PRESETS, TrainConfig, pretrain, with_steps
+    from ceiling.pretrain import PRESETS, pretrain, preset_settings
 
     cfg = _config(args)
     corpus = {k: v for k, v in given_flags(args, CorpusSpec).items() if k in ("tasks", "verified_share") and v is not None}
@@ -70,7 +70,7 @@ def main(args: argparse.Namespace) -> int:
         if args.diversity is not None or args.name or args.out:
             raise error_at(None, "--all builds the shipped bases; do not combine it with --diversity/--name/--out",
                            field="--all")
-        jobs = [(bases_dir() / name, d, BASE_TASKS.get(name)) for name, d in PRESETS.items()]
+        jobs = [(bases_dir() / name, d, name) for name, d in PRESETS.items()]
     else:
         if args.diversity is None:
             if args.name in PRESETS:
@@ -79,12 +79,12 @@ def main(args: argparse.Namespace) -> int:
                 raise error_at(None, "give --diversity D (or --all, or --name of a shipped base)", field="--diversity")
         if not args.name and not args.out:
             raise error_at(None, "give --name NAME (data/bases/NAME) or --out DIR", field="--name")
-        jobs = [(Path(args.out) if args.out else bases_dir() / args.name, args.diversity, BASE_TASKS.get(args.name or ""))]
-    for out, diversity, tasks in jobs:
+        jobs = [(Path(args.out) if args.out else bases_dir() / args.name, args.diversity, args.name or "")]
+    for out, diversity, name in jobs:
         start = time.perf_counter()
-        steps = BASE_STEPS.get(out.name) if args.steps is None else None
-        run_cfg = with_steps(cfg, steps) if steps and cfg.steps == TrainConfig.steps else cfg
-        settings = {**({"tasks": tasks} if tasks else {}), **corpus}
-        path = pretrain(out, diversity, seed=args.seed, cfg=run_cfg, measure=not args.no_measure, **settings)
+        # a shipped base's own steps and corpus, unless --steps / --tasks say otherwise
+        run_cfg, tasks = preset_settings(name, cfg, keep_steps=args.steps is not None)
+        path = pretrain(out, diversity, seed=args.seed, cfg=run_cfg, measure=not args.no_measure,
+                        **{"tasks": tasks, **corpus})
         print(_summary(path) + f" [{time.perf_counter() - start:.0f} s in all]", flush=True)
     return 0

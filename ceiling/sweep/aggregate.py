@@ -88,6 +88,17 @@ def _num(v: Any) -> float:
         return np.nan
 
 
+def _ceiling_columns(ceil: Any) -> dict[str, Any]:
+    """The ceiling columns of a table row from a fitted section (a CurveFit, a NotAvailable, or None)."""
+    fitted = isinstance(ceil, CurveFit)
+    return {"ceiling": _num(ceil.estimate) if fitted else np.nan,
+            "ceiling_low": _num(ceil.ci_low) if fitted else np.nan,
+            "ceiling_high": _num(ceil.ci_high) if fitted else np.nan,
+            "ceiling_identifiable": bool(ceil.identifiable) if fitted else False,
+            "ceiling_form": ceil.form if fitted else None,
+            "ceiling_note": "; ".join(ceil.reasons)[:300] if ceil is not None else None}
+
+
 def cell_row(cell: Cell, run_dir: Path) -> dict[str, Any]:
     """One row of sweep.csv: the cell's coordinates, its fitted ceiling and threshold, its base's diversity
     floor, and base-vs-final numbers from its evaluation."""
@@ -96,13 +107,7 @@ def cell_row(cell: Cell, run_dir: Path) -> dict[str, Any]:
     row["status"] = "complete" if complete else ("incomplete" if run_dir.exists() else "missing")
     fits = load_fits(run_dir / "fits.json") if complete else None
     ceil = fits.ceiling if fits is not None else None
-    fitted = isinstance(ceil, CurveFit)
-    row.update({"ceiling": _num(ceil.estimate) if fitted else np.nan,
-                "ceiling_low": _num(ceil.ci_low) if fitted else np.nan,
-                "ceiling_high": _num(ceil.ci_high) if fitted else np.nan,
-                "ceiling_identifiable": bool(ceil.identifiable) if fitted else False,
-                "ceiling_form": ceil.form if fitted else None,
-                "ceiling_note": "; ".join(ceil.reasons)[:300] if ceil is not None else None})
+    row.update(_ceiling_columns(ceil))
     col = fits.collapse if fits is not None else None
     analysed = isinstance(col, CollapseFit)
     detected = analysed and bool(col.detected)
@@ -185,13 +190,7 @@ def family_rows(cell: Cell, run_dir: Path) -> list[dict[str, Any]]:
     rows = []
     for name, fit in fam.fits.items():
         row: dict[str, Any] = {**cell.coordinates(), "status": "complete", "family": name}
-        fitted = isinstance(fit, CurveFit)
-        row.update({"ceiling": _num(fit.estimate) if fitted else np.nan,
-                    "ceiling_low": _num(fit.ci_low) if fitted else np.nan,
-                    "ceiling_high": _num(fit.ci_high) if fitted else np.nan,
-                    "ceiling_identifiable": bool(fit.identifiable) if fitted else False,
-                    "ceiling_form": fit.form if fitted else None,
-                    "ceiling_note": "; ".join(fit.reasons)[:300]})
+        row.update(_ceiling_columns(fit))
         pk = ev[(ev["metric"] == "verified/pass@k") & (ev["family"] == name)]
         kmax = float(pk["k"].max()) if not pk.empty else np.nan
         row["k_max"] = kmax
@@ -299,14 +298,22 @@ def _with_arm(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(arm=df["arm"].fillna("rl") if "arm" in df.columns else "rl")
 
 
+def reference_rows(df: pd.DataFrame, config: SweepConfig) -> pd.DataFrame:
+    """Complete real-reward RL cells at the reference beta and lr (of the sweep table or the family table)."""
+    df = _with_arm(df)
+    return df[(df["reward"] == "verified") & (df["arm"] == "rl") & (df["status"] == "complete")
+              & (df["beta"] == config.reference_beta) & (df["lr"] == config.reference_lr)]
+
+
+def _as_regression(rows: pd.DataFrame) -> pd.DataFrame:
+    out = rows.rename(columns={"cell": "run", "ceiling_low": "ci_low", "ceiling_high": "ci_high",
+                               "ceiling_identifiable": "identifiable"})
+    return out[["run", "base", "seed", "ceiling", "ci_low", "ci_high", "identifiable", *MEASURES]].reset_index(drop=True)
+
+
 def regression_table(df: pd.DataFrame, config: SweepConfig) -> pd.DataFrame:
     """The runs of the across-run regression: complete real-reward RL cells at the reference beta and lr."""
-    df = _with_arm(df)
-    sel = df[(df["reward"] == "verified") & (df["arm"] == "rl") & (df["status"] == "complete")
-             & (df["beta"] == config.reference_beta) & (df["lr"] == config.reference_lr)]
-    out = sel.rename(columns={"cell": "run", "ceiling_low": "ci_low", "ceiling_high": "ci_high",
-                              "ceiling_identifiable": "identifiable"})
-    return out[["run", "base", "seed", "ceiling", "ci_low", "ci_high", "identifiable", *MEASURES]].reset_index(drop=True)
+    return _as_regression(reference_rows(df, config))
 
 
 def across(table: pd.DataFrame) -> tuple[Any | None, str | None]:
@@ -597,12 +604,8 @@ def family_analysis(ft: pd.DataFrame, config: SweepConfig) -> dict[str, dict[str
     out: dict[str, dict[str, Any]] = {}
     if ft.empty:
         return out
-    sel = ft[(ft["reward"] == "verified") & (ft["arm"] == "rl") & (ft["status"] == "complete")
-             & (ft["beta"] == config.reference_beta) & (ft["lr"] == config.reference_lr)]
-    for fam, rows in sel.groupby("family", sort=False):
-        reg = rows.rename(columns={"cell": "run", "ceiling_low": "ci_low", "ceiling_high": "ci_high",
-                                   "ceiling_identifiable": "identifiable"}).reset_index(drop=True)
-        reg = reg[["run", "base", "seed", "ceiling", "ci_low", "ci_high", "identifiable", *MEASURES]]
+    for fam, rows in reference_rows(ft, config).groupby("family", sort=False):
+        reg = _as_regression(rows)
         fit, reason = across(reg)
         lobo = leave_one_base_out(reg, "base_pass@kmax")
         ident = reg[reg["identifiable"].astype(bool)]
