@@ -46,9 +46,25 @@ Identifiability: the ceiling is reported as not identifiable (with the reasons i
   a fit which mistook the middle of the rise for a plateau, is confidently wrong;
 - A sits at its bound in the point fit or in more than 10% of the replicates;
 - more than 20% of the bootstrap refits did not converge.
+A ceiling at the metric's own bound (1 for a reward in [0, 1]) is identifiable when its interval [low, 1] is
+narrower than `max_ci_width` and the profile agrees: the data then pin it from below and the metric's range from
+above ("at the metric's maximum"). A bound that is not the metric's (an unbounded metric's range widened 3x) still
+counts as pinned.
+
+The plateau (`form="plateau"`, `compare_forms`' fallback when no rising form is identifiable): a run whose reward
+rises before its first evaluations and then holds level has no rise left for a curve to fit, and every rising
+form then admits any ceiling (a slow enough rise fits a flat series). What the data do say is the level held and
+how little it still moves. The plateau is the mean of the points in the last doubling of x (x >= max(x) / 2),
+with the same AR(1) bootstrap and t widening as above (the AR(1) coefficient from the rising fit's residuals when
+given, `ar1`, since a tail of 8 points estimates it poorly); it is identifiable when its interval is narrower
+than `max_ci_width` and the gain per doubling of x (the slope of y on log2 x over the same points, with its own
+AR(1) interval) lies within +-`plateau_tol` (default max_ci_width / 2) at 95%. Its estimand is the level the run
+holds, not an asymptote: a further gain of up to `plateau_tol` per doubling of x is not excluded, and the
+report says so.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -72,7 +88,7 @@ from ceiling.fit.common import (
     percentile_ci,
     table_row,
 )
-from ceiling.fit.forms import Form, get_form, to_theta
+from ceiling.fit.forms import RISING_FORMS, Form, get_form, to_theta
 from ceiling.fit.solve import (
     LOSSES,
     carlstein_block_length,
@@ -163,7 +179,9 @@ class CurveFit:
             rng = np.random.default_rng(seed)
             pool = self.residuals * self.bootstrap.get("inflation", 1.0)
             curves = curves + rng.choice(pool, size=curves.shape, replace=True)
-        lo, hi = percentile_ci(curves, lev, axis=0)
+        with warnings.catch_warnings():  # a plateau is undefined (NaN) before its start
+            warnings.simplefilter("ignore", RuntimeWarning)
+            lo, hi = percentile_ci(curves, lev, axis=0)
         bounds = self.data.get("a_bounds")
         if bounds is not None:  # a bounded metric (a reward in [0, 1]): no band leaves its range
             lo, hi = np.clip(lo, bounds[0], bounds[1]), np.clip(hi, bounds[0], bounds[1])
@@ -200,6 +218,13 @@ class CurveFit:
 
     def headline(self) -> str:
         where = f"{self.form} fit of {self.metric} against {self.x_label}"
+        if self.form == "plateau":
+            g = self.stats.get("gain_per_doubling") or [np.nan] * 3
+            where = (f"plateau: the level {self.metric} holds over the last doubling of {self.x_label}, gain "
+                     f"{fmt(g[0])} per doubling {interval(g[1], g[2])}; no rising curve is identifiable, and a further "
+                     f"gain of up to {fmt(self.stats.get('plateau_tol'))} per doubling is not excluded")
+        elif self.stats.get("at_bound") == "maximum":
+            where += "; at the metric's maximum: the data bound it from below, the metric from above"
         if not self.identifiable:
             more = len(self.reasons) - 1
             return (f"not identifiable: {first_reason(self.reasons)}"
@@ -391,6 +416,11 @@ class CurveFitter:
     """What x is ("compute", "step"), recorded in the result."""
     r0: float | None = None
     """Fix R0 (sigmoid, exponential) at a known starting level, as ScaleRL does, instead of fitting it."""
+    ar1: float | None = None
+    """Fix the AR(1) coefficient of the noise (default: estimated from the residuals; `resample="ar1"` only)."""
+    plateau_tol: float | None = None
+    """Plateau form: the largest gain per doubling of x (either sign) that still counts as level
+    (default max_ci_width / 2)."""
 
     def fit(self, x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> CurveFit:
         """Fit the curve y(x) (x strictly increasing, finite; y not constant) and bootstrap it."""
@@ -407,6 +437,8 @@ def fit_curve(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, 
 
 
 def _fit(cfg: CurveFitter, x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> CurveFit:
+    if cfg.form == "plateau":
+        return _fit_plateau(cfg, x, y)
     form, loss, f_scale, exclude_frac, x_min, x_max = (cfg.form, cfg.loss, cfg.f_scale, cfg.exclude_frac,
                                                         cfg.x_min, cfg.x_max)
     n_boot, block, level, seed, a_bounds = cfg.n_boot, cfg.block, cfg.level, cfg.seed, cfg.a_bounds
@@ -430,6 +462,7 @@ def _fit(cfg: CurveFitter, x: Sequence[float] | np.ndarray, y: Sequence[float] |
     x_scale = float(xf.max())
     u = xf / x_scale
     ylo, yhi = _y_bounds(ya, a_bounds)
+    natural_bounds = a_bounds is not None or bool(ya.min() >= 0.0 and ya.max() <= 1.0)
     lo, hi = _theta_bounds(fm, u, ylo, yhi, float(np.ptp(yf)))
     if "R0" in fm.theta_names and (~keep).any() and xa[0] < xf[0]:
         # R0 is the level before training: it cannot sit above the earliest logged values (those excluded
@@ -460,7 +493,7 @@ def _fit(cfg: CurveFitter, x: Sequence[float] | np.ndarray, y: Sequence[float] |
         centered = ((resid - resid.mean()) if loss == "linear" else resid) * inflation
         blk, rho1 = None, None
         if cfg.resample == "ar1" and block is None:
-            rho1 = ar1_coefficient(resid, int(np.sum(hi > lo)))
+            rho1 = ar1_coefficient(resid, int(np.sum(hi > lo))) if cfg.ar1 is None else float(cfg.ar1)
             estar = ar_resample(rho1, centered, n_boot, rng, centre=loss == "linear")
         else:
             blk = block if block is not None else carlstein_block_length(resid)
@@ -476,13 +509,14 @@ def _fit(cfg: CurveFitter, x: Sequence[float] | np.ndarray, y: Sequence[float] |
         ci = {k: (float(a), float(b)) for k, a, b in zip(fm.natural_names, lo_ci, hi_ci)}
         scheme = "circular block bootstrap of residuals" if rho1 is None else "AR(1) bootstrap of residuals"
         boot = {"scheme": scheme, "n_boot": n_boot, "block": blk, **({} if rho1 is None else {"ar1": rho1}),
+                **({"ar1_source": "given"} if cfg.ar1 is not None and rho1 is not None else {}),
                 "seed": seed, "inflation": inflation,
                 "interval": "expanded percentile", "dof": dof, "n_not_converged": n_failed}
         if draws.shape[0] > MAX_STORED_DRAWS:
             draws = draws[:MAX_STORED_DRAWS]
 
     reasons = _identifiability(fm, params, ci, draws, xf, u, theta, yhat, ylo, yhi, n_boot, n_failed,
-                               max_ci_width, min_progress)
+                               max_ci_width, min_progress, natural_bounds)
     profile = None
     if n_boot > 0:
         profile = _profile_a(fm, u, yf, theta, lo, hi, loss, fs, ylo, yhi, resid, p)
@@ -497,13 +531,14 @@ def _fit(cfg: CurveFitter, x: Sequence[float] | np.ndarray, y: Sequence[float] |
     stats = {"rmse": float(np.sqrt(ssr / n)), "aic": float(n * np.log(max(ssr, 1e-300) / n) + 2 * p),
              "lag1_autocorr": lag1_autocorr(resid), "converged": converged,
              "progress": _progress(fm, u, theta, params["A"]),
-             "profile_A": None if profile is None else [profile[0], profile[1]]}
+             "profile_A": None if profile is None else [profile[0], profile[1]],
+             **({"at_bound": "maximum" if params["A"] >= yhi - 1e-6 * (yhi - ylo) else "minimum"}
+                if natural_bounds and not reasons and _at_bound(params["A"], ylo, yhi) else {})}
     method = (f"{form} fit, {loss} loss (f_scale={fs:.3g}), variable-projection grid + Levenberg-Marquardt"
               + (f"; {_scheme_words(boot)} (B={n_boot}), expanded-percentile {level:.0%} intervals "
                  f"(t with {_dof_words(boot)}); profile-likelihood check on A" if n_boot > 0
                  else "; no bootstrap"))
-    window = {"r0_fixed": r0, "rule": (f"x >= {x_min:g}" if x_min is not None else f"x > {exclude_frac:g} * max(x)")
-              + (f" and x <= {x_max:g}" if x_max is not None else ""),
+    window = {"r0_fixed": r0, "rule": _window_rule(cfg),
               "exclude_frac": exclude_frac, "x_min": x_min, "x_max": x_max, "kept": int(n),
               "excluded_x": [float(v) for v in xa[~keep]]}
     data = {"n": int(n), "n_total": int(xa.size), "x_min": float(xf.min()), "x_max": float(xf.max()),
@@ -518,8 +553,8 @@ def _fit(cfg: CurveFitter, x: Sequence[float] | np.ndarray, y: Sequence[float] |
 def _scheme_words(boot: dict[str, Any]) -> str:
     if boot.get("ar1") is None:
         return f"circular block bootstrap of residuals (block={boot.get('block')})"
-    return (f"AR(1) bootstrap of residuals (coefficient {boot.get('ar1', 0.0):.2f}, bias-corrected from the "
-            "residuals' lag-1 autocorrelation)")
+    source = boot.get("ar1_source") or "bias-corrected from the residuals' lag-1 autocorrelation"
+    return f"AR(1) bootstrap of residuals (coefficient {boot.get('ar1', 0.0):.2f}, {source})"
 
 
 def _dof_words(boot: dict[str, Any]) -> str:
@@ -632,8 +667,12 @@ def _progress(fm: Form, u: np.ndarray, theta: np.ndarray, a: float) -> float:
 
 def _identifiability(fm: Form, params: dict[str, float], ci: dict[str, tuple[float, float]], draws: np.ndarray,
                      xf: np.ndarray, u: np.ndarray, theta: np.ndarray, yhat: np.ndarray, ylo: float, yhi: float,
-                     n_boot: int, n_failed: int, max_ci_width: float, min_progress: float) -> list[tuple[str, str]]:
-    """Why the ceiling is not identifiable, as (code, message) pairs; empty when it is."""
+                     n_boot: int, n_failed: int, max_ci_width: float, min_progress: float,
+                     natural_bounds: bool = False) -> list[tuple[str, str]]:
+    """Why the ceiling is not identifiable, as (code, message) pairs; empty when it is.
+
+    `natural_bounds`: the bounds are the metric's own (a reward in [0, 1]); a ceiling at one of them with a
+    narrow interval is then pinned by the data from one side and by the metric from the other: identifiable."""
     reasons: list[tuple[str, str]] = []
     a = params["A"]
     prog = _progress(fm, u, theta, a)
@@ -648,7 +687,9 @@ def _identifiability(fm: Form, params: dict[str, float], ci: dict[str, tuple[flo
         reasons.append(("declines", f"the fitted curve falls (from {start:.4g} towards {a:.4g}): the metric declines "
                                     "over the window, which is a collapse, not a rise to a ceiling"))
     tol = 1e-6 * max(yhi - ylo, 1e-12)
-    if a >= yhi - tol or a <= ylo + tol:
+    narrow = n_boot > 0 and ci["A"][1] - ci["A"][0] <= max_ci_width
+    at_metric_bound = natural_bounds and narrow  # the interval, not the bound, then says where the ceiling is
+    if _at_bound(a, ylo, yhi) and not at_metric_bound:
         reasons.append(("pinned", f"the ceiling is pinned at its bound ({a:.4g}); the data do not constrain it"))
     if n_boot > 0:
         lo, hi = ci["A"]
@@ -659,11 +700,110 @@ def _identifiability(fm: Form, params: dict[str, float], ci: dict[str, tuple[flo
                                         f"ceiling {a:.4g} (an unstable fit)"))
         ia = fm.natural_names.index("A")
         at_bound = np.mean((draws[:, ia] >= yhi - tol) | (draws[:, ia] <= ylo + tol))
-        if at_bound > 0.10 and not any(code == "pinned" for code, _ in reasons):
+        if at_bound > 0.10 and not any(code == "pinned" for code, _ in reasons) and not at_metric_bound:
             reasons.append(("pinned_in_bootstrap", f"{at_bound:.0%} of bootstrap refits put the ceiling at its bound"))
         if n_failed > 0.2 * n_boot:
             reasons.append(("not_converged", f"{n_failed} of {n_boot} bootstrap refits did not converge"))
     return reasons
+
+
+def _at_bound(a: float, ylo: float, yhi: float) -> bool:
+    tol = 1e-6 * max(yhi - ylo, 1e-12)
+    return bool(a >= yhi - tol or a <= ylo + tol)
+
+
+PLATEAU_MIN_POINTS = 6
+
+
+def _fit_plateau(cfg: CurveFitter, x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> CurveFit:
+    """The level held over the last doubling of x, with its interval and the plateau test (module doc)."""
+    fm = get_form("plateau")
+    if not 0 < cfg.level < 1:
+        raise CeilingError(f"level must be in (0, 1), got {cfg.level}")
+    xa, ya = check_xy(x, y, name_x=cfg.x_label, name_y="y", min_points=3)
+    keep = _window(xa, fm, cfg.exclude_frac, cfg.x_min, cfg.x_max)
+    if not keep.any() or xa[keep].max() <= 0:
+        raise CeilingError(f"a plateau needs points at {cfg.x_label} > 0")
+    top = float(xa[keep].max())
+    tail = keep & (xa >= 0.5 * top)
+    xf, yf = xa[tail], ya[tail]
+    n = xf.size
+    if n < PLATEAU_MIN_POINTS:
+        raise CeilingError(f"too few points in the last doubling of {cfg.x_label} for a plateau "
+                           f"({n}; need {PLATEAU_MIN_POINTS})")
+    ylo, yhi = _y_bounds(ya, cfg.a_bounds)
+    tol_gain = cfg.max_ci_width / 2.0 if cfg.plateau_tol is None else float(cfg.plateau_tol)
+    level_hat = float(yf.mean())
+    resid = yf - level_hat
+    t = np.log2(xf / top)
+    tc = t - t.mean()
+    gain = float(np.sum(tc * yf) / np.sum(tc**2))
+    line_resid = yf - level_hat - gain * tc
+    x0 = float(xf.min())
+    params = {"A": level_hat, "C_from": x0}
+    ci: dict[str, tuple[float, float]] = {}
+    draws = np.empty((0, 2))
+    boot: dict[str, Any] = {"scheme": "none", "n_boot": 0}
+    gain_ci = (float("nan"), float("nan"))
+    if cfg.n_boot > 0:
+        rng = np.random.default_rng(cfg.seed)
+        rho = ar1_coefficient(resid, 1) if cfg.ar1 is None else float(cfg.ar1)
+        inflation = float(np.sqrt(n / (n - 1)))
+        a_star = level_hat + ar_resample(rho, resid * inflation, cfg.n_boot, rng).mean(axis=1)
+        dof = effective_dof(n, rho, 1)
+        a_lo, a_hi = percentile_ci(a_star, expanded_level(cfg.level, dof))
+        ci = {"A": (float(max(a_lo, ylo)), float(min(a_hi, yhi))), "C_from": (x0, x0)}
+        g_star = gain + ar_resample(rho, line_resid * float(np.sqrt(n / (n - 2))), cfg.n_boot, rng) @ tc / np.sum(tc**2)
+        g_lo, g_hi = percentile_ci(g_star, expanded_level(cfg.level, effective_dof(n, rho, 2)))
+        gain_ci = (float(g_lo), float(g_hi))
+        draws = np.column_stack([np.clip(a_star, ylo, yhi), np.full(cfg.n_boot, x0)])[:MAX_STORED_DRAWS]
+        boot = {"scheme": "AR(1) bootstrap of residuals", "n_boot": cfg.n_boot, "block": None, "ar1": rho,
+                "ar1_source": "estimated from the tail" if cfg.ar1 is None else "given (the rising fit's residuals)",
+                "seed": cfg.seed, "inflation": inflation, "interval": "expanded percentile", "dof": dof,
+                "n_not_converged": 0}
+    reasons: list[tuple[str, str]] = []
+    what = f"over the last doubling of {cfg.x_label} ({fnum(x0)} to {fnum(top)})"
+    gain_words = f"{gain:+.3g} [{gain_ci[0]:+.3g}, {gain_ci[1]:+.3g}] per doubling"
+    if cfg.n_boot <= 0:
+        reasons.append(("no_bootstrap", "a plateau needs its bootstrap (n_boot > 0) to test that it holds level"))
+    else:
+        up, down = gain_ci[1] > tol_gain, gain_ci[0] < -tol_gain
+        limit = f"(a plateau moves less than {tol_gain:g} per doubling, either way)"
+        if up and down:
+            reasons.append(("unsettled", f"the metric is too noisy {what} to show that it holds level: gain "
+                                         f"{gain_words} {limit}"))
+        elif up:
+            reasons.append(("still_rising", f"the metric {'still rises' if gain_ci[0] > 0 else 'may still rise'} "
+                                            f"{what}: gain {gain_words} {limit}"))
+        elif down:
+            reasons.append(("declines", f"the metric {'falls' if gain_ci[1] < 0 else 'may fall'} {what}: gain "
+                                        f"{gain_words} {limit}"))
+        if ci["A"][1] - ci["A"][0] > cfg.max_ci_width:
+            reasons.append(("wide_interval", f"the interval on the plateau is {ci['A'][1] - ci['A'][0]:.3g} wide "
+                                             f"(> {cfg.max_ci_width:g})"))
+    ssr = float(np.sum(resid**2))
+    stats = {"rmse": float(np.sqrt(ssr / n)), "aic": float(n * np.log(max(ssr, 1e-300) / n) + 2),
+             "lag1_autocorr": lag1_autocorr(resid), "converged": True, "progress": None, "profile_A": None,
+             "gain_per_doubling": [gain, *gain_ci], "plateau_tol": tol_gain}
+    method = (f"plateau: mean of the {n} points {what}"
+              + (f"; {_scheme_words(boot)} (B={cfg.n_boot}), expanded-percentile {cfg.level:.0%} intervals "
+                 f"(t with {_dof_words(boot)}); plateau test: gain {gain_words} of {cfg.x_label}, "
+                 f"level within +-{tol_gain:g}; a further gain of up to {tol_gain:g} per doubling is not excluded"
+                 if cfg.n_boot > 0 else "; no bootstrap"))
+    window = {"r0_fixed": None, "rule": f"x >= max(x) / 2 (the last doubling), within {_window_rule(cfg)}",
+              "exclude_frac": cfg.exclude_frac, "x_min": cfg.x_min, "x_max": cfg.x_max, "kept": int(n),
+              "excluded_x": [float(v) for v in xa[~tail]]}
+    data = {"n": int(n), "n_total": int(xa.size), "x_min": x0, "x_max": top, "y_min": float(yf.min()),
+            "y_max": float(yf.max()), "fingerprint": fingerprint(xa, ya), "a_bounds": [ylo, yhi]}
+    return CurveFit(form="plateau", params=params, ci=ci, identifiable=not reasons, reasons=[m for _, m in reasons],
+                    method=method, x_label=cfg.x_label, x_scale=top, draws=draws, residuals=resid, loss="linear",
+                    f_scale=0.0, level=cfg.level, window=window, bootstrap=boot, data=data, stats=stats,
+                    reason_codes=[c for c, _ in reasons])
+
+
+def _window_rule(cfg: CurveFitter) -> str:
+    return ((f"x >= {cfg.x_min:g}" if cfg.x_min is not None else f"x > {cfg.exclude_frac:g} * max(x)")
+            + (f" and x <= {cfg.x_max:g}" if cfg.x_max is not None else ""))
 
 
 def detect_collapse(x: Any, y: Any, drop: float = 0.5, smooth_frac: float = 0.05) -> float | None:
@@ -726,9 +866,9 @@ def _lfo_rmse(x: np.ndarray, y: np.ndarray, fitter: CurveFitter, cut_fracs: Sequ
     return float(np.mean(errs)) if errs else float("nan")
 
 
-def compare_forms(x: Any, y: Any, forms: Sequence[str] = ("sigmoid", "power", "exponential"),
+def compare_forms(x: Any, y: Any, forms: Sequence[str] = RISING_FORMS,
                   cut_fracs: Sequence[float] = (0.5, 0.7), fitter: CurveFitter | None = None,
-                  tie_tol: float = 0.05) -> FormComparison:
+                  tie_tol: float = 0.05, plateau_fallback: bool = True) -> FormComparison:
     """Fit every form on all the data (with bootstrap) and score each by leave-future-out RMSE.
 
     `fitter` holds every other setting (default `CurveFitter()`); each form is `replace(fitter, form=...)`.
@@ -738,6 +878,11 @@ def compare_forms(x: Any, y: Any, forms: Sequence[str] = ("sigmoid", "power", "e
     `tie_tol` (5%) of the best are tied, since such differences are within the noise of the held-out
     points, and a tie goes to the earlier form in `forms` (the ScaleRL sigmoid by default). AIC is
     reported beside the score.
+
+    `plateau_fallback`: when no form is identifiable, the plateau (`CurveFitter(form="plateau")`, the level held
+    over the last doubling of x, with the AR(1) coefficient of the selected form's residuals) is fitted too and
+    wins if it is identifiable. A rising form, when identifiable, always wins over it: a plateau's estimand is
+    the level held, not an asymptote.
     """
     fitter = fitter or CurveFitter()
     xa, ya = check_xy(x, y, name_x=fitter.x_label)
@@ -765,6 +910,23 @@ def compare_forms(x: Any, y: Any, forms: Sequence[str] = ("sigmoid", "power", "e
     score = pool["lfo_rmse"].fillna(np.inf)
     tied = pool[score <= (1.0 + tie_tol) * score.min()] if np.isfinite(score.min()) else pool
     best = str(tied.iloc[0]["form"])  # ties go to the earlier form in `forms` (ScaleRL's sigmoid first)
+    if plateau_fallback and "plateau" not in fits and not any(f.identifiable for f in fits.values()):
+        variant = replace(fitter, form="plateau", ar1=fits[best].bootstrap.get("ar1", fitter.ar1))
+        try:
+            flat = variant.fit(xa, ya)
+        except CeilingError as exc:
+            row = {"form": "plateau", "lfo_rmse": np.nan, "aic": np.nan, "A": np.nan, "ci_low": np.nan,
+                   "ci_high": np.nan, "identifiable": False, "note": f"fallback: {exc}"}
+        else:
+            fits["plateau"] = flat
+            keep = _window(xa, get_form("plateau"), fitter.exclude_frac, None)
+            row = {"form": "plateau", "lfo_rmse": _lfo_rmse(xa[keep], ya[keep], variant, cut_fracs),
+                   "aic": flat.stats["aic"], "A": flat.estimate, "ci_low": flat.ci_low, "ci_high": flat.ci_high,
+                   "identifiable": flat.identifiable,
+                   "note": "fallback (no rising form is identifiable); its AIC is on the last doubling only"}
+            if flat.identifiable:
+                best = "plateau"
+        table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
     return FormComparison(table=table, best=best, fits=fits)
 
 

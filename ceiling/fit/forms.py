@@ -6,6 +6,7 @@ Each form is linear in some parameters once its nonlinear ones are fixed:
                    = R0 * (1 - s) + A * s,  s = 1 / (1 + (C_mid / C)^B)      nonlinear: C_mid, B
     power        R = A - D * C^(-B)                                              nonlinear: B
     exponential  R = A + (R0 - A) * exp(-C / tau)                                nonlinear: tau
+    plateau      R = A for C >= C_from (undefined before)        no rise: the level a run holds (fixed C_from)
 
 Internally x is divided by `x_scale` (the largest x fitted) so every parameter is of order one, and the
 nonlinear scale parameters are stored as logs. `theta` is the internal vector; `natural()` converts it to
@@ -202,11 +203,44 @@ class Exponential(Form):
         return out
 
 
-FORMS: dict[str, Form] = {f.name: f for f in (Sigmoid(), PowerLaw(), Exponential())}
+class Plateau(Form):
+    """A level held from C_from on: theta = (A, u_from), R = A for u >= u_from, NaN before (the plateau says
+    nothing about the rise before it). Not fitted by least squares: `ceiling.fit.curve` takes the mean of the
+    points in the last doubling of x and tests that they hold level (see `CurveFitter(form="plateau")`)."""
+
+    def __init__(self) -> None:
+        super().__init__("plateau", "R = A for C >= C_from", ("A", "u_from"), ("A", "C_from"), (0,), False)
+
+    def f(self, u: FloatArray, theta: FloatArray) -> FloatArray:
+        on = u[None, :] >= theta[:, 1:2] * (1.0 - 1e-12)
+        return np.where(on, theta[:, :1], np.nan)
+
+    def jac(self, u: FloatArray, theta: FloatArray) -> FloatArray:
+        on = u[None, :] >= theta[:, 1:2] * (1.0 - 1e-12)
+        return np.stack([np.where(on, 1.0, np.nan), np.where(on, 0.0, np.nan)], axis=-1)
+
+    def bounds_nl(self, u: FloatArray) -> tuple[FloatArray, FloatArray]:
+        return np.array([0.0]), np.array([1.0])
+
+    def grid(self, u: FloatArray) -> FloatArray:
+        return np.array([[0.5]])
+
+    def basis(self, u: FloatArray, phi: FloatArray) -> FloatArray:
+        return (u[None, :] >= phi[:, :1]).astype(float)[..., None]
+
+    def natural(self, theta: FloatArray, x_scale: float) -> FloatArray:
+        out = theta.copy()
+        out[..., 1] = theta[..., 1] * x_scale
+        return out
+
+
+FORMS: dict[str, Form] = {f.name: f for f in (Sigmoid(), PowerLaw(), Exponential(), Plateau())}
+RISING_FORMS: tuple[str, ...] = ("sigmoid", "power", "exponential")
+"""The forms that describe a rise to a ceiling (compared by `compare_forms`; the plateau is its fallback)."""
 
 
 def get_form(name: str) -> Form:
-    """Look up a form by name ("sigmoid", "power", "exponential")."""
+    """Look up a form by name ("sigmoid", "power", "exponential", "plateau")."""
     from ceiling.errors import CeilingError
 
     if name not in FORMS:
@@ -224,4 +258,6 @@ def to_theta(form: Form, natural: FloatArray, x_scale: float) -> FloatArray:
         theta[:, 1] = nat[:, 1] / x_scale ** nat[:, 2]
     elif form.name == "exponential":
         theta[:, 2] = np.log(x_scale / nat[:, 2])
+    elif form.name == "plateau":
+        theta[:, 1] = nat[:, 1] / x_scale
     return theta
