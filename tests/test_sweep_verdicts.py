@@ -388,3 +388,20 @@ def test_a_skill_past_its_base_is_seen_without_identifiable_ceilings():
     assert r["estimate"] == pytest.approx(np.mean(gaps))
     at = family_table([{**r, "ceiling_identifiable": False} for r in family_runs("sort", lambda x: x)])
     assert is_undecided(family_verdict(analyse(CONFIG, table(diversity_runs(lambda x: 0.1 + 0.5 * x)), at), "sort"))
+
+
+def test_family_finding_counts_plateau_levels_and_ceilings_at_the_maximum():
+    """Of nine identifiable sort ceilings, two are plateau levels and three sit at the metric's maximum: the
+    family's finding says so, so a reader knows which numbers are fitted asymptotes."""
+    rows = family_runs("sort", lambda x: 0.95)
+    for r in rows[:2]:
+        r.update(ceiling_form="plateau", ceiling_note="plateau: the level held over the last doubling of compute")
+    for r in rows[2:5]:
+        r.update(ceiling_form="exponential", ceiling_note="at the metric's maximum: the data bound it from below")
+    ft = family_table(rows + family_runs("cipher", lambda x: x))
+    a = analyse(CONFIG, table(diversity_runs(lambda x: 0.1 + 0.5 * x)), ft)
+    r = a.families["sort"]
+    assert (r["n_plateau"], r["n_at_max"]) == (2, 3)
+    assert (a.families["cipher"]["n_plateau"], a.families["cipher"]["n_at_max"]) == (0, 0)
+    words = [f.text for f in a.findings if f.text.startswith("sort:")]
+    assert len(words) == 1 and "(2 plateau level(s), 3 at the metric's maximum)" in words[0]

@@ -218,19 +218,29 @@ class CurveFit:
 
     def headline(self) -> str:
         where = f"{self.form} fit of {self.metric} against {self.x_label}"
-        if self.form == "plateau":
-            g = self.stats.get("gain_per_doubling") or [np.nan] * 3
-            where = (f"plateau: the level {self.metric} holds over the last doubling of {self.x_label}, gain "
-                     f"{fmt(g[0])} per doubling {interval(g[1], g[2])}; no rising curve is identifiable, and a further "
-                     f"gain of up to {fmt(self.stats.get('plateau_tol'))} per doubling is not excluded")
-        elif self.stats.get("at_bound") == "maximum":
-            where += "; at the metric's maximum: the data bound it from below, the metric from above"
+        if self.caveat():
+            where = (f"{self.metric} against {self.x_label}, no rising curve identifiable; " if self.form == "plateau"
+                     else where + "; ") + str(self.caveat())
         if not self.identifiable:
             more = len(self.reasons) - 1
             return (f"not identifiable: {first_reason(self.reasons)}"
                     + (f" (and {more} more reason{'s' if more > 1 else ''}, see the warnings)" if more > 0 else "")
                     + f". The point fit A = {fmt(self.estimate)} ({where}) is not a forecast.")
         return f"{fmt(self.estimate)}, 95% interval {interval(self.ci_low, self.ci_high)} ({where})"
+
+    def caveat(self) -> str | None:
+        """What an identifiable ceiling's number means when it is not a fitted asymptote inside the metric's range:
+        a plateau (the level held) or a ceiling at the metric's maximum (a one-sided interval); else None."""
+        if not self.identifiable:
+            return None
+        if self.form == "plateau":
+            g = self.stats.get("gain_per_doubling") or [np.nan] * 3
+            return (f"plateau: the level held over the last doubling of {self.x_label} (gain {fmt(g[0])} per doubling "
+                    f"{interval(g[1], g[2])}); a further gain of up to {fmt(self.stats.get('plateau_tol'))} per "
+                    "doubling is not excluded")
+        if self.stats.get("at_bound") == "maximum":
+            return "at the metric's maximum: the data bound it from below, the metric from above"
+        return None
 
     def note(self) -> str | None:
         """The figure annotation when the ceiling is not identifiable."""

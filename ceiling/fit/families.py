@@ -52,7 +52,10 @@ class FamilyCeilings:
             return f"{family}: not fitted ({fit.reason})"
         if not fit.identifiable:
             return f"{family}: not identifiable (point fit {fmt(fit.estimate)})"
-        return f"{family}: {fmt(fit.estimate)} {interval(fit.ci_low, fit.ci_high)}"
+        kind = {"plateau": " (plateau: the level held)"}.get(fit.form, "")
+        if fit.stats.get("at_bound") == "maximum":
+            kind = " (at the metric's maximum)"
+        return f"{family}: {fmt(fit.estimate)} {interval(fit.ci_low, fit.ci_high)}{kind}"
 
     def headline(self) -> str:
         return "; ".join(self._words(name, fit) for name, fit in self.fits.items())

@@ -96,7 +96,8 @@ def _ceiling_columns(ceil: Any) -> dict[str, Any]:
             "ceiling_high": _num(ceil.ci_high) if fitted else np.nan,
             "ceiling_identifiable": bool(ceil.identifiable) if fitted else False,
             "ceiling_form": ceil.form if fitted else None,
-            "ceiling_note": "; ".join(ceil.reasons)[:300] if ceil is not None else None}
+            "ceiling_note": (("; ".join(ceil.reasons) or ceil.caveat() or "")[:300] if fitted
+                             else getattr(ceil, "reason", None))}
 
 
 def cell_row(cell: Cell, run_dir: Path) -> dict[str, Any]:
@@ -617,6 +618,7 @@ def family_analysis(ft: pd.DataFrame, config: SweepConfig) -> dict[str, dict[str
                      | (rows["final_reward_low"] > rows["base_pass@kmax_high"])]
         out[str(fam)] = {
             "runs": len(reg), "identifiable": len(ident), "bases": int(ident["base"].nunique()),
+            **_ceiling_kinds(rows),
             "regression": fit.to_dict() if fit is not None else {"kind": "not_available", "reason": reason},
             "slope": (fit.regressions[fit.primary]["slope"] if fit is not None else None),
             "slope_ci": (list(fit.regressions[fit.primary]["slope_ci"]) if fit is not None else None),
@@ -625,6 +627,20 @@ def family_analysis(ft: pd.DataFrame, config: SweepConfig) -> dict[str, dict[str
             "base_pass@kmax": {str(b): _finite(float(g["base_pass@kmax"].mean())) for b, g in reg.groupby("base")},
             "ceiling_by_base": {str(b): _finite(float(g["ceiling"].mean())) for b, g in ident.groupby("base")}}
     return out
+
+
+def _ceiling_kinds(rows: pd.DataFrame) -> dict[str, int]:
+    """How many identifiable ceilings are plateau levels, and how many sit at the metric's maximum."""
+    ok = rows["ceiling_identifiable"].astype(bool)
+    note = rows.get("ceiling_note", pd.Series("", index=rows.index)).fillna("").astype(str)
+    return {"n_plateau": int((ok & (rows["ceiling_form"] == "plateau")).sum()),
+            "n_at_max": int((ok & note.str.startswith("at the metric's maximum")).sum())}
+
+
+def _kinds_words(r: dict[str, Any]) -> str:
+    parts = [f"{r[k]} {w}" for k, w in (("n_plateau", "plateau level(s)"), ("n_at_max", "at the metric's maximum"))
+             if r.get(k)]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _family_findings(a: SweepAnalysis) -> list[Finding]:
@@ -639,7 +655,7 @@ def _family_findings(a: SweepAnalysis) -> list[Finding]:
                 if rmse is not None else "no leave-one-base-out prediction (" + "; ".join(lobo.get("reasons") or ["-"]) + ")")
         slope = (f"slope on the base's pass@k {fmt(r['slope'])} [{fmt(r['slope_ci'][0])}, {fmt(r['slope_ci'][1])}]"
                  if r["slope"] is not None else "no regression")
-        head = (f"{fam}: {n_id} of {n} runs identifiable on {r['bases']} bases; ceiling minus the base's pass@k at "
+        head = (f"{fam}: {n_id} of {n} runs identifiable{_kinds_words(r)} on {r['bases']} bases; ceiling minus the base's pass@k at "
                 f"the largest k {_ci(gap)}; final held-out reward minus it {_ci(r['final_minus_base'])} over {n} "
                 f"runs, {above} clearly past it (ceiling or final reward, intervals apart); {slope}; {pred}.")
         past = r["final_minus_base"]["ci_low"]
