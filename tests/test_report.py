@@ -231,3 +231,29 @@ def test_user_errors_are_one_line_and_name_the_file(tmp_path: Path) -> None:
         run_command(predict_cmd, ["--fits", str(folder / "fits.json")])
     with pytest.raises(CeilingError, match=r"'--at': 'abc' is not a number"):
         run_command(predict_cmd, ["--fits", str(folder / "fits.json"), "--at", "1e15,abc"])
+
+
+def test_regimes_figure_agrees_with_its_caption(run_dir: Path) -> None:
+    """The regimes figure draws one dashed line per onset the caption counts (or none, and the caption says
+    so), names each shaded stretch once, and shades the first regime from the first plotted step."""
+    from matplotlib.lines import Line2D
+
+    from ceiling.report.build import _data, _fig_regimes
+
+    frame = read_log(run_dir, format="ceiling").frame
+    fits = Fits.load(run_dir / "fits.json")
+    _, both = _data(frame, fits, read_eval_csv(run_dir / "eval.csv", "sim"))
+    entry = _fig_regimes(fits, both)
+    ax = entry.figure.axes[0]
+    d = fits.diagnosis_result()
+    dashed = [ln for ln in ax.get_lines() if isinstance(ln, Line2D) and ln.get_linestyle() == "--"]
+    n_onsets = sum(1 for s in d.sequence if s.onset)
+    assert len(dashed) == n_onsets
+    if n_onsets:
+        assert f"dashed lines are the onsets ({n_onsets})" in entry.caption
+    else:
+        assert "there is no onset line" in entry.caption
+    names = [t.get_text() for t in ax.texts]
+    assert sorted(names) == sorted(s.regime.replace("_", " ") for s in d.sequence)  # no second verdict label
+    first_x = min(float(ln.get_xdata().min()) for ln in ax.get_lines() if ln.get_linestyle() != "--")
+    assert ax.patches and min(p.get_x() for p in ax.patches) <= first_x  # axvspan draws Rectangles
