@@ -3,7 +3,7 @@
 Usage:
     python benchmarks/bench_calibration.py                 # 1000 draws per case (about 25 min on 2 busy cores)
     python benchmarks/bench_calibration.py --draws 200     # a quicker look
-    python benchmarks/bench_calibration.py --only entropy  # one method (ceiling, entropy, across)
+    python benchmarks/bench_calibration.py --only entropy  # one method (ceiling, plateau, entropy, across)
 
 Each case simulates series with a known truth, fits them with the library's public functions, and counts
 how often the 95% interval holds the truth. Printed per case: the coverage with a 95% Clopper-Pearson
@@ -17,6 +17,12 @@ Cases (the test suite, tests/test_calibration.py, runs cheaper versions of the f
   n = 200 with 1000 resamples (bench_fit's size); blocks of one under AR(1) 0.6 (what non-contiguous
   resampling amounts to); the residual inflation sqrt(n / (n - p)) removed (emulated by shrinking the
   replicates towards the estimate by 1 / inflation) at n = 12.
+- plateau (the ceiling's fallback when no rising form is identifiable): a sweep-like run, 15 evaluations at
+  x = 20, 40, ..., 300 holding level 0.6 with AR(1) noise (sd 0.02, phi = 0, 0.3, 0.6); the level's interval
+  with the AR(1) coefficient estimated from the 8 tail points, and from all 15 points' deviations from their
+  mean (as `compare_forms` passes the rising fit's). Then how often the plateau test declares a plateau on a
+  series that still moves by `gain` per doubling of x (phi 0.3): it should at gains past the tolerance 0.05
+  only rarely (a false plateau), and at gain 0 mostly (its power).
 - entropy law: R = -0.15 exp(H) + 0.85, H decaying from 1.5 to 0.1 over n checkpoints, white and AR(1)
   noise (sd 0.01); the library's EWC (equal-weighted cosine HAC) intervals and plain OLS t intervals on the same draws.
 - across runs: k runs with base measure x evenly in [0.3, 0.9], ceilings 0.3 + 0.5 x + between-run scatter
@@ -186,17 +192,63 @@ def across_cases(draws: int) -> Iterator[Result]:
     yield measure("across runs: k=8, tau=0 (no between-run scatter)", draws, across_case(8, 0.0))
 
 
+# ------------------------------------------------------------------------------------------------ plateau
+PLATEAU_X = np.arange(20.0, 320.0, 20.0)
+PLATEAU_LEVEL, PLATEAU_SD = 0.6, 0.02
+
+
+def plateau_case(phi: float, rho_from: str, gain: float = 0.0) -> Callable[[int, np.random.Generator],
+                                                                             dict[float, bool]]:
+    """`rho_from`: "tail" (estimated by the plateau fit from its own points) or "series" (from all 15 points'
+    deviations from their mean, 1 parameter, bias-corrected). Coverage of the level (gain 0) at each level."""
+    from ceiling.fit import CurveFitter
+    from ceiling.fit.curve import ar1_coefficient
+
+    def one(i: int, rng: np.random.Generator) -> dict[float, bool]:
+        y = PLATEAU_LEVEL + gain * np.log2(PLATEAU_X / PLATEAU_X.max()) + ar1(PLATEAU_X.size, phi, PLATEAU_SD, rng)
+        rho = None if rho_from == "tail" else ar1_coefficient(y - y.mean(), 1)
+        out = {}
+        for lv in LEVELS:
+            fit = CurveFitter(form="plateau", n_boot=300, seed=i, ar1=rho, level=lv).fit(PLATEAU_X, y)
+            out[lv] = fit.ci_low <= PLATEAU_LEVEL + gain * np.mean(np.log2(PLATEAU_X[7:] / 300.0)) <= fit.ci_high
+        return out
+
+    return one
+
+
+def plateau_declared(draws: int, gain: float, phi: float = 0.3) -> str:
+    """How often the plateau test calls a series that moves `gain` per doubling a plateau."""
+    from ceiling.fit import CurveFitter
+
+    rng = np.random.default_rng(20261206)
+    hits = 0
+    for i in range(draws):
+        y = PLATEAU_LEVEL + gain * np.log2(PLATEAU_X / PLATEAU_X.max()) + ar1(PLATEAU_X.size, phi, PLATEAU_SD, rng)
+        hits += CurveFitter(form="plateau", n_boot=300, seed=i).fit(PLATEAU_X, y).identifiable
+    return f"plateau declared: gain {gain:+.2f} per doubling, AR(1) {phi}, sd {PLATEAU_SD}: {hits}/{draws} = {hits / draws:.3f}"
+
+
+def plateau_cases(draws: int) -> Iterator[Result]:
+    for phi in (0.0, 0.3, 0.6):
+        for rho_from in ("tail", "series"):
+            yield measure(f"plateau level: 8 tail points of 15, AR(1) {phi}, rho from the {rho_from}", draws,
+                          plateau_case(phi, rho_from))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--draws", type=int, default=1000, help="simulated series per case")
-    ap.add_argument("--only", choices=("ceiling", "entropy", "across"), default=None)
+    ap.add_argument("--only", choices=("ceiling", "plateau", "entropy", "across"), default=None)
     args = ap.parse_args()
-    groups = {"ceiling": ceiling_cases, "entropy": entropy_cases, "across": across_cases}
+    groups = {"ceiling": ceiling_cases, "plateau": plateau_cases, "entropy": entropy_cases, "across": across_cases}
     print(f"{'case':<72} {'draws':>5}  {'95% coverage [95% CI]':<22} {'':<4}  {'90%':>6}  {'99%':>6}  {'s/fit':>7}")
     for name, cases in groups.items():
         if args.only in (None, name):
             for result in cases(args.draws):
                 print(result.line(), flush=True)
+            if name == "plateau":
+                for gain in (0.0, 0.05, 0.1, 0.2):
+                    print(plateau_declared(args.draws, gain), flush=True)
 
 
 if __name__ == "__main__":

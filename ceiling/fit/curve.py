@@ -58,7 +58,8 @@ how little it still moves. The plateau is the mean of the points in the last dou
 with the same AR(1) bootstrap and t widening as above (the AR(1) coefficient from the rising fit's residuals when
 given, `ar1`, since a tail of 8 points estimates it poorly); it is identifiable when its interval is narrower
 than `max_ci_width` and the gain per doubling of x (the slope of y on log2 x over the same points, with its own
-AR(1) interval) lies within +-`plateau_tol` (default max_ci_width / 2) at 95%. Its estimand is the level the run
+AR(1) interval) is shown to lie within +-`plateau_tol` (default max_ci_width / 2) by an equivalence test: two
+one-sided tests at 5%, i.e. its 90% interval inside the band (Schuirmann 1987). Its estimand is the level the run
 holds, not an asymptote: a further gain of up to `plateau_tol` per doubling of x is not excluded, and the
 report says so.
 """
@@ -235,9 +236,10 @@ class CurveFit:
             return None
         if self.form == "plateau":
             g = self.stats.get("gain_per_doubling") or [np.nan] * 3
-            return (f"plateau: the level held over the last doubling of {self.x_label} (gain {fmt(g[0])} per doubling "
-                    f"{interval(g[1], g[2])}); a further gain of up to {fmt(self.stats.get('plateau_tol'))} per "
-                    "doubling is not excluded")
+            lv = f"{float(self.stats.get('gain_level') or 0.9):.0%}"
+            return (f"plateau: the level held over the last doubling of {self.x_label} (gain {fmt(g[0])} per doubling, "
+                    f"{lv} interval {interval(g[1], g[2])}); a further gain of up to "
+                    f"{fmt(self.stats.get('plateau_tol'))} per doubling is not excluded")
         if self.stats.get("at_bound") == "maximum":
             return "at the metric's maximum: the data bound it from below, the metric from above"
         return None
@@ -764,7 +766,8 @@ def _fit_plateau(cfg: CurveFitter, x: Sequence[float] | np.ndarray, y: Sequence[
         a_lo, a_hi = percentile_ci(a_star, expanded_level(cfg.level, dof))
         ci = {"A": (float(max(a_lo, ylo)), float(min(a_hi, yhi))), "C_from": (x0, x0)}
         g_star = gain + ar_resample(rho, line_resid * float(np.sqrt(n / (n - 2))), cfg.n_boot, rng) @ tc / np.sum(tc**2)
-        g_lo, g_hi = percentile_ci(g_star, expanded_level(cfg.level, effective_dof(n, rho, 2)))
+        # an equivalence test (two one-sided tests at 1 - level each) reads the interval at 2 level - 1 (90%)
+        g_lo, g_hi = percentile_ci(g_star, expanded_level(2.0 * cfg.level - 1.0, effective_dof(n, rho, 2)))
         gain_ci = (float(g_lo), float(g_hi))
         draws = np.column_stack([np.clip(a_star, ylo, yhi), np.full(cfg.n_boot, x0)])[:MAX_STORED_DRAWS]
         boot = {"scheme": "AR(1) bootstrap of residuals", "n_boot": cfg.n_boot, "block": None, "ar1": rho,
@@ -773,7 +776,8 @@ def _fit_plateau(cfg: CurveFitter, x: Sequence[float] | np.ndarray, y: Sequence[
                 "n_not_converged": 0}
     reasons: list[tuple[str, str]] = []
     what = f"over the last doubling of {cfg.x_label} ({fnum(x0)} to {fnum(top)})"
-    gain_words = f"{gain:+.3g} [{gain_ci[0]:+.3g}, {gain_ci[1]:+.3g}] per doubling"
+    tost = f"{2.0 * cfg.level - 1.0:.0%}"
+    gain_words = f"{gain:+.3g} per doubling, {tost} interval [{gain_ci[0]:+.3g}, {gain_ci[1]:+.3g}]"
     if cfg.n_boot <= 0:
         reasons.append(("no_bootstrap", "a plateau needs its bootstrap (n_boot > 0) to test that it holds level"))
     else:
@@ -794,11 +798,12 @@ def _fit_plateau(cfg: CurveFitter, x: Sequence[float] | np.ndarray, y: Sequence[
     ssr = float(np.sum(resid**2))
     stats = {"rmse": float(np.sqrt(ssr / n)), "aic": float(n * np.log(max(ssr, 1e-300) / n) + 2),
              "lag1_autocorr": lag1_autocorr(resid), "converged": True, "progress": None, "profile_A": None,
-             "gain_per_doubling": [gain, *gain_ci], "plateau_tol": tol_gain}
+             "gain_per_doubling": [gain, *gain_ci], "gain_level": 2.0 * cfg.level - 1.0, "plateau_tol": tol_gain}
     method = (f"plateau: mean of the {n} points {what}"
               + (f"; {_scheme_words(boot)} (B={cfg.n_boot}), expanded-percentile {cfg.level:.0%} intervals "
-                 f"(t with {_dof_words(boot)}); plateau test: gain {gain_words} of {cfg.x_label}, "
-                 f"level within +-{tol_gain:g}; a further gain of up to {tol_gain:g} per doubling is not excluded"
+                 f"(t with {_dof_words(boot)}); plateau test (equivalence, two one-sided tests at "
+                 f"{1.0 - cfg.level:.0%}): gain {gain_words} of {cfg.x_label}, within +-{tol_gain:g}; a further "
+                 f"gain of up to {tol_gain:g} per doubling is not excluded"
                  if cfg.n_boot > 0 else "; no bootstrap"))
     window = {"r0_fixed": None, "rule": f"x >= max(x) / 2 (the last doubling), within {_window_rule(cfg)}",
               "exclude_frac": cfg.exclude_frac, "x_min": cfg.x_min, "x_max": cfg.x_max, "kept": int(n),
