@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+
+from ceiling.errors import CeilingError
 from scipy import stats as sps
 
 from ceiling.sweep.aggregate import (
@@ -405,3 +407,28 @@ def test_family_finding_counts_plateau_levels_and_ceilings_at_the_maximum():
     assert (a.families["cipher"]["n_plateau"], a.families["cipher"]["n_at_max"]) == (0, 0)
     words = [f.text for f in a.findings if f.text.startswith("sort:")]
     assert len(words) == 1 and "(2 plateau level(s), 3 at the metric's maximum)" in words[0]
+
+
+def test_leave_one_base_out_offset_model_by_hand():
+    """Ceilings = base pass@k + e (e = 0.006, -0.004, -0.002 by seed on every base): leaving a base out, the
+    offset learned from the other six runs is mean(e) = 0, so each run's error is -e and the RMSE is
+    sqrt(mean(e^2)); the band is +-t(5) sd(e over six runs) sqrt(1 + 1/6). A free line through two bases is
+    reported beside it."""
+    from ceiling.sweep.aggregate import _as_regression, leave_one_base_out
+
+    ft = family_table(family_runs("cipher", lambda x: x))
+    reg = _as_regression(ft)
+    off = leave_one_base_out(reg, "base_pass@kmax", model="offset")
+    e = np.array([0.006, -0.004, -0.002])
+    assert off["rmse"] == pytest.approx(np.sqrt(np.mean(e**2)), abs=1e-9)
+    half = sps.t.ppf(0.975, 5) * np.std(np.tile(e, 2), ddof=1) * np.sqrt(1 + 1 / 6)
+    r0 = [r for r in off["rows"] if r["base"] == "b0"][0]
+    assert (r0["predicted"], r0["high"] - r0["predicted"]) == (pytest.approx(0.3), pytest.approx(half))
+    assert off["coverage"] == 1.0 and off["model"] == "offset"
+    line = leave_one_base_out(reg, "base_pass@kmax", model="line")
+    assert line["model"] == "line" and line["rmse"] is not None
+    a = analyse(CONFIG, table(diversity_runs(lambda x: 0.1 + 0.5 * x)), ft)
+    assert a.families["cipher"]["prediction"]["model"] == "offset"
+    assert a.families["cipher"]["prediction_line"]["model"] == "line"
+    with pytest.raises(CeilingError, match="model must be"):
+        leave_one_base_out(reg, "base_pass@kmax", model="quadratic")

@@ -334,9 +334,17 @@ def across(table: pd.DataFrame) -> tuple[Any | None, str | None]:
         return None, str(exc)
 
 
-def leave_one_base_out(table: pd.DataFrame, measure: str) -> dict[str, Any]:
-    """Predict each base's ceiling from the other bases' runs alone (regression on `measure`), against the
-    ceilings its runs realized. Only identifiable ceilings take part, as in the regression."""
+def leave_one_base_out(table: pd.DataFrame, measure: str, model: str = "line") -> dict[str, Any]:
+    """Predict each base's ceiling from the other bases' runs alone, against the ceilings its runs realized. Only
+    identifiable ceilings take part, as in the regression.
+
+    model "line": regress the other bases' ceilings on `measure` (`fit_across_runs`), its 95% prediction band.
+    model "offset": the claim's own model for a measure in the ceiling's units (the base's pass@k at the largest
+    k): ceiling = measure + c, with c the mean of ceiling - measure over the other bases' runs and a 95% t
+    prediction band for one new run, c +- t(n - 1) s sqrt(1 + 1 / n). One parameter: with three bases, a free line
+    is fitted to two of them and its slope swings when it extrapolates; the offset does not."""
+    if model not in ("line", "offset"):
+        raise CeilingError(f"leave_one_base_out: model must be 'line' or 'offset', not {model!r}")
     t = table[table["identifiable"].astype(bool) & np.isfinite(table["ceiling"].astype(float))]
     rows, reasons = [], []
     if t["base"].nunique() < 3:
@@ -344,22 +352,30 @@ def leave_one_base_out(table: pd.DataFrame, measure: str) -> dict[str, Any]:
                        "others needs at least 3 bases with identifiable ceilings")
     for base in sorted(t["base"].unique()) if not reasons else []:
         train, test = t[t["base"] != base], t[t["base"] == base]
-        try:
-            fit = fit_across_runs(train.drop(columns=["base", "seed"]), measures=[measure], level=LEVEL)
-        except CeilingError as exc:
-            reasons.append(f"{base}: {exc}")
-            continue
         x = float(test[measure].iloc[0])
-        center, lo, hi = fit.predict([x], band="prediction")
+        if model == "offset":
+            d = (train["ceiling"] - train[measure]).astype(float).to_numpy()
+            half = (float(sps.t.ppf(0.5 + LEVEL / 2, d.size - 1) * d.std(ddof=1) * np.sqrt(1 + 1 / d.size))
+                    if d.size > 1 else np.inf)
+            center, lo, hi = [x + d.mean()], [x + d.mean() - half], [x + d.mean() + half]
+        else:
+            try:
+                fit = fit_across_runs(train.drop(columns=["base", "seed"]), measures=[measure], level=LEVEL)
+            except CeilingError as exc:
+                reasons.append(f"{base}: {exc}")
+                continue
+            center, lo, hi = fit.predict([x], band="prediction")
         for r in test.itertuples(index=False):
             rows.append({"run": r.run, "base": base, "x": x, "predicted": float(center[0]), "low": float(lo[0]),
                          "high": float(hi[0]), "realized": float(r.ceiling), "realized_low": float(r.ci_low),
                          "realized_high": float(r.ci_high), "error": float(center[0] - r.ceiling),
                          "covered": bool(lo[0] <= r.ceiling <= hi[0])})
     err = np.array([r["error"] for r in rows])
-    return {"method": f"leave one base out: regress the other bases' ceilings on {measure}, predict this base's "
-                      f"ceiling with a {LEVEL:.0%} prediction band",
-            "measure": measure, "rows": rows, "rmse": _finite(float(np.sqrt(np.mean(err**2)))) if err.size else None,
+    how = (f"regress the other bases' ceilings on {measure}" if model == "line" else
+           f"ceiling = {measure} + c, c the mean gap over the other bases' runs")
+    return {"method": f"leave one base out: {how}, predict this base's ceiling with a {LEVEL:.0%} prediction band",
+            "model": model, "measure": measure, "rows": rows,
+            "rmse": _finite(float(np.sqrt(np.mean(err**2)))) if err.size else None,
             "mean_error": _finite(float(err.mean())) if err.size else None,
             "coverage": _finite(float(np.mean([r["covered"] for r in rows]))) if rows else None,
             "reasons": reasons}
@@ -608,7 +624,8 @@ def family_analysis(ft: pd.DataFrame, config: SweepConfig) -> dict[str, dict[str
     for fam, rows in reference_rows(ft, config).groupby("family", sort=False):
         reg = _as_regression(rows)
         fit, reason = across(reg)
-        lobo = leave_one_base_out(reg, "base_pass@kmax")
+        lobo = leave_one_base_out(reg, "base_pass@kmax", model="offset")  # the claim's model (see there)
+        lobo_line = leave_one_base_out(reg, "base_pass@kmax", model="line")
         ident = reg[reg["identifiable"].astype(bool)]
         gap = mean_interval(ident["ceiling"] - ident["base_pass@kmax"])
         reach = mean_interval(rows["final_reward"] - rows["base_pass@kmax"])  # measured, no curve: every run
@@ -623,7 +640,7 @@ def family_analysis(ft: pd.DataFrame, config: SweepConfig) -> dict[str, dict[str
             "slope": (fit.regressions[fit.primary]["slope"] if fit is not None else None),
             "slope_ci": (list(fit.regressions[fit.primary]["slope_ci"]) if fit is not None else None),
             "slope_detected": bool(fit.detected) if fit is not None else False,
-            "prediction": lobo, "gap": gap.to_dict(), "n_above": len(above), "final_minus_base": reach.to_dict(),
+            "prediction": lobo, "prediction_line": lobo_line, "gap": gap.to_dict(), "n_above": len(above), "final_minus_base": reach.to_dict(),
             "base_pass@kmax": {str(b): _finite(float(g["base_pass@kmax"].mean())) for b, g in reg.groupby("base")},
             "ceiling_by_base": {str(b): _finite(float(g["ceiling"].mean())) for b, g in ident.groupby("base")}}
     return out
@@ -651,7 +668,10 @@ def _family_findings(a: SweepAnalysis) -> list[Finding]:
         gap, lobo = r["gap"], r["prediction"]
         n, n_id, above = r["runs"], r["identifiable"], r["n_above"]
         rmse = lobo.get("rmse")
-        pred = (f"leave-one-base-out error RMSE {fmt(rmse)} over {len(lobo.get('rows') or [])} runs"
+        line = (r.get("prediction_line") or {}).get("rmse")
+        pred = (f"leave-one-base-out error RMSE {fmt(rmse)} over {len(lobo.get('rows') or [])} runs (ceiling = the "
+                f"base's pass@k + an offset learned on the other bases"
+                + (f"; a free line through the other bases: RMSE {fmt(line)}" if line is not None else "") + ")"
                 if rmse is not None else "no leave-one-base-out prediction (" + "; ".join(lobo.get("reasons") or ["-"]) + ")")
         slope = (f"slope on the base's pass@k {fmt(r['slope'])} [{fmt(r['slope_ci'][0])}, {fmt(r['slope_ci'][1])}]"
                  if r["slope"] is not None else "no regression")

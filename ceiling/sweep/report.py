@@ -438,7 +438,9 @@ def families_display(a: SweepAnalysis) -> pd.DataFrame | None:
                      "ceiling - base pass@k [95%]": f"{fmt(gap['estimate'])} {interval(gap['ci_low'], gap['ci_high'])}",
                      "slope on base pass@k [95%]": (f"{fmt(r['slope'])} {interval(*r['slope_ci'])}"
                                                     if r["slope"] is not None else "-"),
-                     "leave-one-base-out RMSE": fmt(lobo.get("rmse")), "verdict": verdicts.get(fam, "-")})
+                     "leave-one-base-out RMSE (offset / free line)":
+                         f"{fmt(lobo.get('rmse'))} / {fmt((r.get('prediction_line') or {}).get('rmse'))}",
+                     "verdict": verdicts.get(fam, "-")})
     return pd.DataFrame(rows)
 
 
