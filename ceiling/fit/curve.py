@@ -55,8 +55,9 @@ The plateau (`form="plateau"`, `compare_forms`' fallback when no rising form is 
 rises before its first evaluations and then holds level has no rise left for a curve to fit, and every rising
 form then admits any ceiling (a slow enough rise fits a flat series). What the data do say is the level held and
 how little it still moves. The plateau is the mean of the points in the last doubling of x (x >= max(x) / 2),
-with the same AR(1) bootstrap and t widening as above (the AR(1) coefficient from the rising fit's residuals when
-given, `ar1`, since a tail of 8 points estimates it poorly); it is identifiable when its interval is narrower
+with the same AR(1) bootstrap and t widening as above (the AR(1) coefficient from its own points, or `ar1` when
+given: the rising forms' residuals are no better a source when the rise is misfitted, which is when the plateau is
+needed); it is identifiable when its interval is narrower
 than `max_ci_width` and the gain per doubling of x (the slope of y on log2 x over the same points, with its own
 AR(1) interval) is shown to lie within +-`plateau_tol` (default max_ci_width / 2) by an equivalence test: two
 one-sided tests at 5%, i.e. its 90% interval inside the band (Schuirmann 1987). Its estimand is the level the run
@@ -895,8 +896,7 @@ def compare_forms(x: Any, y: Any, forms: Sequence[str] = RISING_FORMS,
     reported beside the score.
 
     `plateau_fallback`: when no form is identifiable, the plateau (`CurveFitter(form="plateau")`, the level held
-    over the last doubling of x, with the AR(1) coefficient of the selected form's residuals) is fitted too and
-    wins if it is identifiable. A rising form, when identifiable, always wins over it: a plateau's estimand is
+    over the last doubling of x) is fitted too and wins if it is identifiable. A rising form, when identifiable, always wins over it: a plateau's estimand is
     the level held, not an asymptote.
     """
     fitter = fitter or CurveFitter()
@@ -926,7 +926,7 @@ def compare_forms(x: Any, y: Any, forms: Sequence[str] = RISING_FORMS,
     tied = pool[score <= (1.0 + tie_tol) * score.min()] if np.isfinite(score.min()) else pool
     best = str(tied.iloc[0]["form"])  # ties go to the earlier form in `forms` (ScaleRL's sigmoid first)
     if plateau_fallback and "plateau" not in fits and not any(f.identifiable for f in fits.values()):
-        variant = replace(fitter, form="plateau", ar1=fits[best].bootstrap.get("ar1", fitter.ar1))
+        variant = replace(fitter, form="plateau")  # its own AR(1) coefficient: a misfit rise's residuals inflate theirs
         try:
             flat = variant.fit(xa, ya)
         except CeilingError as exc:
