@@ -1,12 +1,13 @@
-"""The onset statistics of ceiling.fit.trend on cases with known answers: the prefix isotonic fit, the joint
-isotonic-then-ramp fall onset, and the knee of a saturating rise (a plateau's onset)."""
+"""The onset statistics of ceiling.fit.trend on cases with known answers: the prefix isotonic and concave fits,
+the joint rise-then-ramp fall onset, the cost of a fall that ends early, and the knee of a saturating rise (a
+plateau's onset)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from ceiling.fit.trend import (FallSeries, bin_series, decline_onset, joint_fall_onset, piecewise_fit,
-                               prefix_isotonic, saturation_onset)
+from ceiling.fit.trend import (FallSeries, _ramp_table, bin_series, decline_onset, joint_fall_onset, piecewise_fit,
+                               prefix_concave, prefix_isotonic, saturation_onset)
 
 X = np.arange(0, 201, 10.0)
 
@@ -25,6 +26,42 @@ def test_prefix_isotonic_levels_and_ssr_by_hand():
     assert lev[4] == pytest.approx(3.0) and ssr[4] == pytest.approx(14.0)
     lev, ssr = prefix_isotonic(np.array([1.0, 2.0, 3.0, -6.0]), np.ones(4))
     assert lev[4] == pytest.approx(0.0) and ssr[4] == pytest.approx(50.0) and ssr[3] == 0.0
+
+
+def test_prefix_concave_levels_and_ssr_by_hand():
+    """y = 0, 2, 2, 3 at x = 0..3 is non-decreasing (isotonic SSR 0) but not concave (slopes 2, 0, 1): the last three
+    points share one line (mean 7/3, slope 1/2), joined to the first point at x = 1 (slope 11/6 >= 1/2), residuals
+    1/6, -1/3, 1/6: SSR 1/6, last level 17/6. The prefix 0, 2, 2 is concave already (SSR 0, level 2). y = 1, 3, 2
+    (a fall at the end) pools its last two points at 2.5, as the isotonic fit does."""
+    lev, ssr = prefix_concave(np.arange(4.0), np.array([0.0, 2.0, 2.0, 3.0]), np.ones(4))
+    assert np.isnan(lev[0]) and lev[1:4].tolist() == pytest.approx([0.0, 2.0, 2.0])
+    assert ssr[:4].tolist() == pytest.approx([0.0, 0.0, 0.0, 0.0], abs=1e-12)
+    assert lev[4] == pytest.approx(17 / 6) and ssr[4] == pytest.approx(1 / 6)
+    assert prefix_isotonic(np.array([0.0, 2.0, 2.0, 3.0]), np.ones(4))[1][4] == 0.0
+    lev, ssr = prefix_concave(np.arange(3.0), np.array([1.0, 3.0, 2.0]), np.ones(3))
+    assert lev[3] == pytest.approx(2.5) and ssr[3] == pytest.approx(0.5)
+
+
+def test_fall_after_a_saturating_rise_noiseless():
+    """A rise with diminishing returns to step 120, then a straight fall to the end: the onset is 120 exactly (the
+    concave non-decreasing fit before it is exact)."""
+    y = np.where(X <= 120, 0.3 + 0.2 * (1 - np.exp(-X / 60)), 0.3 + 0.2 * (1 - np.exp(-2.0)) - 0.001 * (X - 120))
+    fo = decline_onset(X, y, n_boot=0)
+    assert fo.tau == 120.0 and not fo.from_start
+
+
+def test_a_fall_that_stops_early_costs_end_penalty_noise_units():
+    """Flat at 1 to x = 4, then 0.9, 0.8, 0.7, 0.65 (the fall slows at its end). Its difference-based noise scale^2
+    is mean(diff^2) / 2 = (3 * 0.01 + 0.0025) / 8 / 2 = 0.00203125. At tau = 4 (held level 1) a fall to the end
+    (tau2 = 8, g = 1..4, r = 0.1, 0.2, 0.3, 0.35) has slope sum(g r) / sum(g^2) = 2.8 / 30 and SSR
+    0.2625 - 2.8^2 / 30 = 7 / 6000; a fall stopping at the midpoint 7.5 fits 1 - 0.1 (x - 4) exactly: SSR 0. With a
+    penalty of 2 noise units (0.0040625 > 7 / 6000) the fall to the end wins; without one, the early end does."""
+    x, y, w = np.arange(9.0), np.array([1, 1, 1, 1, 1, 0.9, 0.8, 0.7, 0.65]), np.ones(9)
+    tau = np.array([4.0])
+    ssr0, t20, b0, _ = _ramp_table(x, y, w, tau, 3)
+    assert ssr0[0] == pytest.approx(0.0, abs=1e-12) and t20[0] == 7.5 and b0[0] == pytest.approx(0.1)
+    ssr2, t22, b2, _ = _ramp_table(x, y, w, tau, 3, end_penalty=2.0)
+    assert t22[0] == 8.0 and b2[0] == pytest.approx(2.8 / 30) and ssr2[0] == pytest.approx(7 / 6000)
 
 
 def test_bin_series_weighted_means():

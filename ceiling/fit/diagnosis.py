@@ -30,10 +30,10 @@ post-onset slope's t against a never-declining isotonic null, studentised, binom
 column, AR(1) noise for dense training series), Bonferroni over the series tested, so the false-alarm rate
 on a run that does not degrade is at most `alpha`. "Rises" and "holds" come from a continuous piecewise-
 linear fit (0-2 breakpoints by BIC): a segment rises when its slope's t exceeds 2. Onsets, in steps and, where
-KL is usable, in nats (`ceiling.fit.trend`): a fall's onset is located between evaluations by an isotonic-then-
-ramp fit (non-decreasing, then a continuous straight fall from the level held to a free end, then flat), one
-onset fitted jointly to the series whose falls are one change (e.g. training reward and held-out accuracy in a
-collapse); a plateau's onset is the knee of a saturating rise fitted to the held-out and training series
+KL is usable, in nats (`ceiling.fit.trend`): a fall's onset is located between evaluations by a rise-then-ramp
+fit (non-decreasing, concave for evaluations, then a continuous straight fall from the level held to a free end,
+then flat), one onset fitted jointly to the series whose falls are one change (e.g. training reward and held-out
+accuracy in a collapse); a plateau's onset is the knee of a saturating rise fitted to the held-out and training series
 together (a hinge of straight lines puts it early on a curve that flattens gradually), else the piecewise
 fit's break. 95% intervals join the profile set and a parametric bootstrap, out to the evaluations around. The
 base point (step 0) is left out of the segmentation when at least 7 other evaluations exist (base evaluations
@@ -183,7 +183,7 @@ class RunDiagnosis:
         return (f"decline tests (hinge sup-t vs isotonic null, parametric simulation; Bonferroni over "
                 f"{sum(1 for t in self.tests if t.alpha < self.alpha + 1e-12 and t.role != 'proxy_check')} "
                 f"series at alpha {self.alpha}); piecewise-linear segments by BIC; onsets of falls by "
-                "isotonic-then-ramp fits (joint over the series that fall together), of plateaus at the knee of a "
+                "rise-then-ramp fits (joint over the series that fall together), of plateaus at the knee of a "
                 "saturating rise, 95% intervals from profile and parametric bootstrap; "
                 "WLS trade-off rates with t intervals")
 

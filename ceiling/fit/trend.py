@@ -23,9 +23,11 @@ interval: the taus whose (profiled) weighted SSR exceeds the minimum by at most 
 scale.
 
 `joint_fall_onset` / `decline_onset`: where one or more series start to fall, located between evaluation points:
-non-decreasing (isotonic) before tau, then a continuous straight fall from the level held to a free end tau2,
-then flat (abrupt drops and gradual falls are one family), the series' noise-scaled SSRs summed so that series
-that fall together share one onset. `saturation_onset`: the knee of a saturating rise (a plateau's onset),
+non-decreasing before tau (concave for sparse evaluations: a rise with diminishing returns, flat included;
+isotonic for dense training series), then a continuous straight fall from the level held to a free end tau2,
+then flat (abrupt drops and gradual falls are one family; a fall that stops before the last point costs 2 noise
+units, one parameter more), the series' noise-scaled SSRs summed so that series that fall together share one
+onset. `saturation_onset`: the knee of a saturating rise (a plateau's onset),
 a + b (1 - exp(-(min(x, tau) - x0) / (c (tau - x0)))) with c from a grid, shared by the series. Dense series are
 averaged into at most 50 bins first. Both give a 95% interval joining the profile set to a parametric
 bootstrap (the fitted curves plus noise of the estimated scale, AR(1) for dense series), out to the evaluation
@@ -38,7 +40,7 @@ from itertools import combinations
 
 import numpy as np
 from scipy import stats as sps
-from scipy.optimize import isotonic_regression
+from scipy.optimize import isotonic_regression, nnls
 
 from ceiling.fit.solve import lag1_autocorr
 
@@ -262,7 +264,7 @@ class FallOnset:
     tau: float  # the onset, on the x axis, located between evaluation points
     ci: tuple[float, float]  # 95% interval: profile set joined to a parametric bootstrap, out to the points around
     from_start: bool  # the interval reaches the first point: no threshold, a loss from the start
-    method: str = "isotonic then ramp"  # how it was located
+    method: str = "concave then ramp"  # how it was located
 
 
 @dataclass
@@ -301,6 +303,31 @@ def prefix_isotonic(y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return level, ssr
 
 
+def _concave_fit(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The concave non-decreasing weighted least-squares fit of y on x: a + sum_k b_k min(x - x0, x_k - x0) with
+    b_k >= 0 (every concave non-decreasing piecewise-linear function with knots at the points), the intercept
+    projected out and b by non-negative least squares."""
+    if y.size < 2:
+        return y.astype(float).copy()
+    u = x - x[0]
+    basis = np.minimum(u[:, None], u[None, 1:])
+    sw = w.sum()
+    bm, ym = (w[:, None] * basis).sum(0) / sw, float((w * y).sum() / sw)
+    b, _ = nnls((basis - bm) * np.sqrt(w)[:, None], (y - ym) * np.sqrt(w))
+    return ym + (basis - bm) @ b
+
+
+def prefix_concave(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For every prefix y[:i] (i = 0..n): the last fitted value and the weighted SSR of its concave non-decreasing
+    least-squares fit (`_concave_fit`: a rise with diminishing returns, flat included). Index 0 holds NaN and 0."""
+    n = y.size
+    level, ssr = np.full(n + 1, np.nan), np.zeros(n + 1)
+    for i in range(1, n + 1):
+        fit = _concave_fit(x[:i], y[:i], w[:i])
+        level[i], ssr[i] = fit[-1], float((w[:i] * (y[:i] - fit) ** 2).sum())
+    return level, ssr
+
+
 def bin_series(x: np.ndarray, y: np.ndarray, w: np.ndarray, max_bins: int = 50) -> tuple[np.ndarray, ...]:
     """A dense series averaged over at most `max_bins` consecutive bins: weighted mean x and y, summed weights."""
     if y.size <= max_bins:
@@ -310,16 +337,19 @@ def bin_series(x: np.ndarray, y: np.ndarray, w: np.ndarray, max_bins: int = 50) 
     return np.add.reduceat(w * x, edges[:-1]) / sw, np.add.reduceat(w * y, edges[:-1]) / sw, sw
 
 
-def _ramp_table(x: np.ndarray, y: np.ndarray, w: np.ndarray, taus: np.ndarray,
-                min_tail: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _ramp_table(x: np.ndarray, y: np.ndarray, w: np.ndarray, taus: np.ndarray, min_tail: int,
+                end_penalty: float = 0.0, before: str = "isotonic") -> tuple[np.ndarray, ...]:
     """Weighted SSR of 'non-decreasing before tau, then a straight fall to tau2, flat after' for each tau.
 
-    The fall starts at the level the isotonic fit of the points <= tau ends on (continuous at tau) and runs to
-    tau2 (a grid of the points and midpoints after tau): abrupt drops (tau2 just after tau) and gradual falls
-    to the end are one family. Before the first point there is no level to hold: the start level is free.
+    The fall starts at the level the non-decreasing fit of the points <= tau ends on (`before`: "isotonic", or
+    "concave" for a concave non-decreasing one; continuous at tau) and runs to tau2 (a grid of the points and
+    midpoints after tau): abrupt drops (tau2 just after tau) and gradual falls to the end are one family; a tau2
+    before the last point adds `end_penalty` times the difference-based noise scale^2 (in the SSR's units) to the
+    SSR. Before the first point there is no level to hold: the start level is free.
     Returns ssr, the best tau2, slope and start level per tau (inf where fewer than `min_tail` points follow)."""
     n = y.size
-    lev, pre = prefix_isotonic(y, w)
+    lev, pre = prefix_isotonic(y, w) if before == "isotonic" else prefix_concave(x, y, w)
+    pen = end_penalty * float(diff_scale(y, 1.0 / np.sqrt(w))[0]) ** 2 if end_penalty else 0.0
     out = np.full(taus.size, np.inf)
     t2o, bo, lo_ = np.full(taus.size, np.nan), np.zeros(taus.size), np.full(taus.size, np.nan)
     idx = np.searchsorted(x, taus, "right")  # points < idx are before tau
@@ -349,6 +379,8 @@ def _ramp_table(x: np.ndarray, y: np.ndarray, w: np.ndarray, taus: np.ndarray,
             ssr = pre[i] + srr - 2 * b * sgr + b * b * sgg
             start = np.full(b.shape, lev[i])
         ssr = np.where(t2s[None, :] > tt[:, None], ssr, np.inf)
+        if pen:  # a fall that stops before the last point costs one parameter more
+            ssr = ssr + np.where(t2s < x[-1], pen, 0.0)[None, :]
         j = np.argmin(ssr, axis=1)
         r_ = np.arange(tt.size)
         out[m], t2o[m], bo[m], lo_[m] = ssr[r_, j], t2s[j], b[r_, j], start[r_, j]
@@ -356,12 +388,13 @@ def _ramp_table(x: np.ndarray, y: np.ndarray, w: np.ndarray, taus: np.ndarray,
 
 
 def _ramp_fitted(x: np.ndarray, y: np.ndarray, w: np.ndarray, tau: float, tau2: float, b: float,
-                 start: float) -> np.ndarray:
-    """The fitted 'isotonic, then ramp to tau2, then flat' curve at x."""
+                 start: float, before: str = "isotonic") -> np.ndarray:
+    """The fitted 'non-decreasing (isotonic or concave), then ramp to tau2, then flat' curve at x."""
     i = int(np.searchsorted(x, tau, "right"))
     out = start - b * np.clip(np.minimum(x, tau2) - tau, 0.0, None)
     if i > 0:
-        out[:i] = isotonic_regression(y[:i], weights=w[:i], increasing=True).x
+        out[:i] = isotonic_regression(y[:i], weights=w[:i], increasing=True).x if before == "isotonic" else \
+            _concave_fit(x[:i], y[:i], w[:i])
     return out
 
 
@@ -376,16 +409,16 @@ def _prepared(s: FallSeries, max_bins: int) -> tuple[np.ndarray, np.ndarray, np.
 
 def _locate(prep: list[tuple], grid: np.ndarray, table, curve, level: float, n_boot: int,
             rng: np.random.Generator) -> tuple[int, np.ndarray, float, float, list] | None:
-    """The grid position minimising the sum of the series' SSRs (`table(x, y, w)[0]` per grid position), each over
-    its difference-based noise scale^2, and its interval: the profile set (the sum within chi2_1(level) of its
+    """The grid position minimising the sum of the series' SSRs (`table(x, y, w, dense)[0]` per grid position), each
+    over its difference-based noise scale^2, and its interval: the profile set (the sum within chi2_1(level) of its
     minimum, the scale^2 of a dense series inflated to the long-run variance of its bins, AR(1) rho from the
     residuals of a 0-2 break `piecewise_fit`) joined to a parametric bootstrap (each fitted `curve` plus noise of
     its scale, AR(1) for dense series, the position re-found `n_boot` times, percentile interval).
     (index, profile set, low, high, tables); None when no position can be fitted."""
     def objective(ys: list[np.ndarray], infl: list[float]) -> tuple[np.ndarray, list]:
         tot, parts = np.zeros(grid.size), []
-        for (xb, _, wb, sc2, _), yb, f in zip(prep, ys, infl):
-            t = table(xb, yb, wb)
+        for (xb, _, wb, sc2, dense), yb, f in zip(prep, ys, infl):
+            t = table(xb, yb, wb, dense)
             tot += t[0] / (sc2 * f)
             parts.append(t)
         return tot, parts
@@ -395,7 +428,7 @@ def _locate(prep: list[tuple], grid: np.ndarray, table, curve, level: float, n_b
     if not np.isfinite(tot).any():
         return None
     j = int(np.argmin(tot))
-    fitted = [curve(xb, yb, wb, t, j) for (xb, yb, wb, _, _), t in zip(prep, parts)]
+    fitted = [curve(xb, yb, wb, t, j, dense) for (xb, yb, wb, _, dense), t in zip(prep, parts)]
     rhos = []
     for xb, yb, wb, _, dense in prep:  # from a flexible fit's residuals: a misfit of the model is not noise
         rho = 0.0
@@ -420,11 +453,14 @@ def _locate(prep: list[tuple], grid: np.ndarray, table, curve, level: float, n_b
 
 
 def joint_fall_onset(series: list[FallSeries], level: float = 0.95, n_boot: int = 99, min_tail: int = 3,
-                     sub: int = 4, max_bins: int = 50, rng: np.random.Generator | None = None) -> FallOnset:
+                     sub: int = 4, max_bins: int = 50, rng: np.random.Generator | None = None,
+                     end_penalty: float = 2.0, before: str = "concave") -> FallOnset:
     """One onset shared by series that fall together (e.g. training reward and held-out accuracy in a collapse).
 
-    Each series is fitted by `_ramp_table` (isotonic, then a continuous straight fall to a free end, then flat);
-    dense series are first averaged into at most `max_bins` bins (their autocorrelation then mostly averages out).
+    Each series is fitted by `_ramp_table` (non-decreasing, then a continuous straight fall to a free end, then
+    flat; the end costs `end_penalty` noise units unless it is the last point): sparse series are non-decreasing
+    and concave before the fall (`before` = "concave", the default; "isotonic" drops the concavity), dense series
+    isotonic and first averaged into at most `max_bins` bins (their autocorrelation then mostly averages out).
     The onset minimises the sum of the series' SSRs, each over its difference-based noise scale^2, on a grid of
     `sub` positions per gap between the sparsest series' points. 95% interval: the profile set (within
     chi2_1(level) of the minimum) joined to a parametric bootstrap (each series' fitted curve plus normal noise
@@ -441,8 +477,14 @@ def joint_fall_onset(series: list[FallSeries], level: float = 0.95, n_boot: int 
     pts = np.unique(np.concatenate([[lo], ref[(ref > lo) & (ref < hi)], [hi]]))
     grid = np.unique(np.concatenate([np.linspace(a, b, sub + 1)[:-1] for a, b in zip(pts[:-1], pts[1:])] + [pts[-1:]]))
 
-    found = _locate(prep, grid, lambda xb, yb, wb: _ramp_table(xb, yb, wb, grid, min_tail),
-                    lambda xb, yb, wb, t, j: _ramp_fitted(xb, yb, wb, grid[j], t[1][j], t[2][j], t[3][j]),
+    if before not in ("concave", "isotonic"):
+        raise ValueError(f"joint_fall_onset: before = {before!r}, not 'concave' or 'isotonic'")
+
+    def pre(dense: bool) -> str:  # dense training series keep the isotonic fit before the fall
+        return "isotonic" if dense else before
+
+    found = _locate(prep, grid, lambda xb, yb, wb, d: _ramp_table(xb, yb, wb, grid, min_tail, end_penalty, pre(d)),
+                    lambda xb, yb, wb, t, j, d: _ramp_fitted(xb, yb, wb, grid[j], t[1][j], t[2][j], t[3][j], pre(d)),
                     level, n_boot, rng)
     if found is None:
         return FallOnset(tau=float(lo), ci=(float(lo), float(hi)), from_start=True)
@@ -452,8 +494,8 @@ def joint_fall_onset(series: list[FallSeries], level: float = 0.95, n_boot: int 
     c_hi = float(ref[min(np.searchsorted(ref, c_hi, "left"), ref.size - 1)])
     return FallOnset(tau=float(grid[j]), ci=(min(c_lo, float(grid[j])), max(c_hi, float(grid[j]))),
                      from_start=bool(ok.min() <= grid[0]),
-                     method="isotonic then ramp, " + (f"joint over {len(series)} series" if len(series) > 1
-                                                      else "one series"))
+                     method=f"{before} (evaluations) / isotonic (dense series) then ramp, "
+                     + (f"joint over {len(series)} series" if len(series) > 1 else "one series"))
 
 
 def decline_onset(x: np.ndarray, y: np.ndarray, rel_var: np.ndarray | None = None, ar1: bool = False,
@@ -524,8 +566,8 @@ def saturation_onset(series: list[FallSeries], level: float = 0.95, n_boot: int 
         pts = np.array([lo, max(hi, lo)])
     grid = np.unique(np.concatenate([np.linspace(a, b, sub + 1)[:-1] for a, b in zip(pts[:-1], pts[1:])] + [pts[-1:]]))
 
-    j, ok, c_lo, c_hi, parts = _locate(prep, grid, lambda xb, yb, wb: _saturation_table(xb, yb, wb, grid),
-                                       lambda xb, yb, wb, t, j: _saturation_curve(xb, grid[j], t[1][j], *t[2][j]),
+    j, ok, c_lo, c_hi, parts = _locate(prep, grid, lambda xb, yb, wb, _d: _saturation_table(xb, yb, wb, grid),
+                                       lambda xb, yb, wb, t, j, _d: _saturation_curve(xb, grid[j], t[1][j], *t[2][j]),
                                        level, n_boot, rng)
     c_lo = float(ref[max(np.searchsorted(ref, c_lo, "right") - 1, 0)])
     c_hi = float(ref[min(np.searchsorted(ref, c_hi, "left"), ref.size - 1)])
