@@ -235,7 +235,8 @@ def test_user_errors_are_one_line_and_name_the_file(tmp_path: Path) -> None:
 
 def test_regimes_figure_agrees_with_its_caption(run_dir: Path) -> None:
     """The regimes figure draws one dashed line per onset the caption counts (or none, and the caption says
-    so), names each shaded stretch once, and shades the first regime from the first plotted step."""
+    so), names each shaded stretch once, and shades from where the diagnosis starts reading regimes (the caption
+    says when the base is left unshaded before it)."""
     from matplotlib.lines import Line2D
 
     from ceiling.report.build import _data, _fig_regimes
@@ -256,4 +257,5 @@ def test_regimes_figure_agrees_with_its_caption(run_dir: Path) -> None:
     names = [t.get_text() for t in ax.texts]
     assert sorted(names) == sorted(s.regime.replace("_", " ") for s in d.sequence)  # no second verdict label
     first_x = min(float(ln.get_xdata().min()) for ln in ax.get_lines() if ln.get_linestyle() != "--")
-    assert ax.patches and min(p.get_x() for p in ax.patches) <= first_x  # axvspan draws Rectangles
+    assert ax.patches and min(p.get_x() for p in ax.patches) == pytest.approx(d.sequence[0].start)  # Rectangles
+    assert ("left unshaded" in entry.caption) == (first_x < d.sequence[0].start)

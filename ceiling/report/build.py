@@ -254,14 +254,16 @@ def _fig_regimes(f: Fits, both: pd.DataFrame) -> FigureEntry:
         series.append((f"{labels[role]} ({metric})", pts["step"].to_numpy(float), y / scale))
     spans = [(s.regime, s.start, s.end) for s in d.sequence]
     first = min((float(x.min()) for _, x, _ in series if x.size), default=None)
-    if spans and first is not None and first < spans[0][1]:  # the first regime holds from the first point (the base)
-        spans[0] = (spans[0][0], first, spans[0][2])
+    before = first is not None and bool(spans) and first < spans[0][1]  # the base, before the first regime
     onsets = [(s.regime, s.onset.step, s.onset.step_low, s.onset.step_high) for s in d.sequence if s.onset]
     fig = F.regimes_over_steps(series, spans, onsets)  # each span carries its regime's name: no second label
     caption = ("Each stretch of the run is shaded by the regime the diagnosis assigns to it (improving, plateau, "
                "trade-off, over-optimisation, collapse) and named at its top; "
+               + ("the stretch from the base (step 0) to the first evaluation after it is left unshaded: the "
+                  "diagnosis reads regimes from that evaluation on, since the base often sits far below the rest; "
+                  if before else "")
                + (f"dashed lines are the onsets ({len(onsets)}) with their 95% intervals shaded. " if onsets else
-                  "there is no onset line: the run holds one regime from its first evaluation to its last. ")
+                  "there is no onset line: the run holds one regime throughout. ")
                + f"Verdict: {d.headline()}")
     return FigureEntry(name, title, caption, figure=fig)
 
