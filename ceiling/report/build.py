@@ -259,8 +259,8 @@ def _fig_regimes(f: Fits, both: pd.DataFrame) -> FigureEntry:
     fig = F.regimes_over_steps(series, spans, onsets)  # each span carries its regime's name: no second label
     caption = ("Each stretch of the run is shaded by the regime the diagnosis assigns to it (improving, plateau, "
                "trade-off, over-optimisation, collapse) and named at its top; "
-               + ("the stretch from the base (step 0) to the first evaluation after it is left unshaded: the "
-                  "diagnosis reads regimes from that evaluation on, since the base often sits far below the rest; "
+               + (f"the stretch before step {spans[0][1]:g} is left unshaded: the diagnosis reads regimes from the "
+                  "first evaluation after the start (a base point at step 0 often sits far below the rest); "
                   if before else "")
                + (f"dashed lines are the onsets ({len(onsets)}) with their 95% intervals shaded. " if onsets else
                   "there is no onset line: the run holds one regime throughout. ")
