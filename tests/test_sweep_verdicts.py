@@ -411,8 +411,9 @@ def test_family_finding_counts_plateau_levels_and_ceilings_at_the_maximum():
 
 def test_leave_one_base_out_offset_model_by_hand():
     """Ceilings = base pass@k + e (e = 0.006, -0.004, -0.002 by seed on every base): leaving a base out, the
-    offset learned from the other six runs is mean(e) = 0, so each run's error is -e and the RMSE is
-    sqrt(mean(e^2)); the band is +-t(5) sd(e over six runs) sqrt(1 + 1/6). A free line through two bases is
+    offset learned from the other two bases is mean(e) = 0, so each run's error is -e and the RMSE is
+    sqrt(mean(e^2)); the band is +-t(1) times the within-base SD of e (the bases agree, so there is no between-base
+    spread; two bases are two draws of the offset, whatever the number of seeds). A free line through two bases is
     reported beside it."""
     from ceiling.sweep.aggregate import _as_regression, leave_one_base_out
 
@@ -421,7 +422,9 @@ def test_leave_one_base_out_offset_model_by_hand():
     off = leave_one_base_out(reg, "base_pass@kmax", model="offset")
     e = np.array([0.006, -0.004, -0.002])
     assert off["rmse"] == pytest.approx(np.sqrt(np.mean(e**2)), abs=1e-9)
-    half = sps.t.ppf(0.975, 5) * np.std(np.tile(e, 2), ddof=1) * np.sqrt(1 + 1 / 6)
+    # two training bases with the same mean gap (0): s_b = 0; within-base SD of e (4 dof over the two bases);
+    # a new base is one draw of the offset, so t has 2 - 1 = 1 dof
+    half = sps.t.ppf(0.975, 1) * np.std(e, ddof=1)
     r0 = [r for r in off["rows"] if r["base"] == "b0"][0]
     assert (r0["predicted"], r0["high"] - r0["predicted"]) == (pytest.approx(0.3), pytest.approx(half))
     assert off["coverage"] == 1.0 and off["model"] == "offset"
@@ -432,3 +435,36 @@ def test_leave_one_base_out_offset_model_by_hand():
     assert a.families["cipher"]["prediction_line"]["model"] == "line"
     with pytest.raises(CeilingError, match="model must be"):
         leave_one_base_out(reg, "base_pass@kmax", model="quadratic")
+
+
+def test_offset_band_counts_bases_not_seeds():
+    """Bases whose mean gaps differ (0.0, +0.02, +0.04 for b0, b1, b2) with seeds off by e: leaving b2 out, the
+    offset is the mean of b0's and b1's mean gaps (0.01), and the band's between-base part is the SD of those two
+    means, 0.0141, widened by sqrt(1 + 1/2), plus the pooled within-base SD; t on 1 dof."""
+    from ceiling.sweep.aggregate import _as_regression, leave_one_base_out
+
+    gaps = {0.3: 0.0, 0.55: 0.02, 0.8: 0.04}
+    ft = family_table(family_runs("cipher", lambda x: x + gaps[x]))
+    off = leave_one_base_out(_as_regression(ft), "base_pass@kmax", model="offset")
+    r2 = [r for r in off["rows"] if r["base"] == "b2"][0]
+    assert r2["predicted"] == pytest.approx(0.8 + 0.01)
+    e = np.array([0.006, -0.004, -0.002])
+    s_b2 = np.var([0.0, 0.02], ddof=1)
+    half = sps.t.ppf(0.975, 1) * np.sqrt(s_b2 * 1.5 + np.var(e, ddof=1))
+    assert r2["high"] - r2["predicted"] == pytest.approx(half)
+
+
+def test_pooled_saturation_and_the_runs_table_say_which_ceilings_are_plateau_levels():
+    from ceiling.sweep.report import runs_display
+
+    rows = diversity_runs(lambda x: 0.1 + 0.5 * x)
+    rows[0].update(ceiling_form="plateau", ceiling_note="plateau: the level held over the last doubling")
+    rows[1].update(ceiling_note="at the metric's maximum: the data bound it from below")
+    t = table(rows)
+    a = analyse(CONFIG, t)
+    assert a.pooled_kinds == {"n_plateau": 1, "n_at_max": 1}
+    sat = [f.text for f in a.findings if f.text.startswith("Saturation")]
+    assert len(sat) == 1 and "(a narrow interval; 1 plateau level(s); 1 at the metric's maximum)." in sat[0]
+    marks = runs_display(a.table)["ceiling A [95%]"].tolist()
+    assert marks[0].endswith("(plateau level)") and marks[1].endswith("(at the metric's maximum)")
+    assert not any(m.endswith(")") and "(" in m.split("]")[-1] for m in marks[2:])

@@ -334,14 +334,33 @@ def across(table: pd.DataFrame) -> tuple[Any | None, str | None]:
         return None, str(exc)
 
 
+def _offset_band(train: pd.DataFrame, measure: str) -> tuple[float, float]:
+    """The offset c (mean of the training bases' mean gaps ceiling - measure) and the half-width of a 95%
+    prediction band for one run on a new base: t(b - 1) sqrt(s_b^2 (1 + 1/b) + s_w^2), with b training bases, s_b
+    the SD of their mean gaps and s_w the pooled within-base SD of runs. The new base is a new draw of the offset,
+    so seeds of the same base do not count as independent draws of it (with 2 training bases, t has 1 dof)."""
+    gap = (train["ceiling"] - train[measure]).astype(float)
+    by_base = gap.groupby(train["base"])
+    means = by_base.mean().to_numpy()
+    b = means.size
+    within = [g.to_numpy() - g.mean() for _, g in by_base if g.size > 1]
+    dof_w = sum(w.size - 1 for w in within)
+    s_w2 = float(sum(float(np.sum(w**2)) for w in within) / dof_w) if dof_w else 0.0
+    if b < 2:
+        return float(means.mean()), float("inf")
+    s_b2 = float(np.var(means, ddof=1))
+    return float(means.mean()), float(sps.t.ppf(0.5 + LEVEL / 2, b - 1) * np.sqrt(s_b2 * (1 + 1 / b) + s_w2))
+
+
 def leave_one_base_out(table: pd.DataFrame, measure: str, model: str = "line") -> dict[str, Any]:
     """Predict each base's ceiling from the other bases' runs alone, against the ceilings its runs realized. Only
     identifiable ceilings take part, as in the regression.
 
     model "line": regress the other bases' ceilings on `measure` (`fit_across_runs`), its 95% prediction band.
     model "offset": the claim's own model for a measure in the ceiling's units (the base's pass@k at the largest
-    k): ceiling = measure + c, with c the mean of ceiling - measure over the other bases' runs and a 95% t
-    prediction band for one new run, c +- t(n - 1) s sqrt(1 + 1 / n). One parameter: with three bases, a free line
+    k): ceiling = measure + c, with c the mean of the other bases' mean gaps ceiling - measure and a 95% prediction
+    band for one run on a new base (`_offset_band`: between-base and within-base spread, t on bases - 1). One
+    parameter: with three bases, a free line
     is fitted to two of them and its slope swings when it extrapolates; the offset does not."""
     if model not in ("line", "offset"):
         raise CeilingError(f"leave_one_base_out: model must be 'line' or 'offset', not {model!r}")
@@ -354,10 +373,8 @@ def leave_one_base_out(table: pd.DataFrame, measure: str, model: str = "line") -
         train, test = t[t["base"] != base], t[t["base"] == base]
         x = float(test[measure].iloc[0])
         if model == "offset":
-            d = (train["ceiling"] - train[measure]).astype(float).to_numpy()
-            half = (float(sps.t.ppf(0.5 + LEVEL / 2, d.size - 1) * d.std(ddof=1) * np.sqrt(1 + 1 / d.size))
-                    if d.size > 1 else np.inf)
-            center, lo, hi = [x + d.mean()], [x + d.mean() - half], [x + d.mean() + half]
+            c, half = _offset_band(train, measure)
+            center, lo, hi = [x + c], [x + c - half], [x + c + half]
         else:
             try:
                 fit = fit_across_runs(train.drop(columns=["base", "seed"]), measures=[measure], level=LEVEL)
@@ -455,6 +472,8 @@ class SweepAnalysis:
     verdicts: dict[str, str] = field(default_factory=dict)
     family_table: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=FAMILY_COLUMNS))
     """One row per (cell, verified family) when cells are rewarded on several families."""
+    pooled_kinds: dict[str, int] = field(default_factory=dict)
+    """How many of the pooled reference runs' identifiable ceilings are plateau levels or at the metric's maximum."""
     families: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per verified family: its regression, leave-one-base-out prediction and ceiling-vs-floor gap."""
     arms: list[dict[str, Any]] = field(default_factory=list)
@@ -467,7 +486,8 @@ class SweepAnalysis:
                 "runs": runs,
                 "across_runs": self.across.to_dict() if self.across is not None else
                 {"kind": "not_available", "reason": self.across_reason},
-                "prediction_from_base": self.prediction, "coverage": self.coverage,
+                "prediction_from_base": self.prediction, "pooled_ceiling_kinds": self.pooled_kinds,
+                "coverage": self.coverage,
                 "unverified": self.unverified, "thresholds": self.thresholds, "controls": self.controls,
                 "families": self.families, "arms": self.arms,
                 "family_runs": self.family_table.replace({np.nan: None}).to_dict(orient="records"),
@@ -490,9 +510,10 @@ def _claim1(a: SweepAnalysis, reg: pd.DataFrame) -> list[Finding]:
     n_id = len(ident)
     scope = f"real-reward runs at beta {a.reference_beta:g} ({_seeds_note(reg)})"
     out.append(Finding(c, SUPPORT if n_id >= max(1, (n_all + 1) // 2) else UNDECIDED,
-                       f"Saturation: {n_id} of {n_all} {scope} have an identifiable ceiling (a plateau with a "
-                       "narrow interval)." + ("" if n_id else " Without identifiable ceilings nothing below can "
-                                              "be decided; longer runs would be needed."), key=False))
+                       f"Saturation: {n_id} of {n_all} {scope} have an identifiable ceiling (a narrow interval"
+                       f"{''.join('; ' + p for p in _kinds_parts(a.pooled_kinds))})."
+                       + ("" if n_id else " Without identifiable "
+                       "ceilings nothing below can be decided; longer runs would be needed."), key=False))
     if a.across is None:
         out.append(Finding(c, UNDECIDED, f"Across-run regression not available: {a.across_reason}."))
     else:
@@ -650,13 +671,18 @@ def _ceiling_kinds(rows: pd.DataFrame) -> dict[str, int]:
     """How many identifiable ceilings are plateau levels, and how many sit at the metric's maximum."""
     ok = rows["ceiling_identifiable"].astype(bool)
     note = rows.get("ceiling_note", pd.Series("", index=rows.index)).fillna("").astype(str)
-    return {"n_plateau": int((ok & (rows["ceiling_form"] == "plateau")).sum()),
+    form = rows.get("ceiling_form", pd.Series("", index=rows.index)).fillna("").astype(str)
+    return {"n_plateau": int((ok & (form == "plateau")).sum()),
             "n_at_max": int((ok & note.str.startswith("at the metric's maximum")).sum())}
 
 
+def _kinds_parts(r: dict[str, Any]) -> list[str]:
+    return [f"{r[k]} {w}" for k, w in (("n_plateau", "plateau level(s)"), ("n_at_max", "at the metric's maximum"))
+            if r.get(k)]
+
+
 def _kinds_words(r: dict[str, Any]) -> str:
-    parts = [f"{r[k]} {w}" for k, w in (("n_plateau", "plateau level(s)"), ("n_at_max", "at the metric's maximum"))
-             if r.get(k)]
+    parts = _kinds_parts(r)
     return f" ({', '.join(parts)})" if parts else ""
 
 
@@ -798,6 +824,7 @@ def analyse(config: SweepConfig, table: pd.DataFrame, families: pd.DataFrame | N
         a.family_table = families
     a.families = family_analysis(a.family_table, config)
     a.arms = arm_comparison(table, a.family_table)
+    a.pooled_kinds = _ceiling_kinds(reference_rows(table, config))
     a.findings = (_claim1(a, reg) + _family_findings(a) + _claim2(a, real) + [_coverage_finding(a)]
                   + _control_findings(a) + _arm_findings(a))
     claim2 = _overall(a.findings, Claim.KL_COST)

@@ -369,6 +369,18 @@ def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
+def _ceiling_mark(d: dict[str, Any]) -> str:
+    """What a run's ceiling number is: not identifiable, a plateau level, at the metric's maximum, or a fitted
+    asymptote (no mark)."""
+    if not np.isfinite(d["ceiling"]):
+        return ""
+    if not d["ceiling_identifiable"]:
+        return " (not identifiable)"
+    if d.get("ceiling_form") == "plateau":
+        return " (plateau level)"
+    return " (at the metric's maximum)" if str(d.get("ceiling_note") or "").startswith("at the metric's maximum") else ""
+
+
 def runs_display(t: pd.DataFrame) -> pd.DataFrame:
     """The per-run table of the page, as strings."""
     def iv(v: Any, lo: Any, hi: Any) -> str:
@@ -378,8 +390,7 @@ def runs_display(t: pd.DataFrame) -> pd.DataFrame:
     for d in t.to_dict(orient="records"):
         rows.append({
             "run": d["cell"], "reward": d["reward"], "status": d["status"],
-            "ceiling A [95%]": iv(d["ceiling"], d["ceiling_low"], d["ceiling_high"])
-            + ("" if d["ceiling_identifiable"] or not np.isfinite(d["ceiling"]) else " (not identifiable)"),
+            "ceiling A [95%]": iv(d["ceiling"], d["ceiling_low"], d["ceiling_high"]) + _ceiling_mark(d),
             "base pass@kmax": fmt(d["base_pass@kmax"]), "base entropy": fmt(d["base_entropy"]),
             "base distinct": fmt(d["base_distinct_answers"]),
             "reward base -> final": f"{fmt(d['base_reward'])} -> {fmt(d['final_reward'])}",
