@@ -160,3 +160,14 @@ def test_a_straight_rise_that_stops_short_of_the_maximum_is_not_a_ceiling_at_the
         if name != "plateau" and fit.estimate >= 1.0 - 1e-9:
             assert not fit.identifiable, (name, fit.ci_low, fit.ci_high)
     assert not (cmp_.fits[cmp_.best].identifiable and cmp_.fits[cmp_.best].estimate >= 1.0 - 1e-9)
+
+
+def test_the_equivalence_test_reads_the_90_percent_interval() -> None:
+    """Two one-sided 5% tests = the 90% interval inside +-0.05. On this draw (seed 0, sd 0.012) the 90% interval
+    of the gain is [-0.041, +0.011] but the 95% one reaches -0.051: read at 95%, the plateau would be refused."""
+    y = 0.6 + 0.012 * np.random.default_rng(0).standard_normal(X.size)
+    fit = CurveFitter(form="plateau", n_boot=400).fit(X, y)
+    wider = CurveFitter(form="plateau", n_boot=400, level=0.975).fit(X, y)  # same draws, its gain interval at 95%
+    assert fit.stats["gain_level"] == pytest.approx(0.90) and wider.stats["gain_level"] == pytest.approx(0.95)
+    assert -0.05 < fit.stats["gain_per_doubling"][1] and wider.stats["gain_per_doubling"][1] < -0.05
+    assert fit.identifiable and not wider.identifiable
