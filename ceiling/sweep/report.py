@@ -153,17 +153,20 @@ def _fig_families(a: SweepAnalysis, colors: dict[str, str]) -> Figure:
                                                                 d["ceiling"][on]),
                             fmt=marker, color=colors.get(base, CONTROL), ms=6, capsize=3, label=label,
                             mfc="white" if arm != "rl" else None)
-            off = idx[~ident & np.isfinite(g["ceiling"].to_numpy(float))]
+            # a ceiling that is not identifiable has no number to draw: its run's final held-out reward (measured,
+            # no curve) stands in, as a cross, so a misfitted point fit does not land where the data never were
+            off = idx[~ident & np.isfinite(g["final_reward"].to_numpy(float))]
             if off.size:
-                ax.scatter(x[off], d["ceiling"][off], facecolors="none", edgecolors=colors.get(base, CONTROL), s=40,
-                           marker=marker, label=f"{label} (not identifiable)")
+                ax.scatter(x[off], d["final_reward"][off], color=colors.get(base, CONTROL), s=36,
+                           marker="x" if arm == "rl" else "+", label=f"{label}: final reward (ceiling not identifiable)")
         r = a.families.get(fam) or {}
         reach = r.get("final_minus_base") or {}
-        ax.set_title(f"{fam}: final reward - base pass@k {fmt(reach.get('estimate'))} "
-                     f"{interval(reach.get('ci_low'), reach.get('ci_high'))}\n(RL runs at beta {a.reference_beta:g}; "
-                     "points: fitted ceilings)", loc="left", fontsize=9)
+        est, lo_, hi_ = (reach.get(k) for k in ("estimate", "ci_low", "ci_high"))
+        words = ("-" if est is None else f"{est:+.3f} [{lo_:+.3f}, {hi_:+.3f}]" if lo_ is not None else f"{est:+.3f}")
+        ax.set_title(f"{fam}: RL final reward - base pass@k\n{words}\n(o: RL at beta {a.reference_beta:g}; "
+                     "squares: other arms; x, +: final reward)", loc="left", fontsize=9)
         ax.set_xlabel(f"base pass@k at the largest k on {fam}")
-        ax.set_ylabel(f"fitted ceiling of {fam}'s held-out reward")
+        ax.set_ylabel(f"ceiling of {fam}'s held-out reward (or final reward)")
         ax.set_xlim(-0.02, 1.02)
         ax.set_ylim(-0.02, 1.05)
         _legend(ax, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=7.5, frameon=False)
@@ -315,8 +318,10 @@ def sweep_figures(a: SweepAnalysis, cur: pd.DataFrame) -> list[SweepFigure]:
     if not a.family_table.empty:
         out.append(SweepFigure("ceiling_by_family", "Each family's ceiling against its base's reach",
                                "One panel per verified family: each run's fitted ceiling of that family's held-out "
-                               f"reward ({LEVEL:.0%} interval; hollow: not identifiable; squares: other arms, e.g. the "
-                               "SFT mix-in) against its base's pass@k at the largest k on the same family, at step 0. "
+                               f"reward ({LEVEL:.0%} interval; circles: RL at the reference beta, squares: other arms, "
+                               "e.g. the SFT mix-in; where the ceiling is not identifiable, a cross at the run's final "
+                               "held-out reward instead, measured with no curve) against its base's pass@k at the "
+                               "largest k on the same family, at step 0. "
                                "On the dashed line the ceiling is exactly what the base could sample (the floor "
                                "binds); above it RL reached problems the base never solved (the skill carried over).",
                                _render(_fig_families, a, colors)))
