@@ -80,23 +80,6 @@ def moved(run: SimRun, true: dict, metric: str, bounds: list[int]) -> list[bool]
     return [abs(c[b] - c[a]) > 1e-12 for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def progress(spec, regime: str, start: np.ndarray, end: np.ndarray) -> np.ndarray:
-    """`ceiling.fit.simulate._progress` for many (start, end) pairs at once: shape (len(start), T + 1)."""
-    t = np.arange(spec.n_steps + 1, dtype=float)[None, :]
-    s, e = start[:, None].astype(float), end[:, None].astype(float)
-    x = np.clip((t - s) / (e - s), 0.0, 1.0)
-    if regime == "improving":
-        c = spec.improve_c
-        return (1 - np.exp(-x / c)) / (1 - np.exp(-1 / c))
-    if regime == "plateau" or spec.shape == "linear_steps":
-        return x
-    if spec.shape == "abrupt":
-        return np.clip((t - s) / max(1, spec.eval_interval // 2), 0.0, 1.0)
-    kl = true_kl(spec)
-    ks, ke = kl[start.astype(int)][:, None], kl[end.astype(int)][:, None]
-    return np.clip((kl[None, :] - ks) / (ke - ks), 0.0, 1.0)
-
-
 def fit_onset(run: SimRun, i: int, metrics: tuple[str, ...], family: bool) -> float | None:
     """The least-squares onset (step) of transition i under the generator's form, nuisances known or profiled."""
     spec = run.spec
@@ -117,9 +100,6 @@ def fit_onset(run: SimRun, i: int, metrics: tuple[str, ...], family: bool) -> fl
     cs = C_GRID if family and "improving" in spec.sequence else (spec.improve_c,)
     ps = P_GRID if family and spec.shape == "linear_kl" and any(r in HARMFUL for r in spec.sequence) \
         else (spec.kl_power,)
-    for k, regime in enumerate(spec.sequence):  # the vectorised copy must be the generator's own form
-        g = progress(spec, regime, np.array(true_bounds[k:k + 1]), np.array(true_bounds[k + 1:k + 2]))[0]
-        assert np.allclose(g, _progress(spec, regime, true_bounds[k], true_bounds[k + 1])), (run.run, regime)
     bounds = np.tile(np.array(true_bounds), (taus.size, 1))  # (G, segments + 1): onset i at each tau
     bounds[:, i + 1] = taus
     best = np.full(taus.size, np.inf)
@@ -127,7 +107,7 @@ def fit_onset(run: SimRun, i: int, metrics: tuple[str, ...], family: bool) -> fl
         for p in ps:
             sp = replace(spec, improve_c=float(c), kl_power=float(p))
             # g[k]: (G, T + 1) progress of segment k with onset i at each tau
-            gs = [progress(sp, regime, bounds[:, k], bounds[:, k + 1]) for k, regime in enumerate(spec.sequence)]
+            gs = [_progress(sp, regime, bounds[:, k], bounds[:, k + 1]) for k, regime in enumerate(spec.sequence)]
             tot = np.zeros(taus.size)
             for m, x, y, wh, mv in data:
                 # whitened columns, each (G, n) (the constant one does not move with tau); normal equations by pairs

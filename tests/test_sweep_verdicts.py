@@ -397,9 +397,9 @@ def test_family_finding_counts_plateau_levels_and_ceilings_at_the_maximum():
     family's finding says so, so a reader knows which numbers are fitted asymptotes."""
     rows = family_runs("sort", lambda x: 0.95)
     for r in rows[:2]:
-        r.update(ceiling_form="plateau", ceiling_note="plateau: the level held over the last doubling of compute")
+        r.update(ceiling_form="plateau", ceiling_kind="plateau")
     for r in rows[2:5]:
-        r.update(ceiling_form="exponential", ceiling_note="at the metric's maximum: the data bound it from below")
+        r.update(ceiling_form="exponential", ceiling_kind="at_maximum")
     ft = family_table(rows + family_runs("cipher", lambda x: x))
     a = analyse(CONFIG, table(diversity_runs(lambda x: 0.1 + 0.5 * x)), ft)
     r = a.families["sort"]
@@ -458,8 +458,8 @@ def test_pooled_saturation_and_the_runs_table_say_which_ceilings_are_plateau_lev
     from ceiling.sweep.report import runs_display
 
     rows = diversity_runs(lambda x: 0.1 + 0.5 * x)
-    rows[0].update(ceiling_form="plateau", ceiling_note="plateau: the level held over the last doubling")
-    rows[1].update(ceiling_note="at the metric's maximum: the data bound it from below")
+    rows[0].update(ceiling_form="plateau", ceiling_kind="plateau")
+    rows[1].update(ceiling_kind="at_maximum")
     t = table(rows)
     a = analyse(CONFIG, t)
     assert a.pooled_kinds == {"n_plateau": 1, "n_at_max": 1}

@@ -46,10 +46,10 @@ Identifiability: the ceiling is reported as not identifiable (with the reasons i
   a fit which mistook the middle of the rise for a plateau, is confidently wrong;
 - A sits at its bound in the point fit or in more than 10% of the replicates;
 - more than 20% of the bootstrap refits did not converge.
-A ceiling at the metric's own bound (1 for a reward in [0, 1]) is identifiable when its interval [low, 1] is
-narrower than `max_ci_width` and the profile agrees: the data then pin it from below and the metric's range from
-above ("at the metric's maximum"). A bound that is not the metric's (an unbounded metric's range widened 3x) still
-counts as pinned.
+A ceiling at the metric's own bound (1 for a reward in [0, 1]) is identifiable when the fitted curve ends within
+max_ci_width / 2 of it and its interval [low, 1], low the lower of the bootstrap's and the profile's, is narrower
+than `max_ci_width`: the data then pin it from below and the metric's range from above ("at the metric's
+maximum"). A bound that is not the metric's (an unbounded metric's range widened 3x) still counts as pinned.
 
 The plateau (`form="plateau"`, `compare_forms`' fallback when no rising form is identifiable): a run whose reward
 rises before its first evaluations and then holds level has no rise left for a curve to fit, and every rising
@@ -62,8 +62,8 @@ than `max_ci_width` and the gain per doubling of x (the slope of y on log2 x ove
 AR(1) interval) is shown to lie within +-`plateau_tol` (default max_ci_width / 2) by an equivalence test: two
 one-sided tests at 5%, i.e. its 90% interval inside the band (Schuirmann 1987), and is not significantly
 different from 0 (the same interval contains 0: a slow but steady rise is a rise, and its next doubling may add
-more). A tail with no variation at all (e.g. a reward of exactly 0) gets no interval and is not identifiable. Its estimand is the level the run
-holds, not an asymptote: a further gain of up to `plateau_tol` per doubling of x is not excluded, and the
+more). A tail with no variation at all (e.g. a reward of exactly 0) gets no interval and is not identifiable.
+Its estimand is the level the run holds, not an asymptote: a further gain of up to `plateau_tol` per doubling of x is not excluded, and the
 report says so.
 """
 from __future__ import annotations
@@ -232,18 +232,26 @@ class CurveFit:
                     + f". The point fit A = {fmt(self.estimate)} ({where}) is not a forecast.")
         return f"{fmt(self.estimate)}, 95% interval {interval(self.ci_low, self.ci_high)} ({where})"
 
-    def caveat(self) -> str | None:
-        """What an identifiable ceiling's number means when it is not a fitted asymptote inside the metric's range:
-        a plateau (the level held) or a ceiling at the metric's maximum (a one-sided interval); else None."""
+    @property
+    def ceiling_kind(self) -> str | None:
+        """What an identifiable ceiling's number is when it is not a fitted asymptote inside the metric's range:
+        "plateau" (the level held) or "at_maximum" (at the metric's maximum, a one-sided interval); else None."""
         if not self.identifiable:
             return None
         if self.form == "plateau":
+            return "plateau"
+        return "at_maximum" if self.stats.get("at_bound") == "maximum" else None
+
+    def caveat(self) -> str | None:
+        """`ceiling_kind` in words (None when the number is a plain fitted asymptote or not identifiable)."""
+        kind = self.ceiling_kind
+        if kind == "plateau":
             g = self.stats.get("gain_per_doubling") or [np.nan] * 3
             lv = f"{float(self.stats.get('gain_level') or 0.9):.0%}"
             return (f"plateau: the level held over the last doubling of {self.x_label} (gain {fmt(g[0])} per doubling, "
                     f"{lv} interval {interval(g[1], g[2])}); a further gain of up to "
                     f"{fmt(self.stats.get('plateau_tol'))} per doubling is not excluded")
-        if self.stats.get("at_bound") == "maximum":
+        if kind == "at_maximum":
             return "at the metric's maximum: the data bound it from below, the metric from above"
         return None
 
@@ -540,10 +548,11 @@ def _fit(cfg: CurveFitter, x: Sequence[float] | np.ndarray, y: Sequence[float] |
             reasons.append(("wide_profile", f"the profile likelihood admits any ceiling in [{profile[0]:.3g}, "
                                             f"{profile[1]:.3g}] (wider than {max_ci_width:g}): the data do not pin "
                                             "the ceiling down, they may stop before or near the midpoint"))
-    if natural_bounds and n_boot > 0 and _at_bound(params["A"], ylo, yhi) and not any(c == "pinned" for c, _ in reasons):
+    side = _bound_side(params["A"], ylo, yhi) if natural_bounds else None
+    if side and n_boot > 0 and not any(c == "pinned" for c, _ in reasons):
         # a ceiling at the metric's own bound: the data must get near it, and the interval's far end is the lower
         # of the bootstrap's and the profile's (a bootstrap started at the bound can sit above what the data allow)
-        top = params["A"] >= yhi - 1e-6 * (yhi - ylo)
+        top = side == "maximum"
         last = float(yhat[int(np.argmax(xf))])
         short = (yhi - last) if top else (last - ylo)
         if short > max_ci_width / 2:
@@ -563,8 +572,7 @@ def _fit(cfg: CurveFitter, x: Sequence[float] | np.ndarray, y: Sequence[float] |
              "lag1_autocorr": lag1_autocorr(resid), "converged": converged,
              "progress": _progress(fm, u, theta, params["A"]),
              "profile_A": None if profile is None else [profile[0], profile[1]],
-             **({"at_bound": "maximum" if params["A"] >= yhi - 1e-6 * (yhi - ylo) else "minimum"}
-                if natural_bounds and not reasons and _at_bound(params["A"], ylo, yhi) else {})}
+             **({"at_bound": side} if side and not reasons else {})}
     method = (f"{form} fit, {loss} loss (f_scale={fs:.3g}), variable-projection grid + Levenberg-Marquardt"
               + (f"; {_scheme_words(boot)} (B={n_boot}), expanded-percentile {level:.0%} intervals "
                  f"(t with {_dof_words(boot)}); profile-likelihood check on A" if n_boot > 0
@@ -720,7 +728,7 @@ def _identifiability(fm: Form, params: dict[str, float], ci: dict[str, tuple[flo
     tol = 1e-6 * max(yhi - ylo, 1e-12)
     narrow = n_boot > 0 and ci["A"][1] - ci["A"][0] <= max_ci_width
     at_metric_bound = natural_bounds and narrow  # the interval, not the bound, then says where the ceiling is
-    if _at_bound(a, ylo, yhi) and not at_metric_bound:
+    if _bound_side(a, ylo, yhi) and not at_metric_bound:
         reasons.append(("pinned", f"the ceiling is pinned at its bound ({a:.4g}); the data do not constrain it"))
     if n_boot > 0:
         lo, hi = ci["A"]
@@ -738,9 +746,10 @@ def _identifiability(fm: Form, params: dict[str, float], ci: dict[str, tuple[flo
     return reasons
 
 
-def _at_bound(a: float, ylo: float, yhi: float) -> bool:
+def _bound_side(a: float, ylo: float, yhi: float) -> str | None:
+    """"maximum" or "minimum" when A sits at that bound (within 1e-6 of the range), else None."""
     tol = 1e-6 * max(yhi - ylo, 1e-12)
-    return bool(a >= yhi - tol or a <= ylo + tol)
+    return "maximum" if a >= yhi - tol else "minimum" if a <= ylo + tol else None
 
 
 PLATEAU_MIN_POINTS = 6
@@ -794,7 +803,7 @@ def _fit_plateau(cfg: CurveFitter, x: Sequence[float] | np.ndarray, y: Sequence[
         gain_ci = (float(g_lo), float(g_hi))
         draws = np.column_stack([np.clip(a_star, ylo, yhi), np.full(cfg.n_boot, x0)])[:MAX_STORED_DRAWS]
         boot = {"scheme": "AR(1) bootstrap of residuals", "n_boot": cfg.n_boot, "block": None, "ar1": rho,
-                "ar1_source": "estimated from the tail" if cfg.ar1 is None else "given (the rising fit's residuals)",
+                "ar1_source": "estimated from the tail" if cfg.ar1 is None else "given",
                 "seed": cfg.seed, "inflation": inflation, "interval": "expanded percentile", "dof": dof,
                 "n_not_converged": 0}
     reasons: list[tuple[str, str]] = []

@@ -16,6 +16,7 @@ from ceiling.fit.common import SCHEMA_VERSION, NotAvailable, fmt, interval, tabl
 from ceiling.fit.curve import CurveFit
 
 FamilyFit = CurveFit | NotAvailable
+KIND_WORDS = {"plateau": " (plateau: the level held)", "at_maximum": " (at the metric's maximum)"}
 
 
 @dataclass
@@ -52,9 +53,7 @@ class FamilyCeilings:
             return f"{family}: not fitted ({fit.reason})"
         if not fit.identifiable:
             return f"{family}: not identifiable (point fit {fmt(fit.estimate)})"
-        kind = {"plateau": " (plateau: the level held)"}.get(fit.form, "")
-        if fit.stats.get("at_bound") == "maximum":
-            kind = " (at the metric's maximum)"
+        kind = KIND_WORDS.get(fit.ceiling_kind or "", "")
         return f"{family}: {fmt(fit.estimate)} {interval(fit.ci_low, fit.ci_high)}{kind}"
 
     def headline(self) -> str:

@@ -77,6 +77,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -250,19 +251,26 @@ def true_kl(spec: SimSpec) -> np.ndarray:
     return spec.kl_final * (t / spec.n_steps) ** spec.kl_power
 
 
-def _progress(spec: SimSpec, regime: str, start: int, end: int) -> np.ndarray:
-    """Fraction of a segment's total change reached at each step 0..T (0 before `start`, 1 after `end`)."""
-    t = np.arange(spec.n_steps + 1, dtype=float)
-    x = np.clip((t - start) / (end - start), 0.0, 1.0)
+def _progress(spec: SimSpec, regime: str, start: Any, end: Any) -> np.ndarray:
+    """Fraction of a segment's total change reached at each step 0..T (0 before `start`, 1 after `end`).
+
+    `start` and `end` are steps, or equal-length arrays of them (then one row per pair: shape (m, T + 1))."""
+    many = np.ndim(start) > 0
+    t = np.arange(spec.n_steps + 1, dtype=float)[None, :]
+    s = np.atleast_1d(np.asarray(start)).astype(int)[:, None]
+    e = np.atleast_1d(np.asarray(end)).astype(int)[:, None]
+    x = np.clip((t - s) / (e - s), 0.0, 1.0)
     if regime == "improving":
         c = spec.improve_c
-        return (1 - np.exp(-x / c)) / (1 - np.exp(-1 / c))
-    if regime == "plateau" or spec.shape == "linear_steps":
-        return x
-    if spec.shape == "abrupt":
-        return np.clip((t - start) / max(1, spec.eval_interval // 2), 0.0, 1.0)
-    kl = true_kl(spec)
-    return np.clip((kl - kl[start]) / (kl[end] - kl[start]), 0.0, 1.0)
+        out = (1 - np.exp(-x / c)) / (1 - np.exp(-1 / c))
+    elif regime == "plateau" or spec.shape == "linear_steps":
+        out = x
+    elif spec.shape == "abrupt":
+        out = np.clip((t - s) / max(1, spec.eval_interval // 2), 0.0, 1.0)
+    else:
+        kl = true_kl(spec)
+        out = np.clip((kl[None, :] - kl[s]) / (kl[e] - kl[s]), 0.0, 1.0)
+    return out if many else out[0]
 
 
 def shift(p: float, z: float, n: int, sign: int) -> float:

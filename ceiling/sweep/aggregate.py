@@ -96,6 +96,7 @@ def _ceiling_columns(ceil: Any) -> dict[str, Any]:
             "ceiling_high": _num(ceil.ci_high) if fitted else np.nan,
             "ceiling_identifiable": bool(ceil.identifiable) if fitted else False,
             "ceiling_form": ceil.form if fitted else None,
+            "ceiling_kind": ceil.ceiling_kind if fitted else None,
             "ceiling_note": (("; ".join(ceil.reasons) or ceil.caveat() or "")[:300] if fitted
                              else getattr(ceil, "reason", None))}
 
@@ -155,7 +156,7 @@ COLUMNS = ["cell", "base", "seed", "beta", "lr", "reward", "arm", "status", "cei
            "final_pass@kmax_high", "coverage_change", "base_pass@1", "final_pass@1", "base_unverified",
            "base_unverified_low", "base_unverified_high", "final_unverified", "final_unverified_low",
            "final_unverified_high", "unverified_change", "max_kl", "threshold_detected", "threshold",
-           "threshold_low", "threshold_high", "threshold_p", "threshold_x", "ceiling_note"]
+           "threshold_low", "threshold_high", "threshold_p", "threshold_x", "ceiling_note", "ceiling_kind"]
 
 
 def sweep_table(config: SweepConfig, runs_dir: str | Path) -> pd.DataFrame:
@@ -173,7 +174,7 @@ FAMILY_COLUMNS = ["cell", "base", "seed", "beta", "lr", "reward", "arm", "status
                   "base_pass@kmax_low", "base_pass@kmax_high", "final_pass@kmax", "final_pass@kmax_low",
                   "final_pass@kmax_high", "base_reward", "base_reward_low", "base_reward_high", "final_reward",
                   "final_reward_low", "final_reward_high", "gain", "coverage_change", "base_pass@1", "final_pass@1",
-                  "base_entropy", "base_distinct_answers", "ceiling_note"]
+                  "base_entropy", "base_distinct_answers", "ceiling_note", "ceiling_kind"]
 
 
 def family_rows(cell: Cell, run_dir: Path) -> list[dict[str, Any]]:
@@ -360,8 +361,8 @@ def leave_one_base_out(table: pd.DataFrame, measure: str, model: str = "line") -
     model "offset": the claim's own model for a measure in the ceiling's units (the base's pass@k at the largest
     k): ceiling = measure + c, with c the mean of the other bases' mean gaps ceiling - measure and a 95% prediction
     band for one run on a new base (`_offset_band`: between-base and within-base spread, t on bases - 1). One
-    parameter: with three bases, a free line
-    is fitted to two of them and its slope swings when it extrapolates; the offset does not."""
+    parameter: with three bases, a free line is fitted to two of them and its slope swings when it extrapolates;
+    the offset does not."""
     if model not in ("line", "offset"):
         raise CeilingError(f"leave_one_base_out: model must be 'line' or 'offset', not {model!r}")
     t = table[table["identifiable"].astype(bool) & np.isfinite(table["ceiling"].astype(float))]
@@ -389,7 +390,7 @@ def leave_one_base_out(table: pd.DataFrame, measure: str, model: str = "line") -
                          "covered": bool(lo[0] <= r.ceiling <= hi[0])})
     err = np.array([r["error"] for r in rows])
     how = (f"regress the other bases' ceilings on {measure}" if model == "line" else
-           f"ceiling = {measure} + c, c the mean gap over the other bases' runs")
+           f"ceiling = {measure} + c, c the mean of the other bases' mean gaps")
     return {"method": f"leave one base out: {how}, predict this base's ceiling with a {LEVEL:.0%} prediction band",
             "model": model, "measure": measure, "rows": rows,
             "rmse": _finite(float(np.sqrt(np.mean(err**2)))) if err.size else None,
@@ -669,11 +670,8 @@ def family_analysis(ft: pd.DataFrame, config: SweepConfig) -> dict[str, dict[str
 
 def _ceiling_kinds(rows: pd.DataFrame) -> dict[str, int]:
     """How many identifiable ceilings are plateau levels, and how many sit at the metric's maximum."""
-    ok = rows["ceiling_identifiable"].astype(bool)
-    note = rows.get("ceiling_note", pd.Series("", index=rows.index)).fillna("").astype(str)
-    form = rows.get("ceiling_form", pd.Series("", index=rows.index)).fillna("").astype(str)
-    return {"n_plateau": int((ok & (form == "plateau")).sum()),
-            "n_at_max": int((ok & note.str.startswith("at the metric's maximum")).sum())}
+    kind = rows.get("ceiling_kind", pd.Series(None, index=rows.index, dtype=object))
+    return {"n_plateau": int((kind == "plateau").sum()), "n_at_max": int((kind == "at_maximum").sum())}
 
 
 def _kinds_parts(r: dict[str, Any]) -> list[str]:

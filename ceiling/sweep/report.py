@@ -381,9 +381,7 @@ def _ceiling_mark(d: dict[str, Any]) -> str:
         return ""
     if not d["ceiling_identifiable"]:
         return " (not identifiable)"
-    if d.get("ceiling_form") == "plateau":
-        return " (plateau level)"
-    return " (at the metric's maximum)" if str(d.get("ceiling_note") or "").startswith("at the metric's maximum") else ""
+    return {"plateau": " (plateau level)", "at_maximum": " (at the metric's maximum)"}.get(d.get("ceiling_kind"), "")
 
 
 def runs_display(t: pd.DataFrame) -> pd.DataFrame:
